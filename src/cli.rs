@@ -1,0 +1,327 @@
+//! Command-line interface: argument parsing (clap) and one function per subcommand. Each
+//! subcommand maps its failure to an exit code: 2 for bad config or usage, 1 for the rest.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::kafka::admin::{AdminError, TopicStatus};
+use crate::mock_llm::{MockConfigError, MockLlm, MockLlmConfig};
+use crate::pipeline::StepRunner;
+use crate::worker::WorkerError;
+
+/// baton: LLM orchestration over Apache Kafka.
+#[derive(Debug, Parser)]
+#[command(name = "baton", version, about, long_about = None)]
+pub struct Cli {
+    /// Log as JSON lines instead of text (logs go to stderr; RUST_LOG filters them).
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole flow in one process with nothing installed: an embedded Kafka-protocol
+    /// cluster, simulated providers, sample support tickets, a worker, and a summary.
+    Demo(crate::demo::DemoArgs),
+    /// Run a worker: consume the configured pipeline topics, route, call models, publish.
+    Run(RunArgs),
+    /// Serve simulated providers (OpenAI wire format) on loopback, for tests and load tests.
+    MockLlm(MockLlmArgs),
+    /// Publish jobs from a JSON Lines file (or - for stdin) to a topic.
+    Produce(ProduceArgs),
+    /// Print a topic's records, with headers, as JSON lines.
+    Consume(ConsumeArgs),
+    /// Manage the topics a config implies.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+    /// Validate a config file and print what it defines.
+    Check(CheckArgs),
+    /// Measure worker throughput, CPU per 1,000 jobs and peak RSS against a real broker.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// `baton run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The config file.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Kafka bootstrap servers; overrides `kafka.bootstrap_servers`.
+    #[arg(long, env = "BATON_BOOTSTRAP")]
+    pub bootstrap: Option<String>,
+}
+
+/// `baton mock-llm`
+#[derive(Debug, Args)]
+pub struct MockLlmArgs {
+    /// Port to listen on (0 picks a free one; the address is printed).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Address to bind; loopback unless you mean it.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Behaviour per model (TOML); every model echoes after a short delay when absent.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// `baton produce`
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Topic to publish to.
+    #[arg(long)]
+    pub topic: String,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "BATON_BOOTSTRAP")]
+    pub bootstrap: String,
+    /// JSON Lines file, or - for stdin.
+    pub input: String,
+}
+
+/// `baton consume`
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// Topic to read (from the beginning).
+    #[arg(long)]
+    pub topic: String,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "BATON_BOOTSTRAP")]
+    pub bootstrap: String,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub count: Option<usize>,
+    /// Stop after this many milliseconds without a record.
+    #[arg(long, default_value_t = 5000)]
+    pub idle_ms: u64,
+}
+
+/// `baton topics ...`
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create the topics declared in topics/ for this config; report drift of existing ones.
+    Apply(TopicsApplyArgs),
+}
+
+/// `baton topics apply`
+#[derive(Debug, Args)]
+pub struct TopicsApplyArgs {
+    /// The config file.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Kafka bootstrap servers; overrides `kafka.bootstrap_servers`.
+    #[arg(long, env = "BATON_BOOTSTRAP")]
+    pub bootstrap: Option<String>,
+    /// Report only; create nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `baton check`
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The config file.
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The config file is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    /// A config key is missing or wrong for this command.
+    #[error("{0}")]
+    ConfigKey(#[from] ConfigError),
+    /// The mock-llm config is invalid.
+    #[error("mock-llm config: {0}")]
+    MockConfig(#[from] MockConfigError),
+    /// The worker failed.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// Topic administration failed.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// A Kafka client failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A file or socket failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The demo failed.
+    #[error(transparent)]
+    Demo(#[from] crate::demo::DemoError),
+    /// The benchmark failed.
+    #[error(transparent)]
+    Bench(#[from] crate::bench::BenchError),
+    /// Some records could not be published.
+    #[error("{failed} of {total} records could not be published")]
+    ProduceFailed {
+        /// Failed records.
+        failed: u64,
+        /// All records.
+        total: u64,
+    },
+    /// Topics differ from their declarations.
+    #[error("{0} topic(s) differ from their declarations")]
+    Drift(usize),
+}
+
+impl CliError {
+    /// The process exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Config(_) | CliError::ConfigKey(_) | CliError::MockConfig(_) => 2,
+            CliError::Drift(_) => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default: info for baton, warnings for the rest).
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,baton=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// A token cancelled on SIGINT or SIGTERM.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+        t.cancel();
+    });
+    token
+}
+
+/// Loads a config and applies a `--bootstrap` override.
+pub fn load_config(path: &std::path::Path, bootstrap: Option<&str>) -> Result<Config, CliError> {
+    let mut config = Config::load(path)?;
+    if let Some(b) = bootstrap {
+        config.kafka.bootstrap_servers = b.to_string();
+    }
+    Ok(config)
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Demo(args) => {
+            crate::demo::run(args).await?;
+            Ok(())
+        }
+        Command::Run(args) => run_worker(args).await,
+        Command::MockLlm(args) => mock_llm(args).await,
+        Command::Produce(args) => {
+            let stats = crate::kafka::tools::produce_command(&args.bootstrap, &args.topic, &args.input).await?;
+            eprintln!("produced {} record(s) to {}", stats.sent, args.topic);
+            if stats.failed > 0 {
+                return Err(CliError::ProduceFailed { failed: stats.failed, total: stats.sent + stats.failed });
+            }
+            Ok(())
+        }
+        Command::Consume(args) => {
+            let idle = std::time::Duration::from_millis(args.idle_ms);
+            let records = tokio::task::spawn_blocking(move || {
+                crate::kafka::tools::read_topic(&args.bootstrap, &args.topic, args.count, idle, std::time::Duration::MAX)
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+            for r in &records {
+                println!("{}", crate::kafka::tools::record_json(r));
+            }
+            Ok(())
+        }
+        Command::Topics(TopicsCommand::Apply(args)) => topics_apply(args).await,
+        Command::Check(args) => {
+            let config = Config::load(&args.config)?;
+            println!("{}: ok", args.config.display());
+            println!("  models: {}", config.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
+            for s in &config.steps {
+                println!("  step {}.{}: consumes {} -> {}", s.pipeline, s.name, s.topic, s.output_topic);
+            }
+            Ok(())
+        }
+        Command::Bench(args) => {
+            crate::bench::run(args).await?;
+            Ok(())
+        }
+    }
+}
+
+async fn run_worker(args: RunArgs) -> Result<(), CliError> {
+    let config = load_config(&args.config, args.bootstrap.as_deref())?;
+    config.require_bootstrap()?;
+    let config = Arc::new(config);
+    let runner = StepRunner::from_config(config.clone())?;
+    let shutdown = shutdown_on_signals();
+    if let Some(addr) = config.worker.metrics_listen {
+        let handle = crate::telemetry::install();
+        let bound = crate::telemetry::serve(addr, handle, shutdown.clone()).await?;
+        tracing::info!(%bound, "metrics on http://{bound}/metrics");
+    }
+    crate::worker::run(config, runner, shutdown).await?;
+    Ok(())
+}
+
+async fn mock_llm(args: MockLlmArgs) -> Result<(), CliError> {
+    let config = match &args.config {
+        Some(p) => MockLlmConfig::load(p)?,
+        None => MockLlmConfig::default(),
+    };
+    let mock = MockLlm::start(std::net::SocketAddr::new(args.host, args.port), config).await?;
+    // One line on stdout so scripts and tests can find the port.
+    println!("mock-llm listening on {}", mock.base_url());
+    shutdown_on_signals().cancelled().await;
+    mock.shutdown().await;
+    Ok(())
+}
+
+async fn topics_apply(args: TopicsApplyArgs) -> Result<(), CliError> {
+    let config = load_config(&args.config, args.bootstrap.as_deref())?;
+    config.require_bootstrap()?;
+    let plan = crate::kafka::topics::plan(&config);
+    let report = crate::kafka::admin::apply(&config.kafka.bootstrap_servers, &plan, args.dry_run).await?;
+    let mut drifted = 0;
+    for r in &report {
+        let status = match &r.status {
+            TopicStatus::Created => "created".to_string(),
+            TopicStatus::Ok => "ok".to_string(),
+            TopicStatus::Missing => "missing".to_string(),
+            TopicStatus::Drift(d) => {
+                drifted += 1;
+                format!("drift: {}", d.join(", "))
+            }
+        };
+        println!("{:<8} {:<48} {}", r.kind, r.name, status);
+    }
+    if drifted > 0 {
+        return Err(CliError::Drift(drifted));
+    }
+    Ok(())
+}

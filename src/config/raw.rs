@@ -1,0 +1,242 @@
+//! Phase one of configuration: the TOML file as written, with defaults and no unknown keys.
+//!
+//! Nothing here checks cross-references; [`super::Config::from_raw`] does.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use super::{ProviderKind, Sensitivity};
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[kafka]`
+    #[serde(default)]
+    pub kafka: RawKafka,
+    /// `[topics]`
+    #[serde(default)]
+    pub topics: RawTopics,
+    /// `[worker]`
+    #[serde(default)]
+    pub worker: RawWorker,
+    /// `[models.<name>]`, in file order.
+    #[serde(default)]
+    pub models: IndexMap<String, RawModel>,
+    /// `[pipelines.<name>]`, in file order.
+    #[serde(default)]
+    pub pipelines: IndexMap<String, RawPipeline>,
+}
+
+/// `[kafka]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKafka {
+    /// `bootstrap.servers`; `--bootstrap` overrides it.
+    pub bootstrap_servers: Option<String>,
+    /// Consumer group of the workers.
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Extra librdkafka consumer properties.
+    #[serde(default)]
+    pub consumer: BTreeMap<String, String>,
+    /// Extra librdkafka producer properties.
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
+}
+
+impl Default for RawKafka {
+    fn default() -> Self {
+        RawKafka {
+            bootstrap_servers: None,
+            group_id: default_group(),
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_group() -> String {
+    "baton-workers".into()
+}
+
+/// `[topics]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTopics {
+    /// Prefix for every topic baton reads or writes.
+    #[serde(default)]
+    pub prefix: String,
+    /// Results topic (before the prefix).
+    #[serde(default = "d_results")]
+    pub results: String,
+    /// Per-call audit topic.
+    #[serde(default = "d_calls")]
+    pub calls: String,
+    /// Human review topic.
+    #[serde(default = "d_review")]
+    pub review: String,
+    /// Conversation memory topic (compacted).
+    #[serde(default = "d_memory")]
+    pub memory: String,
+    /// A topic declarations file (see `topics/baton.toml`); the built-in one when absent.
+    pub declarations: Option<PathBuf>,
+}
+
+impl Default for RawTopics {
+    fn default() -> Self {
+        RawTopics {
+            prefix: String::new(),
+            results: d_results(),
+            calls: d_calls(),
+            review: d_review(),
+            memory: d_memory(),
+            declarations: None,
+        }
+    }
+}
+
+fn d_results() -> String {
+    "baton.results".into()
+}
+fn d_calls() -> String {
+    "baton.calls".into()
+}
+fn d_review() -> String {
+    "baton.review".into()
+}
+fn d_memory() -> String {
+    "baton.memory".into()
+}
+
+/// `[worker]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorker {
+    /// Jobs in flight at once, across all partitions.
+    #[serde(default = "d_in_flight")]
+    pub max_in_flight: usize,
+    /// Largest accepted record value in bytes.
+    #[serde(default = "d_payload")]
+    pub max_payload_bytes: usize,
+    /// Drain deadline on SIGINT/SIGTERM.
+    #[serde(default = "d_shutdown")]
+    pub shutdown_timeout_ms: u64,
+    /// Drain deadline for revoked partitions.
+    #[serde(default = "d_rebalance")]
+    pub rebalance_timeout_ms: u64,
+    /// In-process attempts per provider call for retryable errors.
+    #[serde(default = "d_attempts")]
+    pub provider_attempts: u32,
+    /// `/metrics` and `/healthz` address, or "off".
+    #[serde(default = "d_metrics")]
+    pub metrics_listen: Option<String>,
+}
+
+impl Default for RawWorker {
+    fn default() -> Self {
+        RawWorker {
+            max_in_flight: d_in_flight(),
+            max_payload_bytes: d_payload(),
+            shutdown_timeout_ms: d_shutdown(),
+            rebalance_timeout_ms: d_rebalance(),
+            provider_attempts: d_attempts(),
+            metrics_listen: d_metrics(),
+        }
+    }
+}
+
+fn d_in_flight() -> usize {
+    1024
+}
+fn d_payload() -> usize {
+    1024 * 1024
+}
+fn d_shutdown() -> u64 {
+    30_000
+}
+fn d_rebalance() -> u64 {
+    15_000
+}
+fn d_attempts() -> u32 {
+    3
+}
+fn d_metrics() -> Option<String> {
+    Some("127.0.0.1:9464".into())
+}
+
+/// `[models.<name>]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// Wire protocol; `openai` (any OpenAI-compatible endpoint).
+    #[serde(default = "d_provider")]
+    pub provider: ProviderKind,
+    /// Provider-side model id; the config name when absent.
+    pub model: Option<String>,
+    /// Base URL including `/v1`.
+    pub base_url: String,
+    /// Environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// HTTP timeout of one call.
+    #[serde(default = "d_timeout")]
+    pub timeout_ms: u64,
+    /// USD per 1M input tokens.
+    #[serde(default)]
+    pub price_input_per_mtok: f64,
+    /// USD per 1M output tokens.
+    #[serde(default)]
+    pub price_output_per_mtok: f64,
+    /// Context window in tokens.
+    #[serde(default = "d_window")]
+    pub context_window: u32,
+    /// Residency tag.
+    pub residency: Option<String>,
+    /// Sensitivities this model may receive.
+    #[serde(default = "d_sens")]
+    pub sensitivities: Vec<Sensitivity>,
+}
+
+fn d_provider() -> ProviderKind {
+    ProviderKind::Openai
+}
+fn d_timeout() -> u64 {
+    60_000
+}
+fn d_window() -> u32 {
+    128_000
+}
+fn d_sens() -> Vec<Sensitivity> {
+    vec![Sensitivity::Public, Sensitivity::Internal]
+}
+
+/// `[pipelines.<name>]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPipeline {
+    /// `[[pipelines.<name>.steps]]`, in order.
+    pub steps: Vec<RawStep>,
+}
+
+/// `[[pipelines.<name>.steps]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    /// Step name; the input topic is `<prefix><pipeline>.<name>`.
+    pub name: String,
+    /// Model for jobs whose task has no entry in `task_models`.
+    pub model: toml::Spanned<String>,
+    /// Static mapping from the job's `task` to a model.
+    #[serde(default)]
+    pub task_models: IndexMap<String, toml::Spanned<String>>,
+    /// Models to use, in order, when the job's policy forbids the first choice.
+    #[serde(default)]
+    pub fallbacks: Vec<toml::Spanned<String>>,
+    /// System prompt placed before the job's messages.
+    pub system_prompt: Option<String>,
+    /// Output token cap when the job sets none.
+    pub max_tokens: Option<u32>,
+}

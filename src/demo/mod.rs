@@ -1,0 +1,306 @@
+//! `baton demo`: the whole flow in one process, with nothing installed.
+//!
+//! An embedded Kafka-protocol cluster (librdkafka's mock cluster), simulated providers
+//! (`baton mock-llm` on loopback, `examples/mock-llm.toml`), the support-triage config
+//! (`examples/support.toml`), about 200 sample tickets, and the same worker `baton run` uses.
+//! It prints a summary per model and ends with `jobs=N results=R dead_letters=D lost=L`.
+//! With `--bootstrap`, the same runs against a real cluster (topics get a unique prefix).
+
+pub mod tickets;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, TopicNames};
+use crate::envelope::JobResult;
+use crate::kafka::headers;
+use crate::mock_llm::{MockLlm, MockLlmConfig};
+use crate::pipeline::StepRunner;
+
+/// The support-triage config the demo runs (`examples/support.toml`).
+pub const SAMPLE_CONFIG: &str = include_str!("../../examples/support.toml");
+/// The simulated providers' behaviour (`examples/mock-llm.toml`).
+pub const MOCK_CONFIG: &str = include_str!("../../examples/mock-llm.toml");
+
+/// `baton demo` options.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Number of sample tickets.
+    #[arg(long, default_value_t = 200)]
+    pub jobs: usize,
+    /// Use a real Kafka cluster instead of the embedded one.
+    #[arg(long, env = "BATON_BOOTSTRAP")]
+    pub bootstrap: Option<String>,
+    /// Give up waiting for outputs after this many seconds.
+    #[arg(long, default_value_t = 180)]
+    pub timeout_s: u64,
+    /// Seed of the sample tickets.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// Why the demo failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The embedded cluster or a client failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// Creating topics on the real cluster failed.
+    #[error(transparent)]
+    Admin(#[from] crate::kafka::admin::AdminError),
+    /// The simulated providers could not start.
+    #[error("mock-llm: {0}")]
+    Mock(#[from] std::io::Error),
+    /// The built-in config is invalid (a bug).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigErrors),
+    /// The worker failed.
+    #[error(transparent)]
+    Worker(#[from] crate::worker::WorkerError),
+    /// Some jobs ended in neither a result nor a dead letter in time.
+    #[error("{lost} of {jobs} jobs had no result or dead letter after {timeout_s}s")]
+    Lost {
+        /// Unaccounted jobs.
+        lost: usize,
+        /// All jobs.
+        jobs: usize,
+        /// The wait.
+        timeout_s: u64,
+    },
+}
+
+/// What the demo saw.
+#[derive(Debug, Clone, Default)]
+pub struct DemoReport {
+    /// Jobs published.
+    pub jobs: usize,
+    /// Results, one per job id.
+    pub results: Vec<JobResult>,
+    /// Dead letters: (job id, error class).
+    pub dead_letters: Vec<(String, String)>,
+    /// Jobs with neither.
+    pub lost: usize,
+}
+
+/// Runs the demo and prints its summary.
+pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
+    let started = Instant::now();
+    let mock = MockLlm::start(
+        "127.0.0.1:0".parse().expect("static address"),
+        MockLlmConfig::from_toml_str(MOCK_CONFIG).expect("examples/mock-llm.toml is valid"),
+    )
+    .await?;
+
+    let mut config = Config::from_toml(SAMPLE_CONFIG, None)?;
+    // Simulated providers: every model on the local mock, no API keys needed.
+    for m in &mut config.models {
+        m.base_url = mock.base_url();
+        m.api_key_env = None;
+    }
+    config.worker.metrics_listen = None;
+    config.worker.shutdown_timeout = Duration::from_secs(10);
+    let cluster;
+    let embedded = args.bootstrap.is_none();
+    match &args.bootstrap {
+        None => {
+            cluster = Some(rdkafka::mocking::MockCluster::new(1)?);
+            let c = cluster.as_ref().expect("just set");
+            config.kafka.bootstrap_servers = c.bootstrap_servers();
+            for t in crate::kafka::topics::plan(&config) {
+                c.create_topic(&t.name, t.spec.partitions, 1)?;
+            }
+        }
+        Some(b) => {
+            cluster = None;
+            let prefix = format!("demo-{}.", std::process::id());
+            rebase_topics(&mut config, &prefix);
+            config.kafka.bootstrap_servers = b.clone();
+            config.kafka.group_id = format!("{prefix}workers");
+            crate::kafka::admin::apply(b, &crate::kafka::topics::plan(&config), false).await?;
+        }
+    }
+
+    println!("baton demo");
+    if embedded {
+        println!("  kafka:     embedded in-process Kafka-protocol cluster (librdkafka mock cluster), not a real broker");
+    } else {
+        println!("  kafka:     {} (topics prefixed {:?})", config.kafka.bootstrap_servers, config.topics.prefix);
+    }
+    println!("  providers: simulated by baton mock-llm at {} (latency, 5xx, 429s, a content filter)", mock.base_url());
+    println!("  config:    examples/support.toml: cheap-fast (simple), premium (complex), on-prem (restricted)");
+    println!("  real run:  baton topics apply --config examples/support.toml --bootstrap HOST:PORT");
+    println!("             baton run --config examples/support.toml --bootstrap HOST:PORT");
+    println!();
+
+    let step = config.steps[0].clone();
+    let records = tickets::generate(args.jobs, args.seed);
+    let expected: HashSet<String> = records.iter().map(|r| r.key.clone()).collect();
+    let producer = crate::kafka::tools::tool_producer(&config.kafka.bootstrap_servers)?;
+    let sent = crate::kafka::tools::produce_records(
+        &producer,
+        &step.topic,
+        records.iter().map(|r| (Some(r.key.clone().into_bytes()), r.value.clone())),
+        None,
+    )
+    .await;
+    println!("published {} tickets to {}", sent.sent, step.topic);
+
+    let config = Arc::new(config);
+    let runner = StepRunner::from_config(config.clone())?;
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(crate::worker::run(config.clone(), runner, shutdown.clone()));
+
+    let bootstrap = config.kafka.bootstrap_servers.clone();
+    let outputs = vec![config.topics.results.clone(), TopicNames::dlq_of(&step.topic)];
+    let timeout = Duration::from_secs(args.timeout_s);
+    let jobs = records.len();
+    let (results, dead_letters) = tokio::task::spawn_blocking(move || collect_outputs(&bootstrap, &outputs, &expected, timeout))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    shutdown.cancel();
+    let stats = worker.await.map_err(|e| std::io::Error::other(e.to_string()))??;
+    mock.shutdown().await;
+    drop(cluster);
+
+    let accounted: HashSet<&str> =
+        results.iter().map(|r| r.id.as_str()).chain(dead_letters.iter().map(|(id, _)| id.as_str())).collect();
+    let report = DemoReport { jobs, lost: jobs.saturating_sub(accounted.len()), results, dead_letters };
+    print_summary(&report, &config, started.elapsed());
+    tracing::debug!(?stats, "demo worker stats");
+    if report.lost > 0 {
+        return Err(DemoError::Lost { lost: report.lost, jobs, timeout_s: args.timeout_s });
+    }
+    Ok(report)
+}
+
+/// Prefixes every topic name (used against a real cluster, so runs never collide).
+fn rebase_topics(config: &mut Config, prefix: &str) {
+    let add = |s: &mut String| *s = format!("{prefix}{s}");
+    config.topics.prefix = prefix.to_string();
+    add(&mut config.topics.results);
+    add(&mut config.topics.calls);
+    add(&mut config.topics.review);
+    add(&mut config.topics.memory);
+    let results = config.topics.results.clone();
+    for s in &mut config.steps {
+        add(&mut s.topic);
+        if s.is_last {
+            s.output_topic = results.clone();
+        } else {
+            add(&mut s.output_topic);
+        }
+    }
+}
+
+type Outputs = (Vec<JobResult>, Vec<(String, String)>);
+
+/// Reads results and dead letters until every expected job id is accounted for, or timeout.
+fn collect_outputs(bootstrap: &str, topics: &[String], expected: &HashSet<String>, timeout: Duration) -> Result<Outputs, rdkafka::error::KafkaError> {
+    let consumer: BaseConsumer = crate::kafka::plain_config(bootstrap)
+        .set("group.id", "baton-demo-reader")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for t in topics {
+        let md = consumer.fetch_metadata(Some(t), Duration::from_secs(10))?;
+        for mt in md.topics() {
+            for p in mt.partitions() {
+                tpl.add_partition_offset(t, p.id(), Offset::Beginning)?;
+            }
+        }
+    }
+    consumer.assign(&tpl)?;
+    let bar = ProgressBar::new(expected.len() as u64);
+    bar.set_style(ProgressStyle::with_template("  {bar:40} {pos}/{len} jobs finished  {elapsed}").expect("static template"));
+    let mut results: HashMap<String, JobResult> = HashMap::new();
+    let mut dead: HashMap<String, String> = HashMap::new();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let done = expected.iter().filter(|id| results.contains_key(*id) || dead.contains_key(*id)).count();
+        bar.set_position(done as u64);
+        if done == expected.len() {
+            break;
+        }
+        let Some(msg) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let msg = msg?;
+        if msg.topic().ends_with(".dlq") {
+            let id = headers::get(msg.headers(), headers::JOB_ID).unwrap_or_default().to_string();
+            let class = headers::get(msg.headers(), headers::ERROR_CLASS).unwrap_or_default().to_string();
+            dead.insert(id, class);
+        } else if let Some(r) = msg.payload().and_then(|p| serde_json::from_slice::<JobResult>(p).ok()) {
+            results.insert(r.id.clone(), r);
+        }
+    }
+    bar.finish_and_clear();
+    let mut results: Vec<JobResult> = results.into_values().collect();
+    results.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut dead: Vec<(String, String)> = dead.into_iter().collect();
+    dead.sort();
+    Ok((results, dead))
+}
+
+/// The `q` quantile of sorted values (nearest rank).
+pub fn quantile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn print_summary(report: &DemoReport, config: &Config, elapsed: Duration) {
+    println!();
+    println!("{:<12} {:>6} {:>12} {:>9} {:>9} {:>10}", "model", "jobs", "cost_usd", "p50_ms", "p99_ms", "fallbacks");
+    for m in &config.models {
+        let rs: Vec<&JobResult> = report.results.iter().filter(|r| r.model == m.name).collect();
+        let mut lat: Vec<u64> = rs.iter().map(|r| r.latency_ms).collect();
+        lat.sort_unstable();
+        let cost: f64 = rs.iter().map(|r| r.cost_usd).sum();
+        let fallbacks = rs.iter().filter(|r| r.route.candidates.first() != Some(&r.model)).count();
+        println!(
+            "{:<12} {:>6} {:>12.6} {:>9} {:>9} {:>10}",
+            m.name,
+            rs.len(),
+            cost,
+            quantile(&lat, 0.5),
+            quantile(&lat, 0.99),
+            fallbacks
+        );
+    }
+    let total_cost: f64 = report.results.iter().map(|r| r.cost_usd).sum();
+    println!("{:<12} {:>6} {:>12.6}", "total", report.results.len(), total_cost);
+    let premium_only: f64 = report
+        .results
+        .iter()
+        .map(|r| config.model("premium").map_or(0.0, |p| p.cost_usd(r.usage.input_tokens, r.usage.output_tokens)))
+        .sum();
+    if premium_only > 0.0 {
+        println!("(the same answers all on premium would have cost {premium_only:.6} USD)");
+    }
+    let mut classes: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, c) in &report.dead_letters {
+        *classes.entry(c.as_str()).or_default() += 1;
+    }
+    if !classes.is_empty() {
+        let list: Vec<String> = classes.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        println!("dead letters by class: {}", list.join(", "));
+    }
+    let retried = report.results.iter().filter(|r| r.attempts > 1).count();
+    println!("jobs answered after a retry or fallback: {retried}; wall time {:.1}s", elapsed.as_secs_f64());
+    println!();
+    println!(
+        "jobs={} results={} dead_letters={} lost={}",
+        report.jobs,
+        report.results.len(),
+        report.dead_letters.len(),
+        report.lost
+    );
+}

@@ -1,0 +1,400 @@
+//! The typed messages baton reads and writes: the job envelope, the result envelope, and the
+//! decoding of a raw Kafka record into a job (with the error class of every way it can fail).
+//!
+//! Decoding is pure: bytes in, a [`Job`] or a [`DecodeError`] out. The JSON Schema of the job
+//! envelope lives in `topics/schemas/job.schema.json`; these structs are its Rust form.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::Sensitivity;
+
+/// A job as a producer publishes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Idempotency key; every record about this job carries it.
+    pub id: String,
+    /// Pipeline name; when present it must match the topic's pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    /// Task type, used by routing (`simple`, `complex`, `classify`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Tenant the job belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Chat messages; either these or `input`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<ChatMessage>>,
+    /// Plain input text, sent as one user message; either this or `messages`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// Generation parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Params>,
+    /// Policy constraints; never relaxed by routing or fallback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
+    /// Requested response format (OpenAI `response_format` shape), passed to the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<Value>,
+    /// Conversation the job belongs to (also the record key, when set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    /// Passed through untouched to the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// Generation parameters a job may set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Output token cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Nucleus sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Seed, for providers that support it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// Stop sequences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Vec<String>>,
+}
+
+/// Policy constraints of a job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Data sensitivity; `internal` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<Sensitivity>,
+    /// Required residency tag (`eu`, `us`...); an `on_prem` model satisfies any residency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residency: Option<String>,
+    /// Cost ceiling for the job, in USD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+    /// Latency ceiling for the job, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_ms: Option<u64>,
+}
+
+impl Job {
+    /// The job's sensitivity, `internal` when it does not say.
+    pub fn sensitivity(&self) -> Sensitivity {
+        self.policy.as_ref().and_then(|p| p.sensitivity).unwrap_or(Sensitivity::Internal)
+    }
+
+    /// The messages to send: `messages`, or `input` as one user message.
+    pub fn chat_messages(&self) -> Vec<ChatMessage> {
+        match (&self.messages, &self.input) {
+            (Some(m), _) => m.clone(),
+            (None, Some(text)) => vec![ChatMessage { role: "user".into(), content: text.clone() }],
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
+/// Token usage of one call, or of a job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// Their sum.
+    pub total_tokens: u64,
+}
+
+/// The model's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Output {
+    /// The answer text.
+    pub text: String,
+    /// The answer parsed as JSON, when it is JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<Value>,
+    /// Why the model stopped (`stop`, `length`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+}
+
+/// How the job was routed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteDecision {
+    /// The rule that chose the first candidate (`task:complex`, `default`...).
+    pub rule: String,
+    /// The allowed candidates, in the order they would be tried.
+    pub candidates: Vec<String>,
+    /// Models dropped by a hard constraint, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<DroppedModel>,
+}
+
+/// A model a hard constraint removed from the candidates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DroppedModel {
+    /// The model.
+    pub model: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// What baton publishes when a step finishes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// The job id.
+    pub id: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Step name.
+    pub step: String,
+    /// Tenant, copied from the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Conversation, copied from the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    /// The answer.
+    pub output: Output,
+    /// Config name of the model that answered.
+    pub model: String,
+    /// Provider of that model.
+    pub provider: String,
+    /// A/B variant, when the route has variants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// Usage of the answering call.
+    pub usage: Usage,
+    /// Cost of every billed attempt of this step, in USD.
+    pub cost_usd: f64,
+    /// Wall time of the step, from pick-up to answer, in milliseconds.
+    pub latency_ms: u64,
+    /// Provider calls made.
+    pub attempts: u32,
+    /// The routing decision.
+    pub route: RouteDecision,
+    /// When the worker picked the job up (RFC 3339).
+    pub started_at: String,
+    /// When the answer was ready (RFC 3339).
+    pub finished_at: String,
+    /// Copied from the job, untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
+/// The closed set of reasons a record is dead-lettered (the `baton-error-class` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// The record value is larger than `worker.max_payload_bytes`.
+    PayloadTooLarge,
+    /// The record has no value at all.
+    EmptyPayload,
+    /// The value is not UTF-8.
+    InvalidUtf8,
+    /// The value is not JSON.
+    InvalidJson,
+    /// JSON, but not a job envelope (missing or non-string `id`, wrong field types...).
+    InvalidEnvelope,
+    /// The job names a pipeline that is not configured (or not this topic's).
+    UnknownPipeline,
+    /// No allowed model satisfies the job's policy.
+    PolicyUnsatisfiable,
+    /// The provider timed out on every attempt.
+    ProviderTimeout,
+    /// The provider could not be reached.
+    ProviderUnavailable,
+    /// The provider answered 5xx on every attempt.
+    ProviderError,
+    /// The provider kept answering 429.
+    RateLimited,
+    /// The provider refused the credentials (401/403).
+    AuthFailed,
+    /// The prompt does not fit the model's context window.
+    ContextLengthExceeded,
+    /// The provider's content filter refused the job.
+    ContentFilter,
+    /// The provider rejected the request (other 4xx).
+    BadRequest,
+    /// The provider's answer was malformed or empty.
+    InvalidOutput,
+}
+
+impl ErrorClass {
+    /// The snake_case name used in headers and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::PayloadTooLarge => "payload_too_large",
+            ErrorClass::EmptyPayload => "empty_payload",
+            ErrorClass::InvalidUtf8 => "invalid_utf8",
+            ErrorClass::InvalidJson => "invalid_json",
+            ErrorClass::InvalidEnvelope => "invalid_envelope",
+            ErrorClass::UnknownPipeline => "unknown_pipeline",
+            ErrorClass::PolicyUnsatisfiable => "policy_unsatisfiable",
+            ErrorClass::ProviderTimeout => "provider_timeout",
+            ErrorClass::ProviderUnavailable => "provider_unavailable",
+            ErrorClass::ProviderError => "provider_error",
+            ErrorClass::RateLimited => "rate_limited",
+            ErrorClass::AuthFailed => "auth_failed",
+            ErrorClass::ContextLengthExceeded => "context_length_exceeded",
+            ErrorClass::ContentFilter => "content_filter",
+            ErrorClass::BadRequest => "bad_request",
+            ErrorClass::InvalidOutput => "invalid_output",
+        }
+    }
+}
+
+/// Why a record could not be decoded into a job. Every variant dead-letters the record.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// See [`ErrorClass::EmptyPayload`].
+    #[error("record has no value")]
+    Empty,
+    /// See [`ErrorClass::PayloadTooLarge`].
+    #[error("payload is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// Actual size.
+        size: usize,
+        /// `worker.max_payload_bytes`.
+        limit: usize,
+    },
+    /// See [`ErrorClass::InvalidUtf8`].
+    #[error("payload is not valid UTF-8: {0}")]
+    Utf8(String),
+    /// See [`ErrorClass::InvalidJson`].
+    #[error("payload is not valid JSON: {0}")]
+    Json(String),
+    /// See [`ErrorClass::InvalidEnvelope`].
+    #[error("not a job envelope: {0}")]
+    Envelope(String),
+    /// See [`ErrorClass::UnknownPipeline`].
+    #[error("{0}")]
+    UnknownPipeline(String),
+}
+
+impl DecodeError {
+    /// The dead-letter error class.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            DecodeError::Empty => ErrorClass::EmptyPayload,
+            DecodeError::TooLarge { .. } => ErrorClass::PayloadTooLarge,
+            DecodeError::Utf8(_) => ErrorClass::InvalidUtf8,
+            DecodeError::Json(_) => ErrorClass::InvalidJson,
+            DecodeError::Envelope(_) => ErrorClass::InvalidEnvelope,
+            DecodeError::UnknownPipeline(_) => ErrorClass::UnknownPipeline,
+        }
+    }
+}
+
+/// Decodes a record value into a job for the step's `pipeline`.
+///
+/// Checks, in order: presence, size, UTF-8, JSON syntax, envelope shape (types, a non-empty
+/// string `id`, `messages` or `input`), and that a `pipeline` field, if any, names this pipeline.
+pub fn decode_job(
+    payload: Option<&[u8]>,
+    max_bytes: usize,
+    pipeline: &str,
+    known_pipelines: &[String],
+) -> Result<Job, DecodeError> {
+    let bytes = payload.ok_or(DecodeError::Empty)?;
+    if bytes.len() > max_bytes {
+        return Err(DecodeError::TooLarge { size: bytes.len(), limit: max_bytes });
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::Utf8(e.to_string()))?;
+    let job: Job = serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => DecodeError::Envelope(e.to_string()),
+        _ => DecodeError::Json(e.to_string()),
+    })?;
+    if job.id.trim().is_empty() {
+        return Err(DecodeError::Envelope("`id` must be a non-empty string".into()));
+    }
+    match (&job.messages, &job.input) {
+        (None, None) => {
+            return Err(DecodeError::Envelope("a job needs `messages` or `input`".into()))
+        }
+        (Some(m), _) if m.is_empty() => {
+            return Err(DecodeError::Envelope("`messages` must not be empty".into()))
+        }
+        _ => {}
+    }
+    if let Some(p) = &job.pipeline {
+        if p != pipeline {
+            let why = if known_pipelines.iter().any(|k| k == p) {
+                format!("job names pipeline {p:?} but arrived on a topic of pipeline {pipeline:?}")
+            } else {
+                format!("unknown pipeline {p:?}")
+            };
+            return Err(DecodeError::UnknownPipeline(why));
+        }
+    }
+    Ok(job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(bytes: &[u8]) -> Result<Job, DecodeError> {
+        decode_job(Some(bytes), 1024, "support", &["support".into(), "other".into()])
+    }
+
+    #[test]
+    fn a_minimal_job_decodes() {
+        let job = decode(br#"{"id":"j1","input":"hello"}"#).unwrap();
+        assert_eq!(job.id, "j1");
+        assert_eq!(job.chat_messages()[0].content, "hello");
+        assert_eq!(job.sensitivity(), Sensitivity::Internal);
+    }
+
+    #[test]
+    fn unknown_fields_are_tolerated_and_metadata_kept() {
+        let job = decode(br#"{"id":"j1","input":"x","future":1,"metadata":{"a":[1,2]}}"#).unwrap();
+        assert_eq!(job.metadata, Some(serde_json::json!({"a":[1,2]})));
+    }
+
+    #[test]
+    fn each_bad_input_gets_its_class() {
+        let cases: Vec<(&[u8], ErrorClass)> = vec![
+            (b"\xff\xfe{}", ErrorClass::InvalidUtf8),
+            (b"{not json", ErrorClass::InvalidJson),
+            (b"", ErrorClass::InvalidJson),
+            (br#"{"input":"x"}"#, ErrorClass::InvalidEnvelope),
+            (br#"{"id":42,"input":"x"}"#, ErrorClass::InvalidEnvelope),
+            (br#"{"id":"","input":"x"}"#, ErrorClass::InvalidEnvelope),
+            (br#"{"id":"a"}"#, ErrorClass::InvalidEnvelope),
+            (br#"{"id":"a","input":"x","params":{"max_tokens":"many"}}"#, ErrorClass::InvalidEnvelope),
+            (br#"{"id":"a","input":"x","policy":{"sensitivity":"secret"}}"#, ErrorClass::InvalidEnvelope),
+            (br#"[1,2]"#, ErrorClass::InvalidEnvelope),
+            (br#"{"id":"a","input":"x","pipeline":"nope"}"#, ErrorClass::UnknownPipeline),
+            (br#"{"id":"a","input":"x","pipeline":"other"}"#, ErrorClass::UnknownPipeline),
+        ];
+        for (bytes, class) in cases {
+            let got = decode(bytes).expect_err(&String::from_utf8_lossy(bytes));
+            assert_eq!(got.class(), class, "{}: {got}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn oversized_and_missing_payloads() {
+        let big = vec![b' '; 2000];
+        assert_eq!(decode(&big).unwrap_err().class(), ErrorClass::PayloadTooLarge);
+        let none = decode_job(None, 10, "support", &[]).unwrap_err();
+        assert_eq!(none.class(), ErrorClass::EmptyPayload);
+    }
+}

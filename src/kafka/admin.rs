@@ -1,0 +1,137 @@
+//! `baton topics apply`: create the planned topics that are missing and report drift (partition
+//! count, replication factor, configs) for the ones that exist. Drift is reported, not
+//! corrected: changing a live topic is a decision for a person.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use super::topics::PlannedTopic;
+
+/// What `apply` found or did for one topic.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TopicStatus {
+    /// It was missing and has been created.
+    Created,
+    /// It exists as declared.
+    Ok,
+    /// It exists but differs from the declaration.
+    Drift(Vec<String>),
+    /// It is missing and was not created (dry run).
+    Missing,
+}
+
+/// One row of the report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicReport {
+    /// The topic.
+    pub name: String,
+    /// Its kind.
+    pub kind: &'static str,
+    /// What happened.
+    pub status: TopicStatus,
+}
+
+/// Why `apply` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The cluster could not be reached or answered with an error.
+    #[error("kafka admin: {0}")]
+    Kafka(#[from] KafkaError),
+    /// Creating a topic failed.
+    #[error("creating topic {topic}: {code}")]
+    Create {
+        /// The topic.
+        topic: String,
+        /// The broker's error.
+        code: RDKafkaErrorCode,
+    },
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Creates missing topics (unless `dry_run`) and checks existing ones against the plan.
+pub async fn apply(bootstrap: &str, plan: &[PlannedTopic], dry_run: bool) -> Result<Vec<TopicReport>, AdminError> {
+    let admin: AdminClient<DefaultClientContext> = super::plain_config(bootstrap).create()?;
+    let metadata = admin.inner().fetch_metadata(None, TIMEOUT)?;
+    let existing: HashMap<String, (i32, i32)> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| {
+            let rf = t.partitions().first().map_or(0, |p| p.replicas().len() as i32);
+            (t.name().to_string(), (t.partitions().len() as i32, rf))
+        })
+        .collect();
+
+    let missing: Vec<&PlannedTopic> = plan.iter().filter(|t| !existing.contains_key(&t.name)).collect();
+    if !dry_run && !missing.is_empty() {
+        let new_topics: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|t| {
+                let mut nt = NewTopic::new(&t.name, t.spec.partitions, TopicReplication::Fixed(t.spec.replication_factor));
+                for (k, v) in &t.spec.configs {
+                    nt = nt.set(k, v);
+                }
+                nt
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+        for r in admin.create_topics(&new_topics, &opts).await? {
+            if let Err((topic, code)) = r {
+                if code != RDKafkaErrorCode::TopicAlreadyExists {
+                    return Err(AdminError::Create { topic, code });
+                }
+            }
+        }
+    }
+
+    let present: Vec<&PlannedTopic> = plan.iter().filter(|t| existing.contains_key(&t.name)).collect();
+    let specifiers: Vec<ResourceSpecifier<'_>> = present.iter().map(|t| ResourceSpecifier::Topic(&t.name)).collect();
+    let mut configs: HashMap<String, HashMap<String, String>> = HashMap::new();
+    if !specifiers.is_empty() {
+        let described = admin.describe_configs(&specifiers, &AdminOptions::new().request_timeout(Some(TIMEOUT))).await?;
+        for (t, r) in present.iter().zip(described) {
+            if let Ok(resource) = r {
+                let map = resource
+                    .entries
+                    .iter()
+                    .filter_map(|e| e.value.clone().map(|v| (e.name.clone(), v)))
+                    .collect();
+                configs.insert(t.name.clone(), map);
+            }
+        }
+    }
+
+    Ok(plan
+        .iter()
+        .map(|t| {
+            let status = match existing.get(&t.name) {
+                None if dry_run => TopicStatus::Missing,
+                None => TopicStatus::Created,
+                Some(&(partitions, rf)) => {
+                    let mut drift = Vec::new();
+                    if partitions != t.spec.partitions {
+                        drift.push(format!("partitions {partitions} (declared {})", t.spec.partitions));
+                    }
+                    if rf != t.spec.replication_factor {
+                        drift.push(format!("replication_factor {rf} (declared {})", t.spec.replication_factor));
+                    }
+                    if let Some(actual) = configs.get(&t.name) {
+                        for (k, v) in &t.spec.configs {
+                            match actual.get(k) {
+                                Some(a) if a == v => {}
+                                a => drift.push(format!("{k}={} (declared {v})", a.map_or("unset", String::as_str))),
+                            }
+                        }
+                    }
+                    if drift.is_empty() { TopicStatus::Ok } else { TopicStatus::Drift(drift) }
+                }
+            };
+            TopicReport { name: t.name.clone(), kind: t.kind, status }
+        })
+        .collect())
+}

@@ -1,0 +1,245 @@
+//! Pipeline step execution: one decoded job through route → provider calls → a result, or a
+//! classified failure. Kafka stays outside: this module neither reads nor writes records.
+//!
+//! Attempts: each allowed candidate in route order gets up to `worker.provider_attempts` calls.
+//! A retryable error (timeout, connection, 5xx, 429, invalid output) waits an exponential
+//! backoff with jitter, or the provider's Retry-After when that is longer (up to a cap), then
+//! retries the same model; a model-specific error (bad credentials, context too long) moves to
+//! the next candidate; a request error (content filter, other 4xx) fails the job at once.
+//! Every billed attempt counts toward the job's cost.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backoff::backoff::Backoff;
+use serde_json::Value;
+
+use crate::config::{Config, StepConfig};
+use crate::envelope::{ErrorClass, Job, JobResult, Output};
+use crate::providers::{ChatRequest, Disposition, Provider, ProviderError};
+use crate::router;
+use crate::telemetry;
+
+/// The longest Retry-After honoured in process; a longer one ends this model's attempts.
+pub const MAX_IN_PROCESS_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// How a step ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepOutcome {
+    /// A model answered.
+    Done(Box<JobResult>),
+    /// No model could; the job is dead-lettered.
+    Failed(StepFailure),
+}
+
+/// A failed step: what a dead letter says about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepFailure {
+    /// The error class.
+    pub class: ErrorClass,
+    /// A readable message (never the prompt).
+    pub message: String,
+    /// The last model tried.
+    pub last_model: Option<String>,
+    /// Provider calls made.
+    pub attempts: u32,
+}
+
+/// What a step needs: the config and one provider client per model (same indices).
+#[derive(Debug, Clone)]
+pub struct StepRunner {
+    config: Arc<Config>,
+    providers: Arc<Vec<Provider>>,
+}
+
+impl StepRunner {
+    /// A runner over `providers`, which must be indexed like `config.models`.
+    pub fn new(config: Arc<Config>, providers: Vec<Provider>) -> Self {
+        assert_eq!(config.models.len(), providers.len(), "one provider per model");
+        StepRunner { config, providers: Arc::new(providers) }
+    }
+
+    /// Builds every model's provider (reading API keys from the environment).
+    pub fn from_config(config: Arc<Config>) -> Result<Self, crate::config::ConfigErrors> {
+        let http = crate::providers::http_client();
+        let mut providers = Vec::new();
+        let mut errors = Vec::new();
+        for m in &config.models {
+            match Provider::new(m, http.clone()) {
+                Ok(p) => providers.push(p),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(crate::config::ConfigErrors { source_name: None, errors });
+        }
+        Ok(StepRunner::new(config, providers))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// Runs `job` through `step`.
+    pub async fn run(&self, step: &StepConfig, job: &Job) -> StepOutcome {
+        let started = Instant::now();
+        let started_at = crate::util::now_rfc3339();
+        let route = match router::route(&self.config, step, job) {
+            Ok(r) => r,
+            Err(e) => {
+                return StepOutcome::Failed(StepFailure {
+                    class: ErrorClass::PolicyUnsatisfiable,
+                    message: e.to_string(),
+                    last_model: None,
+                    attempts: 0,
+                })
+            }
+        };
+        let request = build_request(step, job);
+        let mut attempts = 0u32;
+        let mut cost = 0.0;
+        let mut last: Option<(usize, ProviderError)> = None;
+        'models: for &m in &route.candidates {
+            let model = &self.config.models[m];
+            let mut backoff = attempt_backoff();
+            for _ in 0..self.config.worker.provider_attempts {
+                attempts += 1;
+                let call_started = Instant::now();
+                let result = self.providers[m].complete(&request).await;
+                let elapsed = call_started.elapsed();
+                match result {
+                    Ok(c) => {
+                        let call_cost = model.cost_usd(c.usage.input_tokens, c.usage.output_tokens);
+                        cost += call_cost;
+                        telemetry::provider_call(model, &step.pipeline, &step.name, "ok", elapsed);
+                        telemetry::provider_usage(model, &step.pipeline, c.usage, call_cost);
+                        let json = parse_json(&c.text);
+                        return StepOutcome::Done(Box::new(JobResult {
+                            id: job.id.clone(),
+                            pipeline: step.pipeline.clone(),
+                            step: step.name.clone(),
+                            tenant: job.tenant.clone(),
+                            conversation_id: job.conversation_id.clone(),
+                            output: Output { text: c.text, json, finish_reason: c.finish_reason },
+                            model: model.name.clone(),
+                            provider: model.provider.as_str().to_string(),
+                            variant: None,
+                            usage: c.usage,
+                            cost_usd: cost,
+                            latency_ms: started.elapsed().as_millis() as u64,
+                            attempts,
+                            route: route.decision.clone(),
+                            started_at,
+                            finished_at: crate::util::now_rfc3339(),
+                            metadata: job.metadata.clone(),
+                        }));
+                    }
+                    Err(e) => {
+                        telemetry::provider_call(model, &step.pipeline, &step.name, e.class().as_str(), elapsed);
+                        let disposition = e.disposition();
+                        let wait = match (disposition, e.retry_after()) {
+                            (Disposition::RetrySameModel, Some(ra)) if ra > MAX_IN_PROCESS_RETRY_AFTER => None,
+                            (Disposition::RetrySameModel, ra) => {
+                                let b = backoff.next_backoff().unwrap_or(Duration::from_secs(5));
+                                Some(ra.map_or(b, |ra| ra.max(b)))
+                            }
+                            _ => None,
+                        };
+                        last = Some((m, e));
+                        match (disposition, wait) {
+                            (Disposition::DeadLetter, _) => break 'models,
+                            (Disposition::NextModel, _) | (_, None) => continue 'models,
+                            (Disposition::RetrySameModel, Some(w)) => tokio::time::sleep(w).await,
+                        }
+                    }
+                }
+            }
+        }
+        let (m, e) = last.expect("at least one candidate was tried");
+        StepOutcome::Failed(StepFailure {
+            class: e.class(),
+            message: format!("{} (model {})", e, self.config.models[m].name),
+            last_model: Some(self.config.models[m].name.clone()),
+            attempts,
+        })
+    }
+}
+
+/// Exponential backoff with jitter for in-process retries.
+fn attempt_backoff() -> backoff::ExponentialBackoff {
+    backoff::ExponentialBackoffBuilder::new()
+        .with_initial_interval(Duration::from_millis(100))
+        .with_multiplier(2.0)
+        .with_randomization_factor(0.5)
+        .with_max_interval(Duration::from_secs(5))
+        .with_max_elapsed_time(None)
+        .build()
+}
+
+/// The provider request for `job` on `step`: the step's system prompt, then the job's messages.
+pub fn build_request(step: &StepConfig, job: &Job) -> ChatRequest {
+    let mut messages = Vec::new();
+    if let Some(sp) = &step.system_prompt {
+        messages.push(crate::envelope::ChatMessage { role: "system".into(), content: sp.clone() });
+    }
+    messages.extend(job.chat_messages());
+    let params = job.params.clone().unwrap_or_default();
+    ChatRequest {
+        messages,
+        max_tokens: params.max_tokens.or(step.max_tokens),
+        temperature: params.temperature,
+        top_p: params.top_p,
+        seed: params.seed,
+        stop: params.stop,
+        response_format: job.response_format.clone(),
+    }
+}
+
+/// The answer parsed as JSON when it is a JSON object or array (optionally in a code fence).
+pub fn parse_json(text: &str) -> Option<Value> {
+    let t = text.trim();
+    let t = t
+        .strip_prefix("```json")
+        .or_else(|| t.strip_prefix("```"))
+        .and_then(|r| r.strip_suffix("```"))
+        .map(str::trim)
+        .unwrap_or(t);
+    if !(t.starts_with('{') || t.starts_with('[')) {
+        return None;
+    }
+    serde_json::from_str(t).ok()
+}
+
+/// The job the next step of a pipeline receives: this step's answer as its input, everything
+/// else (id, policy, tenant, metadata...) carried over.
+pub fn next_step_job(job: &Job, result: &JobResult) -> Job {
+    Job {
+        messages: None,
+        input: Some(result.output.text.clone()),
+        ..job.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_answers_are_parsed() {
+        assert_eq!(parse_json(r#" {"a":1} "#), Some(serde_json::json!({"a":1})));
+        assert_eq!(parse_json("```json\n[1,2]\n```"), Some(serde_json::json!([1, 2])));
+        assert_eq!(parse_json("plain text"), None);
+        assert_eq!(parse_json("{broken"), None);
+    }
+
+    #[test]
+    fn request_puts_the_system_prompt_first() {
+        let c = Config::from_toml(crate::demo::SAMPLE_CONFIG, None).unwrap();
+        let job: Job = serde_json::from_str(r#"{"id":"1","input":"help","params":{"max_tokens":50}}"#).unwrap();
+        let r = build_request(&c.steps[0], &job);
+        assert_eq!(r.messages[0].role, "system");
+        assert_eq!(r.messages.last().unwrap().content, "help");
+        assert_eq!(r.max_tokens, Some(50));
+    }
+}

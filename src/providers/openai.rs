@@ -1,0 +1,210 @@
+//! OpenAI-compatible `/v1/chat/completions` (OpenAI, Azure-style gateways, vLLM, Ollama,
+//! `baton mock-llm`): request encoding, answer decoding, error mapping.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{classify_status, excerpt, ChatRequest, Completion, ProviderError};
+use crate::config::ModelConfig;
+use crate::envelope::{ChatMessage, Usage};
+
+/// Client for one model on an OpenAI-compatible endpoint.
+#[derive(Clone)]
+pub struct OpenAiClient {
+    url: String,
+    provider_model: String,
+    api_key: Option<String>,
+    timeout: Duration,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for OpenAiClient {
+    // Hand-written so the API key can never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiClient")
+            .field("url", &self.url)
+            .field("provider_model", &self.provider_model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    model: &'a str,
+    messages: &'a [ChatMessage],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct WireResponse {
+    choices: Vec<WireChoice>,
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    message: WireMessage,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct WireErrorBody {
+    error: WireError,
+}
+
+#[derive(Deserialize)]
+struct WireError {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    code: Option<serde_json::Value>,
+}
+
+impl OpenAiClient {
+    /// A client for `model`; `api_key` is sent as a bearer token when present.
+    pub fn new(model: &ModelConfig, api_key: Option<String>, http: reqwest::Client) -> Self {
+        OpenAiClient {
+            url: format!("{}/chat/completions", model.base_url),
+            provider_model: model.provider_model.clone(),
+            api_key,
+            timeout: model.timeout,
+            http,
+        }
+    }
+
+    /// One call, mapped into the provider-neutral shapes.
+    pub async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
+        let body = WireRequest {
+            model: &self.provider_model,
+            messages: &req.messages,
+            max_tokens: req.max_tokens,
+            temperature: req.temperature,
+            top_p: req.top_p,
+            seed: req.seed,
+            stop: req.stop.as_deref(),
+            response_format: req.response_format.as_ref(),
+        };
+        let mut builder = self.http.post(&self.url).timeout(self.timeout).json(&body);
+        if let Some(key) = &self.api_key {
+            builder = builder.bearer_auth(key);
+        }
+        let resp = builder.send().await.map_err(|e| self.transport_error(e))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+        if !(200..300).contains(&status) {
+            let (code, message) = match serde_json::from_slice::<WireErrorBody>(&bytes) {
+                Ok(b) => (b.error.code.map(|c| match c {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                }), b.error.message),
+                Err(_) => (None, String::from_utf8_lossy(&bytes).into_owned()),
+            };
+            return Err(classify_status(status, retry_after, code.as_deref(), &message));
+        }
+        decode_completion(&bytes)
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> ProviderError {
+        if e.is_timeout() {
+            ProviderError::Timeout(self.timeout)
+        } else {
+            // Strip the URL from the message: it may carry credentials in the query string.
+            ProviderError::Connect(e.without_url().to_string())
+        }
+    }
+}
+
+/// Decodes a 2xx body into a [`Completion`].
+fn decode_completion(bytes: &[u8]) -> Result<Completion, ProviderError> {
+    let wire: WireResponse = serde_json::from_slice(bytes).map_err(|e| {
+        ProviderError::InvalidOutput(format!(
+            "body is not a chat completion ({e}): {}",
+            excerpt(&String::from_utf8_lossy(bytes), 120)
+        ))
+    })?;
+    let choice = wire
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| ProviderError::InvalidOutput("no choices in the answer".into()))?;
+    let text = choice.message.content.unwrap_or_default();
+    if text.trim().is_empty() {
+        return Err(ProviderError::InvalidOutput("empty answer".into()));
+    }
+    let usage = wire.usage.map_or(Usage::default(), |u| Usage {
+        input_tokens: u.prompt_tokens,
+        output_tokens: u.completion_tokens,
+        total_tokens: u.prompt_tokens + u.completion_tokens,
+    });
+    Ok(Completion { text, finish_reason: choice.finish_reason, usage })
+}
+
+/// Retry-After in seconds (the HTTP-date form is rare for APIs and treated as absent).
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_completion_with_usage() {
+        let body = br#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":3,"total_tokens":13}}"#;
+        let c = decode_completion(body).unwrap();
+        assert_eq!(c.text, "hi");
+        assert_eq!(c.usage, Usage { input_tokens: 10, output_tokens: 3, total_tokens: 13 });
+        assert_eq!(c.finish_reason.as_deref(), Some("stop"));
+    }
+
+    #[test]
+    fn malformed_and_empty_bodies_are_invalid_output() {
+        for body in [&b"{\"choices\":[{\"mess"[..], b"{\"choices\":[]}", br#"{"choices":[{"message":{"content":"  "}}]}"#] {
+            assert!(matches!(decode_completion(body), Err(ProviderError::InvalidOutput(_))));
+        }
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let m = crate::config::Config::from_toml(crate::demo::SAMPLE_CONFIG, None).unwrap();
+        let c = OpenAiClient::new(&m.models[0], Some("sk-secret".into()), reqwest::Client::new());
+        assert!(!format!("{c:?}").contains("sk-secret"));
+    }
+}

@@ -1,0 +1,165 @@
+//! Telemetry with a closed vocabulary: every metric name and label key is a constant here,
+//! described once at start-up; labels carry config names (model, pipeline, step...) and error
+//! classes, never job ids, prompts or raw error text. `/metrics` (Prometheus text) and
+//! `/healthz` are served on `worker.metrics_listen` (loopback by default).
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::config::ModelConfig;
+use crate::envelope::Usage;
+
+/// Metric names.
+pub mod names {
+    /// Records consumed from input topics.
+    pub const JOBS_CONSUMED: &str = "baton_jobs_consumed_total";
+    /// Jobs finished, by outcome (`result`, `forwarded`, `dead_letter`).
+    pub const JOBS_FINISHED: &str = "baton_jobs_finished_total";
+    /// Dead letters by error class.
+    pub const DEAD_LETTERS: &str = "baton_dead_letters_total";
+    /// Wall time of a job from pick-up to acknowledged output.
+    pub const JOB_DURATION: &str = "baton_job_duration_seconds";
+    /// Provider calls by outcome.
+    pub const PROVIDER_REQUESTS: &str = "baton_provider_requests_total";
+    /// Provider call latency.
+    pub const PROVIDER_LATENCY: &str = "baton_provider_request_duration_seconds";
+    /// Input tokens billed.
+    pub const INPUT_TOKENS: &str = "baton_input_tokens_total";
+    /// Output tokens billed.
+    pub const OUTPUT_TOKENS: &str = "baton_output_tokens_total";
+    /// Cost billed.
+    pub const COST: &str = "baton_cost_usd_total";
+    /// Jobs in flight in this worker.
+    pub const IN_FLIGHT: &str = "baton_jobs_in_flight";
+    /// Consumer lag per partition, from librdkafka statistics.
+    pub const CONSUMER_LAG: &str = "baton_consumer_lag";
+    /// Output records whose delivery failed and was retried.
+    pub const PRODUCE_RETRIES: &str = "baton_produce_retries_total";
+}
+
+/// Label keys (the closed set of DESIGN.md, plus `partition` for the lag gauge).
+pub mod labels {
+    /// Config model name.
+    pub const MODEL: &str = "model";
+    /// Provider kind.
+    pub const PROVIDER: &str = "provider";
+    /// Pipeline name.
+    pub const PIPELINE: &str = "pipeline";
+    /// Step name.
+    pub const STEP: &str = "step";
+    /// Outcome.
+    pub const OUTCOME: &str = "outcome";
+    /// Error class.
+    pub const ERROR_CLASS: &str = "error_class";
+    /// Partition number (lag only).
+    pub const PARTITION: &str = "partition";
+}
+
+use labels::*;
+use names::*;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process) and describes every metric.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let seconds = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+                .expect("static buckets are valid")
+                .install_recorder()
+                .expect("the metrics recorder is installed once per process");
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(JOBS_CONSUMED, "Records consumed from pipeline input topics.");
+    describe_counter!(JOBS_FINISHED, "Jobs finished, by outcome: result, forwarded (to the next step) or dead_letter.");
+    describe_counter!(DEAD_LETTERS, "Records sent to a dead-letter topic, by error class.");
+    describe_histogram!(JOB_DURATION, Unit::Seconds, "Job wall time from pick-up to acknowledged output.");
+    describe_counter!(PROVIDER_REQUESTS, "Provider calls, by model and outcome (ok or an error class).");
+    describe_histogram!(PROVIDER_LATENCY, Unit::Seconds, "Provider call latency.");
+    describe_counter!(INPUT_TOKENS, "Input (prompt) tokens billed.");
+    describe_counter!(OUTPUT_TOKENS, "Output (completion) tokens billed.");
+    describe_counter!(COST, "Cost billed, in USD.");
+    describe_gauge!(IN_FLIGHT, "Jobs in flight in this worker.");
+    describe_gauge!(CONSUMER_LAG, "Consumer lag per input partition (librdkafka statistics).");
+    describe_counter!(PRODUCE_RETRIES, "Output records whose delivery failed and was retried.");
+}
+
+/// A record was consumed.
+pub fn job_consumed(pipeline: &str, step: &str) {
+    counter!(JOBS_CONSUMED, PIPELINE => pipeline.to_string(), STEP => step.to_string()).increment(1);
+}
+
+/// A job finished with `outcome`, after `elapsed`.
+pub fn job_finished(pipeline: &str, step: &str, outcome: &'static str, elapsed: Duration) {
+    counter!(JOBS_FINISHED, PIPELINE => pipeline.to_string(), STEP => step.to_string(), OUTCOME => outcome).increment(1);
+    histogram!(JOB_DURATION, PIPELINE => pipeline.to_string(), STEP => step.to_string(), OUTCOME => outcome)
+        .record(elapsed.as_secs_f64());
+}
+
+/// A record was dead-lettered.
+pub fn dead_lettered(pipeline: &str, step: &str, class: &'static str) {
+    counter!(DEAD_LETTERS, PIPELINE => pipeline.to_string(), STEP => step.to_string(), ERROR_CLASS => class).increment(1);
+}
+
+/// A provider call ended with `outcome` (`ok` or an error class).
+pub fn provider_call(model: &ModelConfig, pipeline: &str, step: &str, outcome: &'static str, elapsed: Duration) {
+    let (m, p) = (model.name.clone(), model.provider.as_str());
+    counter!(PROVIDER_REQUESTS, MODEL => m.clone(), PROVIDER => p, PIPELINE => pipeline.to_string(), STEP => step.to_string(), OUTCOME => outcome).increment(1);
+    histogram!(PROVIDER_LATENCY, MODEL => m, PROVIDER => p, OUTCOME => outcome).record(elapsed.as_secs_f64());
+}
+
+/// Usage and cost of a billed call.
+pub fn provider_usage(model: &ModelConfig, pipeline: &str, usage: Usage, cost_usd: f64) {
+    let (m, p) = (model.name.clone(), model.provider.as_str());
+    counter!(INPUT_TOKENS, MODEL => m.clone(), PROVIDER => p).increment(usage.input_tokens);
+    counter!(OUTPUT_TOKENS, MODEL => m.clone(), PROVIDER => p).increment(usage.output_tokens);
+    // The metrics crate's counters are integers; cost is fractional USD, so it is a gauge that
+    // only ever increases (Prometheus `rate()` works on it the same way).
+    gauge!(COST, MODEL => m, PROVIDER => p, PIPELINE => pipeline.to_string()).increment(cost_usd);
+}
+
+/// The in-flight gauge.
+pub fn set_in_flight(n: usize) {
+    gauge!(IN_FLIGHT).set(n as f64);
+}
+
+/// Consumer lag of one partition.
+pub fn set_lag(pipeline: &str, step: &str, partition: i32, lag: i64) {
+    gauge!(CONSUMER_LAG, PIPELINE => pipeline.to_string(), STEP => step.to_string(), PARTITION => partition.to_string())
+        .set(lag as f64);
+}
+
+/// An output record's delivery failed and will be retried.
+pub fn produce_retry() {
+    counter!(PRODUCE_RETRIES).increment(1);
+}
+
+/// Serves `/metrics` and `/healthz` on `addr` until `shutdown` completes.
+pub async fn serve(
+    addr: SocketAddr,
+    handle: PrometheusHandle,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(move || std::future::ready(handle.render())))
+        .route("/healthz", axum::routing::get(|| std::future::ready("ok\n")));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+    });
+    Ok(bound)
+}

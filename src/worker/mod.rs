@@ -1,0 +1,521 @@
+//! The worker: consumes pipeline input topics, runs each job through its step, publishes the
+//! result (or the next step's job, or a dead letter), and stores offsets behind finished work.
+//!
+//! Shape: one OS thread owns the `BaseConsumer` and polls it; every admitted record becomes a
+//! tokio task (bounded by `worker.max_in_flight`); tasks report completion to the [`tracker`],
+//! which decides the commit position and hands out the next job of a busy key.
+//!
+//! Guarantees:
+//! - at-least-once: an offset is stored only when every record at or below it has its output
+//!   acknowledged by the broker (librdkafka then auto-commits what was stored);
+//! - bounded: at most `max_in_flight` jobs are admitted; when full, the assigned partitions are
+//!   paused (the consumer keeps polling so the group session and rebalances are served) and
+//!   resumed once a tenth of the capacity is free;
+//! - per-key order: jobs with the same key on a partition run one after another;
+//! - rebalance: a revoked partition starts no new work, its running jobs get
+//!   `worker.rebalance_timeout` to finish, their offsets are stored and committed, and nothing
+//!   is stored for it afterwards;
+//! - shutdown: when the token is cancelled, fetching stops, in-flight work drains within
+//!   `worker.shutdown_timeout`, stored offsets are committed and the producer is flushed.
+
+pub mod tracker;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, StepConfig, TopicNames};
+use crate::envelope::decode_job;
+use crate::kafka::headers;
+use crate::pipeline::{next_step_job, StepOutcome, StepRunner};
+use crate::telemetry;
+use tracker::{Admit, Tp, Tracker};
+
+/// Why the worker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A Kafka client could not be created or subscribed (bad settings, unreachable brokers).
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The poll thread could not be started or panicked.
+    #[error("worker thread: {0}")]
+    Thread(String),
+}
+
+/// Counts over one run of the worker.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Records consumed.
+    pub consumed: u64,
+    /// Final results published.
+    pub results: u64,
+    /// Jobs forwarded to a next step.
+    pub forwarded: u64,
+    /// Records dead-lettered.
+    pub dead_letters: u64,
+}
+
+struct Item {
+    msg: OwnedMessage,
+    epoch: u64,
+}
+
+struct Shared {
+    config: Arc<Config>,
+    runner: StepRunner,
+    producer: FutureProducer,
+    tracker: Mutex<Tracker<Item>>,
+    /// Signalled whenever a job finishes or partitions change.
+    changed: Condvar,
+    assignment_changed: AtomicBool,
+    /// Cancelled when the shutdown deadline passes: unfinished work is abandoned (uncommitted).
+    abandon: CancellationToken,
+    pipelines: Vec<String>,
+    consumed: AtomicU64,
+    results: AtomicU64,
+    forwarded: AtomicU64,
+    dead_letters: AtomicU64,
+}
+
+impl Shared {
+    fn tracker(&self) -> MutexGuard<'_, Tracker<Item>> {
+        // A panic while holding the lock leaves consistent data (every method completes its
+        // updates before returning), so a poisoned lock is still usable.
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The consumer's context: rebalance handling and librdkafka statistics.
+struct WorkerContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for WorkerContext {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            let Some(step) = self.shared.config.step_for_topic(topic) else { continue };
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    telemetry::set_lag(&step.pipeline, &step.name, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for WorkerContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else { return };
+        let tps = tps_of(tpl);
+        let lost = consumer.assignment_lost();
+        let deadline = Instant::now() + self.shared.config.worker.rebalance_timeout;
+        let mut t = self.shared.tracker();
+        let dropped: usize = tps.iter().map(|tp| t.begin_revoke(tp).len()).sum();
+        // Drain: running jobs of revoked partitions get until the deadline to finish (not when
+        // the partitions are already lost: another member may own them by now).
+        while !lost && tps.iter().any(|tp| t.running(tp) > 0) && Instant::now() < deadline {
+            let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+            t = self.shared.changed.wait_timeout(t, wait).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        let unfinished: usize = tps.iter().map(|tp| t.running(tp)).sum();
+        for tp in &tps {
+            t.remove(tp);
+        }
+        drop(t);
+        self.shared.changed.notify_all();
+        if !lost {
+            commit_stored(consumer);
+        }
+        info!(partitions = tps.len(), dropped_waiting = dropped, unfinished, lost, "partitions revoked");
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let tps = tps_of(tpl);
+                let mut t = self.shared.tracker();
+                for tp in &tps {
+                    t.assign(tp.clone());
+                }
+                drop(t);
+                self.shared.assignment_changed.store(true, Ordering::SeqCst);
+                info!(partitions = tps.len(), "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => warn!(error = %e, "offset commit failed; it is retried with the next commit"),
+        }
+    }
+}
+
+fn tps_of(tpl: &TopicPartitionList) -> Vec<Tp> {
+    tpl.elements().iter().map(|e| (Arc::from(e.topic()), e.partition())).collect()
+}
+
+/// Commits the stored offsets synchronously; "nothing stored" is not an error.
+fn commit_stored<C: ConsumerContext>(consumer: &BaseConsumer<C>) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => warn!(error = %e, "offset commit failed"),
+    }
+}
+
+type WorkerConsumer = BaseConsumer<WorkerContext>;
+
+/// Runs the worker until `shutdown` is cancelled, then drains and returns its counts.
+pub async fn run(config: Arc<Config>, runner: StepRunner, shutdown: CancellationToken) -> Result<WorkerStats, WorkerError> {
+    let producer: FutureProducer = crate::kafka::producer_config(&config.kafka).create()?;
+    let shared = Arc::new(Shared {
+        pipelines: config.pipelines.clone(),
+        config: config.clone(),
+        runner,
+        producer,
+        tracker: Mutex::new(Tracker::new()),
+        changed: Condvar::new(),
+        assignment_changed: AtomicBool::new(false),
+        abandon: CancellationToken::new(),
+        consumed: AtomicU64::new(0),
+        results: AtomicU64::new(0),
+        forwarded: AtomicU64::new(0),
+        dead_letters: AtomicU64::new(0),
+    });
+    let mut cc = crate::kafka::consumer_config(&config.kafka);
+    cc.set("queued.max.messages.kbytes", "16384");
+    let consumer: Arc<WorkerConsumer> = Arc::new(cc.create_with_context(WorkerContext { shared: shared.clone() })?);
+    let topics = config.input_topics();
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topic_refs)?;
+    info!(topics = ?topics, group = %config.kafka.group_id, max_in_flight = config.worker.max_in_flight, "worker started");
+
+    let rt = tokio::runtime::Handle::current();
+    let thread = {
+        let (consumer, shared) = (consumer.clone(), shared.clone());
+        std::thread::Builder::new()
+            .name("baton-poll".into())
+            .spawn(move || poll_loop(consumer, shared, rt, shutdown))
+            .map_err(|e| WorkerError::Thread(e.to_string()))?
+    };
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .map_err(|e| WorkerError::Thread(e.to_string()))?
+        .map_err(|_| WorkerError::Thread("the poll thread panicked".into()))?;
+    drop(consumer);
+    let _ = shared.producer.flush(Timeout::After(Duration::from_secs(10)));
+    let stats = WorkerStats {
+        consumed: shared.consumed.load(Ordering::Relaxed),
+        results: shared.results.load(Ordering::Relaxed),
+        forwarded: shared.forwarded.load(Ordering::Relaxed),
+        dead_letters: shared.dead_letters.load(Ordering::Relaxed),
+    };
+    info!(?stats, "worker stopped");
+    Ok(stats)
+}
+
+/// The consumer thread: admit records while there is capacity, pause when full, drain on
+/// shutdown.
+fn poll_loop(consumer: Arc<WorkerConsumer>, shared: Arc<Shared>, rt: tokio::runtime::Handle, shutdown: CancellationToken) {
+    let max = shared.config.worker.max_in_flight;
+    let resume_at = max - (max / 10).max(1).min(max);
+    let mut paused = false;
+    let mut backlog: VecDeque<(OwnedMessage, Option<u64>)> = VecDeque::new();
+    let mut topics: HashMap<String, Arc<str>> = HashMap::new();
+    let mut last_poll_error: Option<Instant> = None;
+
+    while !shutdown.is_cancelled() {
+        if shared.assignment_changed.swap(false, Ordering::SeqCst) && paused {
+            // Newly assigned partitions start unpaused; keep the whole assignment paused.
+            set_paused(&consumer, true);
+        }
+        let in_flight = shared.tracker().in_flight();
+        telemetry::set_in_flight(in_flight);
+        if in_flight >= max || (paused && backlog.is_empty() && in_flight > resume_at) {
+            if !paused {
+                set_paused(&consumer, true);
+                paused = true;
+            }
+            wait_for_capacity(&shared, if in_flight >= max { max - 1 } else { resume_at });
+            serve_events(&consumer, &shared, &mut backlog);
+            continue;
+        }
+        if let Some((msg, epoch)) = backlog.pop_front() {
+            dispatch(&consumer, &shared, &rt, &mut topics, msg, epoch);
+            continue;
+        }
+        if paused {
+            set_paused(&consumer, false);
+            paused = false;
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => {
+                let msg = m.detach();
+                dispatch(&consumer, &shared, &rt, &mut topics, msg, None);
+            }
+            Some(Err(e)) => {
+                // Usually a missing topic or a broker hiccup; librdkafka recovers by itself.
+                if last_poll_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    warn!(error = %e, "consumer error");
+                    last_poll_error = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    // Shutdown: stop fetching, drain, commit.
+    set_paused(&consumer, true);
+    backlog.clear();
+    let deadline = Instant::now() + shared.config.worker.shutdown_timeout;
+    info!(in_flight = shared.tracker().in_flight(), "shutting down: draining in-flight jobs");
+    loop {
+        let in_flight = shared.tracker().in_flight();
+        telemetry::set_in_flight(in_flight);
+        if in_flight == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            warn!(in_flight, "shutdown deadline passed; unfinished jobs stay uncommitted and will be redelivered");
+            shared.abandon.cancel();
+            break;
+        }
+        wait_for_capacity(&shared, 0);
+        serve_events(&consumer, &shared, &mut backlog);
+        backlog.clear();
+    }
+    commit_stored(&consumer);
+    consumer.unsubscribe();
+}
+
+/// Waits (up to 100 ms) until in-flight is at most `target`.
+fn wait_for_capacity(shared: &Shared, target: usize) {
+    let t = shared.tracker();
+    let _ = shared
+        .changed
+        .wait_timeout_while(t, Duration::from_millis(100), |t| t.in_flight() > target)
+        .unwrap_or_else(|e| e.into_inner());
+}
+
+/// Polls without waiting so rebalances and statistics are served while paused; a record that
+/// was already queued before the pause is kept for later.
+fn serve_events(consumer: &WorkerConsumer, shared: &Shared, backlog: &mut VecDeque<(OwnedMessage, Option<u64>)>) {
+    if let Some(Ok(m)) = consumer.poll(Duration::ZERO) {
+        let msg = m.detach();
+        let epoch = shared.tracker().epoch(&(Arc::from(msg.topic()), msg.partition()));
+        backlog.push_back((msg, epoch));
+    }
+}
+
+fn set_paused(consumer: &WorkerConsumer, pause: bool) {
+    let Ok(assignment) = consumer.assignment() else { return };
+    if assignment.count() == 0 {
+        return;
+    }
+    let r = if pause { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
+    if let Err(e) = r {
+        warn!(error = %e, pause, "could not pause/resume partitions");
+    }
+}
+
+fn dispatch(
+    consumer: &Arc<WorkerConsumer>,
+    shared: &Arc<Shared>,
+    rt: &tokio::runtime::Handle,
+    topics: &mut HashMap<String, Arc<str>>,
+    msg: OwnedMessage,
+    epoch: Option<u64>,
+) {
+    let topic = match topics.get(msg.topic()) {
+        Some(t) => t.clone(),
+        None => {
+            let t: Arc<str> = Arc::from(msg.topic());
+            topics.insert(msg.topic().to_string(), t.clone());
+            t
+        }
+    };
+    let tp: Tp = (topic, msg.partition());
+    let offset = msg.offset();
+    let key = msg.key().map(<[u8]>::to_vec);
+    let mut t = shared.tracker();
+    let Some(epoch) = epoch.or_else(|| t.epoch(&tp)) else { return };
+    match t.admit(&tp, epoch, offset, key.as_deref(), Item { msg, epoch }) {
+        Admit::Start(item) => {
+            drop(t);
+            rt.spawn(run_chain(consumer.clone(), shared.clone(), tp, item));
+        }
+        Admit::Queued => {}
+        // Not ours (any more): the partition's owner will consume it again.
+        Admit::NotOwned(_) => debug!(topic = %tp.0, partition = tp.1, offset, "record of a partition no longer owned dropped"),
+    }
+}
+
+/// Runs a job, then every job queued behind its key.
+async fn run_chain(consumer: Arc<WorkerConsumer>, shared: Arc<Shared>, tp: Tp, mut item: Item) {
+    loop {
+        if !process(&shared, &item.msg).await {
+            return; // abandoned at the shutdown deadline: left uncommitted
+        }
+        let offset = item.msg.offset();
+        let key = item.msg.key().map(<[u8]>::to_vec);
+        let mut t = shared.tracker();
+        let f = t.finish(&tp, item.epoch, offset, key.as_deref());
+        if let Some(next_offset) = f.commit {
+            let mut tpl = TopicPartitionList::new();
+            if tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(next_offset)).is_ok() {
+                if let Err(e) = consumer.store_offsets(&tpl) {
+                    debug!(error = %e, "offset not stored (partition no longer assigned)");
+                }
+            }
+        }
+        drop(t);
+        shared.changed.notify_all();
+        match f.next {
+            Some(next) => item = next,
+            None => return,
+        }
+    }
+}
+
+/// Processes one record to its terminal output. Returns whether the output was acknowledged.
+async fn process(shared: &Shared, msg: &OwnedMessage) -> bool {
+    let started = Instant::now();
+    let config = &shared.config;
+    let Some(step) = config.step_for_topic(msg.topic()) else { return true };
+    shared.consumed.fetch_add(1, Ordering::Relaxed);
+    telemetry::job_consumed(&step.pipeline, &step.name);
+    let traceparent = headers::child_traceparent(headers::get(msg.headers(), headers::TRACEPARENT));
+    let step_label = format!("{}.{}", step.pipeline, step.name);
+
+    let job = match decode_job(msg.payload(), config.worker.max_payload_bytes, &step.pipeline, &shared.pipelines) {
+        Ok(job) => job,
+        Err(e) => {
+            let id = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+            let failure = DeadLetter { job_id: &id, class: e.class().as_str(), message: &e.to_string(), last_model: None, attempts: 0 };
+            return dead_letter(shared, step, msg, &step_label, &traceparent, failure, started).await;
+        }
+    };
+    match shared.runner.run(step, &job).await {
+        StepOutcome::Done(result) => {
+            let key = msg.key().map_or_else(|| job.id.as_bytes().to_vec(), <[u8]>::to_vec);
+            let hdrs = headers::common(&job.id, &step_label, result.attempts, &traceparent);
+            let (payload, outcome) = if step.is_last {
+                (serde_json::to_vec(&result), "result")
+            } else {
+                (serde_json::to_vec(&next_step_job(&job, &result)), "forwarded")
+            };
+            let payload = payload.expect("envelopes serialize");
+            if !publish(shared, &step.output_topic, &key, &payload, hdrs).await {
+                return false;
+            }
+            let counter = if step.is_last { &shared.results } else { &shared.forwarded };
+            counter.fetch_add(1, Ordering::Relaxed);
+            telemetry::job_finished(&step.pipeline, &step.name, outcome, started.elapsed());
+            true
+        }
+        StepOutcome::Failed(f) => {
+            let failure = DeadLetter {
+                job_id: &job.id,
+                class: f.class.as_str(),
+                message: &f.message,
+                last_model: f.last_model.as_deref(),
+                attempts: f.attempts,
+            };
+            dead_letter(shared, step, msg, &step_label, &traceparent, failure, started).await
+        }
+    }
+}
+
+struct DeadLetter<'a> {
+    job_id: &'a str,
+    class: &'static str,
+    message: &'a str,
+    last_model: Option<&'a str>,
+    attempts: u32,
+}
+
+/// Publishes the original record (bytes and key untouched) to `<topic>.dlq` with the
+/// dead-letter headers.
+async fn dead_letter(
+    shared: &Shared,
+    step: &StepConfig,
+    msg: &OwnedMessage,
+    step_label: &str,
+    traceparent: &str,
+    f: DeadLetter<'_>,
+    started: Instant,
+) -> bool {
+    let info = headers::DeadLetterInfo {
+        error_class: f.class,
+        error: f.message,
+        topic: msg.topic(),
+        partition: msg.partition(),
+        offset: msg.offset(),
+        last_model: f.last_model,
+    };
+    let hdrs = headers::dead_letter(msg.headers(), f.job_id, step_label, f.attempts, traceparent, &info);
+    let dlq = TopicNames::dlq_of(msg.topic());
+    let ok = publish_raw(shared, &dlq, msg.key(), msg.payload(), hdrs).await;
+    if ok {
+        shared.dead_letters.fetch_add(1, Ordering::Relaxed);
+        telemetry::dead_lettered(&step.pipeline, &step.name, f.class);
+        telemetry::job_finished(&step.pipeline, &step.name, "dead_letter", started.elapsed());
+        debug!(class = f.class, topic = %dlq, "record dead-lettered");
+    }
+    ok
+}
+
+async fn publish(shared: &Shared, topic: &str, key: &[u8], payload: &[u8], hdrs: OwnedHeaders) -> bool {
+    publish_raw(shared, topic, Some(key), Some(payload), hdrs).await
+}
+
+/// Sends one record and waits for the broker's acknowledgement, retrying failed deliveries with
+/// backoff until they succeed or the shutdown deadline abandons them. A job is finished only
+/// when this returns true.
+async fn publish_raw(shared: &Shared, topic: &str, key: Option<&[u8]>, payload: Option<&[u8]>, hdrs: OwnedHeaders) -> bool {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(hdrs.clone());
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        let send = shared.producer.send(record, Timeout::After(Duration::from_secs(5)));
+        let result = tokio::select! {
+            r = send => r,
+            _ = shared.abandon.cancelled() => return false,
+        };
+        match result {
+            Ok(_) => return true,
+            Err((e, _)) => {
+                warn!(topic, error = %e, retry_in = ?delay, "delivery failed; retrying");
+                telemetry::produce_retry();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shared.abandon.cancelled() => return false,
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Headers of a consumed record, as a count (used in logs and tests).
+pub fn header_count(msg: &OwnedMessage) -> usize {
+    msg.headers().map_or(0, |h| h.count())
+}

@@ -1,0 +1,288 @@
+//! The completion tracker: which records of each owned partition are finished, which keys are
+//! busy, and the offset that may be committed.
+//!
+//! Guarantees (each unit-tested below):
+//! - The commit position of a partition only moves to `o + 1` once every admitted record at or
+//!   below `o` is finished: out-of-order completion never skips unfinished work.
+//! - Records with the same key on the same partition run one at a time, in offset order; the
+//!   next one is handed out only when the previous one finishes.
+//! - A partition that is revoked and re-assigned starts a new epoch; anything finishing from an
+//!   old epoch moves no offset.
+//!
+//! Pure data: no Kafka, no I/O. The worker wraps it in a mutex.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// A topic-partition.
+pub type Tp = (Arc<str>, i32);
+
+/// What [`Tracker::admit`] decided.
+#[derive(Debug, PartialEq)]
+pub enum Admit<J> {
+    /// Start the job now.
+    Start(J),
+    /// Its key is busy: the job waits and comes back from [`Tracker::finish`].
+    Queued,
+    /// The partition is not owned (or is being revoked): drop the job unprocessed.
+    NotOwned(J),
+}
+
+/// What [`Tracker::finish`] decided.
+#[derive(Debug, PartialEq)]
+pub struct Finished<J> {
+    /// The new commit position (next offset to consume), when it moved.
+    pub commit: Option<i64>,
+    /// The next job with the same key, to run now.
+    pub next: Option<J>,
+    /// Queued jobs of a stale epoch, to drop.
+    pub dropped: Vec<J>,
+}
+
+struct Partition {
+    epoch: u64,
+    revoking: bool,
+    /// Admitted offsets in order, with their finished flag.
+    offsets: VecDeque<(i64, bool)>,
+    /// Jobs started and not finished.
+    running: usize,
+}
+
+struct Waiting<J> {
+    epoch: u64,
+    job: J,
+}
+
+/// Per-partition completion tracking and per-key ordering.
+pub struct Tracker<J> {
+    partitions: HashMap<Tp, Partition>,
+    /// A key is present while a job with it runs; its queue holds the jobs waiting behind it.
+    keys: HashMap<(Tp, Box<[u8]>), VecDeque<Waiting<J>>>,
+    next_epoch: u64,
+    in_flight: usize,
+}
+
+impl<J> Default for Tracker<J> {
+    fn default() -> Self {
+        Tracker { partitions: HashMap::new(), keys: HashMap::new(), next_epoch: 1, in_flight: 0 }
+    }
+}
+
+impl<J> Tracker<J> {
+    /// An empty tracker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes ownership of a partition with a fresh epoch, which it returns.
+    pub fn assign(&mut self, tp: Tp) -> u64 {
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        self.partitions.insert(tp, Partition { epoch, revoking: false, offsets: VecDeque::new(), running: 0 });
+        epoch
+    }
+
+    /// The current epoch of an owned, not revoking, partition.
+    pub fn epoch(&self, tp: &Tp) -> Option<u64> {
+        self.partitions.get(tp).filter(|p| !p.revoking).map(|p| p.epoch)
+    }
+
+    /// Admits a consumed record. `epoch` is the one read when the record was polled.
+    pub fn admit(&mut self, tp: &Tp, epoch: u64, offset: i64, key: Option<&[u8]>, job: J) -> Admit<J> {
+        let Some(p) = self.partitions.get_mut(tp) else { return Admit::NotOwned(job) };
+        if p.revoking || p.epoch != epoch || p.offsets.back().is_some_and(|&(o, _)| o >= offset) {
+            return Admit::NotOwned(job);
+        }
+        p.offsets.push_back((offset, false));
+        self.in_flight += 1;
+        if let Some(k) = key {
+            let entry = (tp.clone(), Box::<[u8]>::from(k));
+            if let Some(queue) = self.keys.get_mut(&entry) {
+                queue.push_back(Waiting { epoch, job });
+                return Admit::Queued;
+            }
+            self.keys.insert(entry, VecDeque::new());
+        }
+        p.running += 1;
+        Admit::Start(job)
+    }
+
+    /// Marks a started job finished (its output acknowledged), returning the new commit
+    /// position, if it moved, and the next job with the same key, if one waits.
+    pub fn finish(&mut self, tp: &Tp, epoch: u64, offset: i64, key: Option<&[u8]>) -> Finished<J> {
+        let mut out = Finished { commit: None, next: None, dropped: Vec::new() };
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let current = self.partitions.get_mut(tp).filter(|p| p.epoch == epoch);
+        if let Some(p) = current {
+            p.running = p.running.saturating_sub(1);
+            if let Ok(i) = p.offsets.binary_search_by_key(&offset, |&(o, _)| o) {
+                p.offsets[i].1 = true;
+            }
+            let mut last_done = None;
+            while let Some(&(o, true)) = p.offsets.front() {
+                last_done = Some(o);
+                p.offsets.pop_front();
+            }
+            out.commit = last_done.map(|o| o + 1);
+        }
+        if let Some(k) = key {
+            let entry = (tp.clone(), Box::<[u8]>::from(k));
+            if let Some(queue) = self.keys.get_mut(&entry) {
+                let live = self.partitions.get(tp).filter(|p| !p.revoking).map(|p| p.epoch);
+                while let Some(w) = queue.pop_front() {
+                    if Some(w.epoch) == live {
+                        out.next = Some(w.job);
+                        break;
+                    }
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                    out.dropped.push(w.job);
+                }
+                match out.next {
+                    Some(_) => {
+                        if let Some(p) = self.partitions.get_mut(tp) {
+                            p.running += 1;
+                        }
+                    }
+                    None => {
+                        self.keys.remove(&entry);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Starts revoking a partition: no new admissions; queued jobs are returned to be dropped
+    /// (they were never started, so their offsets stay uncommitted).
+    pub fn begin_revoke(&mut self, tp: &Tp) -> Vec<J> {
+        let Some(p) = self.partitions.get_mut(tp) else { return Vec::new() };
+        p.revoking = true;
+        let mut dropped = Vec::new();
+        for ((ktp, _), queue) in self.keys.iter_mut() {
+            if ktp == tp {
+                dropped.extend(queue.drain(..).map(|w| w.job));
+            }
+        }
+        self.in_flight = self.in_flight.saturating_sub(dropped.len());
+        dropped
+    }
+
+    /// Jobs of `tp` started and not yet finished.
+    pub fn running(&self, tp: &Tp) -> usize {
+        self.partitions.get(tp).map_or(0, |p| p.running)
+    }
+
+    /// Forgets a partition: later completions from its epoch move no offset.
+    pub fn remove(&mut self, tp: &Tp) {
+        self.partitions.remove(tp);
+    }
+
+    /// Jobs admitted and not finished or dropped (running or waiting on their key).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Owned partitions.
+    pub fn owned(&self) -> Vec<Tp> {
+        self.partitions.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp(p: i32) -> Tp {
+        (Arc::from("t"), p)
+    }
+
+    #[test]
+    fn commit_waits_for_the_lowest_unfinished_offset() {
+        let mut t = Tracker::new();
+        let e = t.assign(tp(0));
+        for o in 10..15 {
+            assert_eq!(t.admit(&tp(0), e, o, None, o), Admit::Start(o));
+        }
+        assert_eq!(t.finish(&tp(0), e, 12, None).commit, None);
+        assert_eq!(t.finish(&tp(0), e, 14, None).commit, None);
+        assert_eq!(t.finish(&tp(0), e, 10, None).commit, Some(11));
+        assert_eq!(t.finish(&tp(0), e, 11, None).commit, Some(13));
+        assert_eq!(t.finish(&tp(0), e, 13, None).commit, Some(15));
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn same_key_runs_in_order_one_at_a_time() {
+        let mut t = Tracker::new();
+        let e = t.assign(tp(0));
+        assert_eq!(t.admit(&tp(0), e, 1, Some(b"k"), "a"), Admit::Start("a"));
+        assert_eq!(t.admit(&tp(0), e, 2, Some(b"k"), "b"), Admit::Queued);
+        assert_eq!(t.admit(&tp(0), e, 3, Some(b"other"), "x"), Admit::Start("x"));
+        assert_eq!(t.admit(&tp(0), e, 4, Some(b"k"), "c"), Admit::Queued);
+        assert_eq!(t.in_flight(), 4);
+        let f = t.finish(&tp(0), e, 1, Some(b"k"));
+        assert_eq!((f.commit, f.next), (Some(2), Some("b")));
+        let f = t.finish(&tp(0), e, 2, Some(b"k"));
+        assert_eq!((f.commit, f.next), (None, Some("c")));
+        let f = t.finish(&tp(0), e, 4, Some(b"k"));
+        assert_eq!((f.commit, f.next), (None, None));
+        let f = t.finish(&tp(0), e, 3, Some(b"other"));
+        assert_eq!(f.commit, Some(5));
+        // The key is free again.
+        assert_eq!(t.admit(&tp(0), e, 5, Some(b"k"), "d"), Admit::Start("d"));
+    }
+
+    #[test]
+    fn revoked_partitions_admit_nothing_and_drop_waiting_jobs() {
+        let mut t = Tracker::new();
+        let e = t.assign(tp(0));
+        t.admit(&tp(0), e, 1, Some(b"k"), 1);
+        t.admit(&tp(0), e, 2, Some(b"k"), 2);
+        assert_eq!(t.begin_revoke(&tp(0)), vec![2]);
+        assert_eq!(t.admit(&tp(0), e, 3, None, 3), Admit::NotOwned(3));
+        assert_eq!(t.running(&tp(0)), 1);
+        let f = t.finish(&tp(0), e, 1, Some(b"k"));
+        assert_eq!((f.commit, f.next), (Some(2), None));
+        assert_eq!(t.running(&tp(0)), 0);
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn an_old_epoch_moves_no_offset_after_reassignment() {
+        let mut t = Tracker::new();
+        let old = t.assign(tp(0));
+        t.admit(&tp(0), old, 5, None, ());
+        t.begin_revoke(&tp(0));
+        t.remove(&tp(0));
+        let new = t.assign(tp(0));
+        assert_ne!(old, new);
+        assert_eq!(t.admit(&tp(0), old, 6, None, ()), Admit::NotOwned(()));
+        t.admit(&tp(0), new, 5, None, ());
+        assert_eq!(t.finish(&tp(0), old, 5, None).commit, None);
+        assert_eq!(t.finish(&tp(0), new, 5, None).commit, Some(6));
+    }
+
+    #[test]
+    fn stale_waiting_jobs_are_dropped_when_their_key_frees() {
+        let mut t = Tracker::new();
+        let old = t.assign(tp(0));
+        t.admit(&tp(0), old, 1, Some(b"k"), "a");
+        t.remove(&tp(0));
+        let new = t.assign(tp(0));
+        // Re-delivered record with the same key waits behind the old running job.
+        assert_eq!(t.admit(&tp(0), new, 1, Some(b"k"), "a2"), Admit::Queued);
+        let f = t.finish(&tp(0), old, 1, Some(b"k"));
+        assert_eq!(f.commit, None);
+        assert_eq!(f.next, Some("a2"));
+        assert_eq!(t.finish(&tp(0), new, 1, Some(b"k")).commit, Some(2));
+    }
+
+    #[test]
+    fn offsets_going_backwards_are_refused() {
+        let mut t = Tracker::new();
+        let e = t.assign(tp(0));
+        t.admit(&tp(0), e, 7, None, ());
+        assert_eq!(t.admit(&tp(0), e, 7, None, ()), Admit::NotOwned(()));
+        assert_eq!(t.admit(&tp(0), e, 3, None, ()), Admit::NotOwned(()));
+    }
+}

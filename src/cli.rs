@@ -189,8 +189,11 @@ impl CliError {
 /// Logs to stderr; `RUST_LOG` filters (default: info for baton, warnings for the rest).
 pub fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,baton=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,baton=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -203,13 +206,14 @@ pub fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
             _ = term.recv() => tracing::info!("SIGTERM received"),
@@ -238,17 +242,28 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Run(args) => run_worker(args).await,
         Command::MockLlm(args) => mock_llm(args).await,
         Command::Produce(args) => {
-            let stats = crate::kafka::tools::produce_command(&args.bootstrap, &args.topic, &args.input).await?;
+            let stats =
+                crate::kafka::tools::produce_command(&args.bootstrap, &args.topic, &args.input)
+                    .await?;
             eprintln!("produced {} record(s) to {}", stats.sent, args.topic);
             if stats.failed > 0 {
-                return Err(CliError::ProduceFailed { failed: stats.failed, total: stats.sent + stats.failed });
+                return Err(CliError::ProduceFailed {
+                    failed: stats.failed,
+                    total: stats.sent + stats.failed,
+                });
             }
             Ok(())
         }
         Command::Consume(args) => {
             let idle = std::time::Duration::from_millis(args.idle_ms);
             let records = tokio::task::spawn_blocking(move || {
-                crate::kafka::tools::read_topic(&args.bootstrap, &args.topic, args.count, idle, std::time::Duration::MAX)
+                crate::kafka::tools::read_topic(
+                    &args.bootstrap,
+                    &args.topic,
+                    args.count,
+                    idle,
+                    std::time::Duration::MAX,
+                )
             })
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??;
@@ -261,9 +276,20 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Check(args) => {
             let config = Config::load(&args.config)?;
             println!("{}: ok", args.config.display());
-            println!("  models: {}", config.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
+            println!(
+                "  models: {}",
+                config
+                    .models
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             for s in &config.steps {
-                println!("  step {}.{}: consumes {} -> {}", s.pipeline, s.name, s.topic, s.output_topic);
+                println!(
+                    "  step {}.{}: consumes {} -> {}",
+                    s.pipeline, s.name, s.topic, s.output_topic
+                );
             }
             Ok(())
         }
@@ -306,7 +332,8 @@ async fn topics_apply(args: TopicsApplyArgs) -> Result<(), CliError> {
     let config = load_config(&args.config, args.bootstrap.as_deref())?;
     config.require_bootstrap()?;
     let plan = crate::kafka::topics::plan(&config);
-    let report = crate::kafka::admin::apply(&config.kafka.bootstrap_servers, &plan, args.dry_run).await?;
+    let report =
+        crate::kafka::admin::apply(&config.kafka.bootstrap_servers, &plan, args.dry_run).await?;
     let mut drifted = 0;
     for r in &report {
         let status = match &r.status {

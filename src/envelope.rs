@@ -97,14 +97,20 @@ pub struct Policy {
 impl Job {
     /// The job's sensitivity, `internal` when it does not say.
     pub fn sensitivity(&self) -> Sensitivity {
-        self.policy.as_ref().and_then(|p| p.sensitivity).unwrap_or(Sensitivity::Internal)
+        self.policy
+            .as_ref()
+            .and_then(|p| p.sensitivity)
+            .unwrap_or(Sensitivity::Internal)
     }
 
     /// The messages to send: `messages`, or `input` as one user message.
     pub fn chat_messages(&self) -> Vec<ChatMessage> {
         match (&self.messages, &self.input) {
             (Some(m), _) => m.clone(),
-            (None, Some(text)) => vec![ChatMessage { role: "user".into(), content: text.clone() }],
+            (None, Some(text)) => vec![ChatMessage {
+                role: "user".into(),
+                content: text.clone(),
+            }],
             (None, None) => Vec::new(),
         }
     }
@@ -314,7 +320,10 @@ pub fn decode_job(
 ) -> Result<Job, DecodeError> {
     let bytes = payload.ok_or(DecodeError::Empty)?;
     if bytes.len() > max_bytes {
-        return Err(DecodeError::TooLarge { size: bytes.len(), limit: max_bytes });
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            limit: max_bytes,
+        });
     }
     let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::Utf8(e.to_string()))?;
     let job: Job = serde_json::from_str(text).map_err(|e| match e.classify() {
@@ -322,11 +331,15 @@ pub fn decode_job(
         _ => DecodeError::Json(e.to_string()),
     })?;
     if job.id.trim().is_empty() {
-        return Err(DecodeError::Envelope("`id` must be a non-empty string".into()));
+        return Err(DecodeError::Envelope(
+            "`id` must be a non-empty string".into(),
+        ));
     }
     match (&job.messages, &job.input) {
         (None, None) => {
-            return Err(DecodeError::Envelope("a job needs `messages` or `input`".into()))
+            return Err(DecodeError::Envelope(
+                "a job needs `messages` or `input`".into(),
+            ))
         }
         (Some(m), _) if m.is_empty() => {
             return Err(DecodeError::Envelope("`messages` must not be empty".into()))
@@ -351,7 +364,12 @@ mod tests {
     use super::*;
 
     fn decode(bytes: &[u8]) -> Result<Job, DecodeError> {
-        decode_job(Some(bytes), 1024, "support", &["support".into(), "other".into()])
+        decode_job(
+            Some(bytes),
+            1024,
+            "support",
+            &["support".into(), "other".into()],
+        )
     }
 
     #[test]
@@ -378,22 +396,42 @@ mod tests {
             (br#"{"id":42,"input":"x"}"#, ErrorClass::InvalidEnvelope),
             (br#"{"id":"","input":"x"}"#, ErrorClass::InvalidEnvelope),
             (br#"{"id":"a"}"#, ErrorClass::InvalidEnvelope),
-            (br#"{"id":"a","input":"x","params":{"max_tokens":"many"}}"#, ErrorClass::InvalidEnvelope),
-            (br#"{"id":"a","input":"x","policy":{"sensitivity":"secret"}}"#, ErrorClass::InvalidEnvelope),
+            (
+                br#"{"id":"a","input":"x","params":{"max_tokens":"many"}}"#,
+                ErrorClass::InvalidEnvelope,
+            ),
+            (
+                br#"{"id":"a","input":"x","policy":{"sensitivity":"secret"}}"#,
+                ErrorClass::InvalidEnvelope,
+            ),
             (br#"[1,2]"#, ErrorClass::InvalidEnvelope),
-            (br#"{"id":"a","input":"x","pipeline":"nope"}"#, ErrorClass::UnknownPipeline),
-            (br#"{"id":"a","input":"x","pipeline":"other"}"#, ErrorClass::UnknownPipeline),
+            (
+                br#"{"id":"a","input":"x","pipeline":"nope"}"#,
+                ErrorClass::UnknownPipeline,
+            ),
+            (
+                br#"{"id":"a","input":"x","pipeline":"other"}"#,
+                ErrorClass::UnknownPipeline,
+            ),
         ];
         for (bytes, class) in cases {
             let got = decode(bytes).expect_err(&String::from_utf8_lossy(bytes));
-            assert_eq!(got.class(), class, "{}: {got}", String::from_utf8_lossy(bytes));
+            assert_eq!(
+                got.class(),
+                class,
+                "{}: {got}",
+                String::from_utf8_lossy(bytes)
+            );
         }
     }
 
     #[test]
     fn oversized_and_missing_payloads() {
         let big = vec![b' '; 2000];
-        assert_eq!(decode(&big).unwrap_err().class(), ErrorClass::PayloadTooLarge);
+        assert_eq!(
+            decode(&big).unwrap_err().class(),
+            ErrorClass::PayloadTooLarge
+        );
         let none = decode_job(None, 10, "support", &[]).unwrap_err();
         assert_eq!(none.class(), ErrorClass::EmptyPayload);
     }

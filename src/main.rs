@@ -7,7 +7,10 @@ fn main() -> std::process::ExitCode {
     let cli = baton::cli::Cli::parse();
     baton::cli::init_logging(cli.log_json);
     baton::util::raise_nofile_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

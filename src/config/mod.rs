@@ -273,14 +273,22 @@ impl Config {
                 errs.push(err(&path, None, "prices must not be negative"));
             }
             if m.context_window == 0 {
-                errs.push(err(&format!("{path}.context_window"), None, "must be positive"));
+                errs.push(err(
+                    &format!("{path}.context_window"),
+                    None,
+                    "must be positive",
+                ));
             }
             if m.timeout_ms == 0 {
                 errs.push(err(&format!("{path}.timeout_ms"), None, "must be positive"));
             }
             if let Some(env) = &m.api_key_env {
                 if env.is_empty() {
-                    errs.push(err(&format!("{path}.api_key_env"), None, "must not be empty"));
+                    errs.push(err(
+                        &format!("{path}.api_key_env"),
+                        None,
+                        "must not be empty",
+                    ));
                 }
             }
             model_index.insert(name.clone(), models.len());
@@ -309,29 +317,46 @@ impl Config {
         for (pname, p) in &raw.pipelines {
             let ppath = format!("pipelines.{pname}");
             if p.steps.is_empty() {
-                errs.push(err(&format!("{ppath}.steps"), None, "a pipeline needs at least one step"));
+                errs.push(err(
+                    &format!("{ppath}.steps"),
+                    None,
+                    "a pipeline needs at least one step",
+                ));
             }
             if !valid_topic_part(pname) {
-                errs.push(err(&ppath, None, "pipeline names may use only letters, digits, '-' and '_'"));
+                errs.push(err(
+                    &ppath,
+                    None,
+                    "pipeline names may use only letters, digits, '-' and '_'",
+                ));
             }
             for (i, s) in p.steps.iter().enumerate() {
                 let spath = format!("{ppath}.steps[{i}]");
                 if !valid_topic_part(&s.name) {
-                    errs.push(err(&format!("{spath}.name"), None, "step names may use only letters, digits, '-' and '_'"));
+                    errs.push(err(
+                        &format!("{spath}.name"),
+                        None,
+                        "step names may use only letters, digits, '-' and '_'",
+                    ));
                 }
-                let resolve = |field: &str, r: &toml::Spanned<String>, errs: &mut Vec<ConfigError>| {
-                    match model_index.get(r.get_ref()) {
-                        Some(&i) => Some(i),
-                        None => {
-                            errs.push(err(
-                                &format!("{spath}.{field}"),
-                                line(r.span()),
-                                &format!("unknown model {:?} (known: {})", r.get_ref(), known(&raw.models)),
-                            ));
-                            None
+                let resolve =
+                    |field: &str, r: &toml::Spanned<String>, errs: &mut Vec<ConfigError>| {
+                        match model_index.get(r.get_ref()) {
+                            Some(&i) => Some(i),
+                            None => {
+                                errs.push(err(
+                                    &format!("{spath}.{field}"),
+                                    line(r.span()),
+                                    &format!(
+                                        "unknown model {:?} (known: {})",
+                                        r.get_ref(),
+                                        known(&raw.models)
+                                    ),
+                                ));
+                                None
+                            }
                         }
-                    }
-                };
+                    };
                 let default_model = resolve("model", &s.model, &mut errs);
                 let mut task_models = HashMap::new();
                 for (task, m) in &s.task_models {
@@ -346,11 +371,19 @@ impl Config {
                     }
                 }
                 if s.max_tokens == Some(0) {
-                    errs.push(err(&format!("{spath}.max_tokens"), None, "must be positive"));
+                    errs.push(err(
+                        &format!("{spath}.max_tokens"),
+                        None,
+                        "must be positive",
+                    ));
                 }
                 let topic = format!("{prefix}{pname}.{}", s.name);
                 if let Some(other) = topics_seen.insert(topic.clone(), spath.clone()) {
-                    errs.push(err(&spath, None, &format!("topic {topic:?} is already used by {other}")));
+                    errs.push(err(
+                        &spath,
+                        None,
+                        &format!("topic {topic:?} is already used by {other}"),
+                    ));
                 }
                 let is_last = i + 1 == p.steps.len();
                 let output_topic = match p.steps.get(i + 1) {
@@ -393,7 +426,9 @@ impl Config {
                     errs.push(err(
                         "worker.metrics_listen",
                         None,
-                        &format!("not a socket address: {s:?} (e.g. \"127.0.0.1:9464\", or \"off\")"),
+                        &format!(
+                            "not a socket address: {s:?} (e.g. \"127.0.0.1:9464\", or \"off\")"
+                        ),
                     ));
                     None
                 }
@@ -418,7 +453,10 @@ impl Config {
         };
 
         if !errs.is_empty() {
-            return Err(ConfigErrors { source_name: None, errors: errs });
+            return Err(ConfigErrors {
+                source_name: None,
+                errors: errs,
+            });
         }
         Ok(Config {
             kafka: KafkaSettings {
@@ -478,20 +516,34 @@ impl Config {
 }
 
 fn known(models: &IndexMap<String, raw::RawModel>) -> String {
-    models.keys().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ")
+    models
+        .keys()
+        .map(|k| format!("{k:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn valid_topic_part(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn err(path: &str, line: Option<usize>, message: &str) -> ConfigError {
-    ConfigError { path: path.to_string(), line, message: message.to_string() }
+    ConfigError {
+        path: path.to_string(),
+        line,
+        message: message.to_string(),
+    }
 }
 
 /// 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Turns a TOML parse error (syntax, unknown key, wrong type) into a [`ConfigError`].
@@ -503,7 +555,11 @@ fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
             line: Some(line_of(text, span.start)),
             message,
         },
-        None => ConfigError { path: String::new(), line: None, message },
+        None => ConfigError {
+            path: String::new(),
+            line: None,
+            message,
+        },
     }
 }
 
@@ -525,7 +581,11 @@ fn key_path_at(text: &str, offset: usize) -> String {
         .find(|l| l.starts_with('['))
         .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
     let header = if line.starts_with('[') {
-        Some(line.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+        Some(
+            line.trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string(),
+        )
     } else {
         header
     };

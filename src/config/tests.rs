@@ -11,7 +11,12 @@ steps = [{ name = "s", model = "m" }]
 "#;
 
 fn errors(text: &str) -> Vec<String> {
-    Config::from_toml(text, None).unwrap_err().errors.iter().map(|e| e.to_string()).collect()
+    Config::from_toml(text, None)
+        .unwrap_err()
+        .errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect()
 }
 
 #[test]
@@ -36,14 +41,18 @@ fn unknown_model_names_the_key_and_line() {
     let text = MINIMAL.replace("model = \"m\"", "model = \"gpt5\"");
     let e = errors(&text);
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].starts_with("pipelines.p.steps[0].model (line 6): unknown model \"gpt5\""), "{}", e[0]);
+    assert!(
+        e[0].starts_with("pipelines.p.steps[0].model (line 6): unknown model \"gpt5\""),
+        "{}",
+        e[0]
+    );
 }
 
 #[test]
 fn unknown_keys_are_rejected_with_their_path() {
     let text = format!("{MINIMAL}\n[worker]\nmax_inflight = 3\n");
     let e = errors(&text);
-    assert!(e[0].starts_with("worker.max_inflight (line 10)"), "{}", e[0]);
+    assert!(e[0].starts_with("worker.max_inflight (line 9)"), "{}", e[0]);
     assert!(e[0].contains("unknown field"), "{}", e[0]);
 }
 
@@ -51,7 +60,11 @@ fn unknown_keys_are_rejected_with_their_path() {
 fn wrong_types_are_reported_with_their_path() {
     let text = format!("{MINIMAL}\n[worker]\nmax_in_flight = \"many\"\n");
     let e = errors(&text);
-    assert!(e[0].starts_with("worker.max_in_flight (line 10)"), "{}", e[0]);
+    assert!(
+        e[0].starts_with("worker.max_in_flight (line 9)"),
+        "{}",
+        e[0]
+    );
 }
 
 #[test]

@@ -132,11 +132,19 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
     if embedded {
         println!("  kafka:     embedded in-process Kafka-protocol cluster (librdkafka mock cluster), not a real broker");
     } else {
-        println!("  kafka:     {} (topics prefixed {:?})", config.kafka.bootstrap_servers, config.topics.prefix);
+        println!(
+            "  kafka:     {} (topics prefixed {:?})",
+            config.kafka.bootstrap_servers, config.topics.prefix
+        );
     }
-    println!("  providers: simulated by baton mock-llm at {} (latency, 5xx, 429s, a content filter)", mock.base_url());
+    println!(
+        "  providers: simulated by baton mock-llm at {} (latency, 5xx, 429s, a content filter)",
+        mock.base_url()
+    );
     println!("  config:    examples/support.toml: cheap-fast (simple), premium (complex), on-prem (restricted)");
-    println!("  real run:  baton topics apply --config examples/support.toml --bootstrap HOST:PORT");
+    println!(
+        "  real run:  baton topics apply --config examples/support.toml --bootstrap HOST:PORT"
+    );
     println!("             baton run --config examples/support.toml --bootstrap HOST:PORT");
     println!();
 
@@ -147,7 +155,9 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
     let sent = crate::kafka::tools::produce_records(
         &producer,
         &step.topic,
-        records.iter().map(|r| (Some(r.key.clone().into_bytes()), r.value.clone())),
+        records
+            .iter()
+            .map(|r| (Some(r.key.clone().into_bytes()), r.value.clone())),
         None,
     )
     .await;
@@ -159,24 +169,43 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
     let worker = tokio::spawn(crate::worker::run(config.clone(), runner, shutdown.clone()));
 
     let bootstrap = config.kafka.bootstrap_servers.clone();
-    let outputs = vec![config.topics.results.clone(), TopicNames::dlq_of(&step.topic)];
+    let outputs = vec![
+        config.topics.results.clone(),
+        TopicNames::dlq_of(&step.topic),
+    ];
     let timeout = Duration::from_secs(args.timeout_s);
     let jobs = records.len();
-    let (results, dead_letters) = tokio::task::spawn_blocking(move || collect_outputs(&bootstrap, &outputs, &expected, timeout))
+    let (results, dead_letters) = tokio::task::spawn_blocking(move || {
+        collect_outputs(&bootstrap, &outputs, &expected, timeout)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    shutdown.cancel();
+    let stats = worker
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
-    shutdown.cancel();
-    let stats = worker.await.map_err(|e| std::io::Error::other(e.to_string()))??;
     mock.shutdown().await;
     drop(cluster);
 
-    let accounted: HashSet<&str> =
-        results.iter().map(|r| r.id.as_str()).chain(dead_letters.iter().map(|(id, _)| id.as_str())).collect();
-    let report = DemoReport { jobs, lost: jobs.saturating_sub(accounted.len()), results, dead_letters };
+    let accounted: HashSet<&str> = results
+        .iter()
+        .map(|r| r.id.as_str())
+        .chain(dead_letters.iter().map(|(id, _)| id.as_str()))
+        .collect();
+    let report = DemoReport {
+        jobs,
+        lost: jobs.saturating_sub(accounted.len()),
+        results,
+        dead_letters,
+    };
     print_summary(&report, &config, started.elapsed());
     tracing::debug!(?stats, "demo worker stats");
     if report.lost > 0 {
-        return Err(DemoError::Lost { lost: report.lost, jobs, timeout_s: args.timeout_s });
+        return Err(DemoError::Lost {
+            lost: report.lost,
+            jobs,
+            timeout_s: args.timeout_s,
+        });
     }
     Ok(report)
 }
@@ -203,7 +232,12 @@ fn rebase_topics(config: &mut Config, prefix: &str) {
 type Outputs = (Vec<JobResult>, Vec<(String, String)>);
 
 /// Reads results and dead letters until every expected job id is accounted for, or timeout.
-fn collect_outputs(bootstrap: &str, topics: &[String], expected: &HashSet<String>, timeout: Duration) -> Result<Outputs, rdkafka::error::KafkaError> {
+fn collect_outputs(
+    bootstrap: &str,
+    topics: &[String],
+    expected: &HashSet<String>,
+    timeout: Duration,
+) -> Result<Outputs, rdkafka::error::KafkaError> {
     let consumer: BaseConsumer = crate::kafka::plain_config(bootstrap)
         .set("group.id", "baton-demo-reader")
         .set("enable.auto.commit", "false")
@@ -219,23 +253,38 @@ fn collect_outputs(bootstrap: &str, topics: &[String], expected: &HashSet<String
     }
     consumer.assign(&tpl)?;
     let bar = ProgressBar::new(expected.len() as u64);
-    bar.set_style(ProgressStyle::with_template("  {bar:40} {pos}/{len} jobs finished  {elapsed}").expect("static template"));
+    bar.set_style(
+        ProgressStyle::with_template("  {bar:40} {pos}/{len} jobs finished  {elapsed}")
+            .expect("static template"),
+    );
     let mut results: HashMap<String, JobResult> = HashMap::new();
     let mut dead: HashMap<String, String> = HashMap::new();
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        let done = expected.iter().filter(|id| results.contains_key(*id) || dead.contains_key(*id)).count();
+        let done = expected
+            .iter()
+            .filter(|id| results.contains_key(*id) || dead.contains_key(*id))
+            .count();
         bar.set_position(done as u64);
         if done == expected.len() {
             break;
         }
-        let Some(msg) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
         let msg = msg?;
         if msg.topic().ends_with(".dlq") {
-            let id = headers::get(msg.headers(), headers::JOB_ID).unwrap_or_default().to_string();
-            let class = headers::get(msg.headers(), headers::ERROR_CLASS).unwrap_or_default().to_string();
+            let id = headers::get(msg.headers(), headers::JOB_ID)
+                .unwrap_or_default()
+                .to_string();
+            let class = headers::get(msg.headers(), headers::ERROR_CLASS)
+                .unwrap_or_default()
+                .to_string();
             dead.insert(id, class);
-        } else if let Some(r) = msg.payload().and_then(|p| serde_json::from_slice::<JobResult>(p).ok()) {
+        } else if let Some(r) = msg
+            .payload()
+            .and_then(|p| serde_json::from_slice::<JobResult>(p).ok())
+        {
             results.insert(r.id.clone(), r);
         }
     }
@@ -258,13 +307,23 @@ pub fn quantile(sorted: &[u64], q: f64) -> u64 {
 
 fn print_summary(report: &DemoReport, config: &Config, elapsed: Duration) {
     println!();
-    println!("{:<12} {:>6} {:>12} {:>9} {:>9} {:>10}", "model", "jobs", "cost_usd", "p50_ms", "p99_ms", "fallbacks");
+    println!(
+        "{:<12} {:>6} {:>12} {:>9} {:>9} {:>10}",
+        "model", "jobs", "cost_usd", "p50_ms", "p99_ms", "fallbacks"
+    );
     for m in &config.models {
-        let rs: Vec<&JobResult> = report.results.iter().filter(|r| r.model == m.name).collect();
+        let rs: Vec<&JobResult> = report
+            .results
+            .iter()
+            .filter(|r| r.model == m.name)
+            .collect();
         let mut lat: Vec<u64> = rs.iter().map(|r| r.latency_ms).collect();
         lat.sort_unstable();
         let cost: f64 = rs.iter().map(|r| r.cost_usd).sum();
-        let fallbacks = rs.iter().filter(|r| r.route.candidates.first() != Some(&r.model)).count();
+        let fallbacks = rs
+            .iter()
+            .filter(|r| r.route.candidates.first() != Some(&r.model))
+            .count();
         println!(
             "{:<12} {:>6} {:>12.6} {:>9} {:>9} {:>10}",
             m.name,
@@ -276,11 +335,20 @@ fn print_summary(report: &DemoReport, config: &Config, elapsed: Duration) {
         );
     }
     let total_cost: f64 = report.results.iter().map(|r| r.cost_usd).sum();
-    println!("{:<12} {:>6} {:>12.6}", "total", report.results.len(), total_cost);
+    println!(
+        "{:<12} {:>6} {:>12.6}",
+        "total",
+        report.results.len(),
+        total_cost
+    );
     let premium_only: f64 = report
         .results
         .iter()
-        .map(|r| config.model("premium").map_or(0.0, |p| p.cost_usd(r.usage.input_tokens, r.usage.output_tokens)))
+        .map(|r| {
+            config.model("premium").map_or(0.0, |p| {
+                p.cost_usd(r.usage.input_tokens, r.usage.output_tokens)
+            })
+        })
         .sum();
     if premium_only > 0.0 {
         println!("(the same answers all on premium would have cost {premium_only:.6} USD)");
@@ -294,7 +362,10 @@ fn print_summary(report: &DemoReport, config: &Config, elapsed: Duration) {
         println!("dead letters by class: {}", list.join(", "));
     }
     let retried = report.results.iter().filter(|r| r.attempts > 1).count();
-    println!("jobs answered after a retry or fallback: {retried}; wall time {:.1}s", elapsed.as_secs_f64());
+    println!(
+        "jobs answered after a retry or fallback: {retried}; wall time {:.1}s",
+        elapsed.as_secs_f64()
+    );
     println!();
     println!(
         "jobs={} results={} dead_letters={} lost={}",

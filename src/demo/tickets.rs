@@ -61,14 +61,31 @@ pub fn generate(n: usize, seed: u64) -> Vec<SampleRecord> {
         } else if i % 97 == 13 {
             job(&id, "simple", None, &fill(FILTERED))
         } else if i % 53 == 7 {
-            let log: String = (0..160).map(|k| format!("ERR sync worker {k}: timeout talking to upstream\n")).collect();
-            job(&id, "simple", None, &format!("The sync keeps failing. Full log below.\n{log}"))
+            let log: String = (0..160)
+                .map(|k| format!("ERR sync worker {k}: timeout talking to upstream\n"))
+                .collect();
+            job(
+                &id,
+                "simple",
+                None,
+                &format!("The sync keeps failing. Full log below.\n{log}"),
+            )
         } else {
             let roll: f64 = rng.gen();
             if roll < 0.07 {
-                job(&id, "complex", Some("restricted"), &fill(pick(&mut rng, RESTRICTED)))
+                job(
+                    &id,
+                    "complex",
+                    Some("restricted"),
+                    &fill(pick(&mut rng, RESTRICTED)),
+                )
             } else if roll < 0.12 {
-                job(&id, "complex", Some("confidential"), &fill(pick(&mut rng, CONFIDENTIAL)))
+                job(
+                    &id,
+                    "complex",
+                    Some("confidential"),
+                    &fill(pick(&mut rng, CONFIDENTIAL)),
+                )
             } else if roll < 0.40 {
                 job(&id, "complex", None, &fill(pick(&mut rng, COMPLEX)))
             } else {
@@ -104,8 +121,12 @@ fn broken_record(id: &str, k: usize) -> Vec<u8> {
     match k % 5 {
         0 => format!(r#"{{"id":"{id}","input":"my order never arrived"#).into_bytes(),
         1 => br#"{"input":"where is the id?","task":"simple"}"#.to_vec(),
-        2 => format!(r#"{{"id":"{id}","input":"hi","params":{{"max_tokens":"lots"}}}}"#).into_bytes(),
-        3 => format!(r#"{{"id":"{id}","pipeline":"billing","input":"refund please"}}"#).into_bytes(),
+        2 => {
+            format!(r#"{{"id":"{id}","input":"hi","params":{{"max_tokens":"lots"}}}}"#).into_bytes()
+        }
+        3 => {
+            format!(r#"{{"id":"{id}","pipeline":"billing","input":"refund please"}}"#).into_bytes()
+        }
         _ => {
             let mut v = format!(r#"{{"id":"{id}","input":"caf"#).into_bytes();
             v.extend_from_slice(&[0xC3, 0x28]);
@@ -127,9 +148,16 @@ mod tests {
         assert_eq!(a.len(), 200);
         assert!(a.iter().zip(&b).all(|(x, y)| x.value == y.value));
         let pipelines = vec!["support".to_string()];
-        let bad = a.iter().filter(|r| decode_job(Some(&r.value), 1 << 20, "support", &pipelines).is_err()).count();
+        let bad = a
+            .iter()
+            .filter(|r| decode_job(Some(&r.value), 1 << 20, "support", &pipelines).is_err())
+            .count();
         assert_eq!(bad, 5);
-        let text = |s: &str| a.iter().filter(|r| String::from_utf8_lossy(&r.value).contains(s)).count();
+        let text = |s: &str| {
+            a.iter()
+                .filter(|r| String::from_utf8_lossy(&r.value).contains(s))
+                .count()
+        };
         assert!(text("\"restricted\"") > 3);
         assert!(text("explosives") >= 2);
         assert!(text("Full log below") >= 3);

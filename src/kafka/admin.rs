@@ -20,7 +20,7 @@ pub enum TopicStatus {
     Ok,
     /// It exists but differs from the declaration.
     Drift(Vec<String>),
-    /// It is missing and was not created (dry run).
+    /// It is missing and was not created (dry run, or it vanished while applying).
     Missing,
 }
 
@@ -53,26 +53,48 @@ pub enum AdminError {
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Creates missing topics (unless `dry_run`) and checks existing ones against the plan.
-pub async fn apply(bootstrap: &str, plan: &[PlannedTopic], dry_run: bool) -> Result<Vec<TopicReport>, AdminError> {
-    let admin: AdminClient<DefaultClientContext> = super::plain_config(bootstrap).create()?;
+/// Partition count and replication factor of every topic in the cluster.
+fn describe_topics(
+    admin: &AdminClient<DefaultClientContext>,
+) -> Result<HashMap<String, (i32, i32)>, KafkaError> {
     let metadata = admin.inner().fetch_metadata(None, TIMEOUT)?;
-    let existing: HashMap<String, (i32, i32)> = metadata
+    Ok(metadata
         .topics()
         .iter()
-        .filter(|t| t.error().is_none())
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
         .map(|t| {
-            let rf = t.partitions().first().map_or(0, |p| p.replicas().len() as i32);
+            let rf = t
+                .partitions()
+                .first()
+                .map_or(0, |p| p.replicas().len() as i32);
             (t.name().to_string(), (t.partitions().len() as i32, rf))
         })
-        .collect();
+        .collect())
+}
 
-    let missing: Vec<&PlannedTopic> = plan.iter().filter(|t| !existing.contains_key(&t.name)).collect();
+/// Creates missing topics (unless `dry_run`) and checks existing ones against the plan.
+pub async fn apply(
+    bootstrap: &str,
+    plan: &[PlannedTopic],
+    dry_run: bool,
+) -> Result<Vec<TopicReport>, AdminError> {
+    let admin: AdminClient<DefaultClientContext> = super::plain_config(bootstrap).create()?;
+    let mut existing = describe_topics(&admin)?;
+
+    let missing: Vec<&PlannedTopic> = plan
+        .iter()
+        .filter(|t| !existing.contains_key(&t.name))
+        .collect();
+    let mut created = Vec::new();
     if !dry_run && !missing.is_empty() {
         let new_topics: Vec<NewTopic<'_>> = missing
             .iter()
             .map(|t| {
-                let mut nt = NewTopic::new(&t.name, t.spec.partitions, TopicReplication::Fixed(t.spec.replication_factor));
+                let mut nt = NewTopic::new(
+                    &t.name,
+                    t.spec.partitions,
+                    TopicReplication::Fixed(t.spec.replication_factor),
+                );
                 for (k, v) in &t.spec.configs {
                     nt = nt.set(k, v);
                 }
@@ -80,20 +102,42 @@ pub async fn apply(bootstrap: &str, plan: &[PlannedTopic], dry_run: bool) -> Res
             })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+        let mut already = Vec::new();
         for r in admin.create_topics(&new_topics, &opts).await? {
-            if let Err((topic, code)) = r {
-                if code != RDKafkaErrorCode::TopicAlreadyExists {
-                    return Err(AdminError::Create { topic, code });
-                }
+            match r {
+                Ok(topic) => created.push(topic),
+                Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => already.push(topic),
+                Err((topic, code)) => return Err(AdminError::Create { topic, code }),
             }
+        }
+        // Metadata can lag a topic created a moment ago (by another process, or a previous
+        // run): read it again until the topics the broker says exist show up, so they get
+        // their drift check.
+        for _ in 0..50 {
+            if already.iter().all(|t| existing.contains_key(t)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            existing = describe_topics(&admin)?;
         }
     }
 
-    let present: Vec<&PlannedTopic> = plan.iter().filter(|t| existing.contains_key(&t.name)).collect();
-    let specifiers: Vec<ResourceSpecifier<'_>> = present.iter().map(|t| ResourceSpecifier::Topic(&t.name)).collect();
+    let present: Vec<&PlannedTopic> = plan
+        .iter()
+        .filter(|t| existing.contains_key(&t.name))
+        .collect();
+    let specifiers: Vec<ResourceSpecifier<'_>> = present
+        .iter()
+        .map(|t| ResourceSpecifier::Topic(&t.name))
+        .collect();
     let mut configs: HashMap<String, HashMap<String, String>> = HashMap::new();
     if !specifiers.is_empty() {
-        let described = admin.describe_configs(&specifiers, &AdminOptions::new().request_timeout(Some(TIMEOUT))).await?;
+        let described = admin
+            .describe_configs(
+                &specifiers,
+                &AdminOptions::new().request_timeout(Some(TIMEOUT)),
+            )
+            .await?;
         for (t, r) in present.iter().zip(described) {
             if let Ok(resource) = r {
                 let map = resource
@@ -110,28 +154,45 @@ pub async fn apply(bootstrap: &str, plan: &[PlannedTopic], dry_run: bool) -> Res
         .iter()
         .map(|t| {
             let status = match existing.get(&t.name) {
-                None if dry_run => TopicStatus::Missing,
-                None => TopicStatus::Created,
+                _ if created.contains(&t.name) => TopicStatus::Created,
+                None => TopicStatus::Missing,
                 Some(&(partitions, rf)) => {
                     let mut drift = Vec::new();
                     if partitions != t.spec.partitions {
-                        drift.push(format!("partitions {partitions} (declared {})", t.spec.partitions));
+                        drift.push(format!(
+                            "partitions {partitions} (declared {})",
+                            t.spec.partitions
+                        ));
                     }
                     if rf != t.spec.replication_factor {
-                        drift.push(format!("replication_factor {rf} (declared {})", t.spec.replication_factor));
+                        drift.push(format!(
+                            "replication_factor {rf} (declared {})",
+                            t.spec.replication_factor
+                        ));
                     }
                     if let Some(actual) = configs.get(&t.name) {
                         for (k, v) in &t.spec.configs {
                             match actual.get(k) {
                                 Some(a) if a == v => {}
-                                a => drift.push(format!("{k}={} (declared {v})", a.map_or("unset", String::as_str))),
+                                a => drift.push(format!(
+                                    "{k}={} (declared {v})",
+                                    a.map_or("unset", String::as_str)
+                                )),
                             }
                         }
                     }
-                    if drift.is_empty() { TopicStatus::Ok } else { TopicStatus::Drift(drift) }
+                    if drift.is_empty() {
+                        TopicStatus::Ok
+                    } else {
+                        TopicStatus::Drift(drift)
+                    }
                 }
             };
-            TopicReport { name: t.name.clone(), kind: t.kind, status }
+            TopicReport {
+                name: t.name.clone(),
+                kind: t.kind,
+                status,
+            }
         })
         .collect())
 }

@@ -2,8 +2,8 @@
 //! `baton-step`, `baton-attempt` and a W3C `traceparent`; dead letters add the `baton-error*`
 //! and `baton-original-*` headers so a person can see what failed, where, and why.
 
-use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rand::Rng;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 /// Job id of the record.
 pub const JOB_ID: &str = "baton-job-id";
@@ -50,7 +50,8 @@ pub fn child_traceparent(incoming: Option<&str>) -> String {
 
 fn parse_trace_id(tp: &str) -> Option<String> {
     let mut parts = tp.split('-');
-    let (version, trace, span, _flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let (version, trace, span, _flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     let ok = hex(version, 2) && hex(trace, 32) && hex(span, 16) && trace.bytes().any(|b| b != b'0');
     ok.then(|| trace.to_ascii_lowercase())
@@ -59,10 +60,22 @@ fn parse_trace_id(tp: &str) -> Option<String> {
 /// The common headers of every record baton writes.
 pub fn common(job_id: &str, step: &str, attempt: u32, traceparent: &str) -> OwnedHeaders {
     OwnedHeaders::new()
-        .insert(Header { key: JOB_ID, value: Some(job_id) })
-        .insert(Header { key: STEP, value: Some(step) })
-        .insert(Header { key: ATTEMPT, value: Some(&attempt.to_string()) })
-        .insert(Header { key: TRACEPARENT, value: Some(traceparent) })
+        .insert(Header {
+            key: JOB_ID,
+            value: Some(job_id),
+        })
+        .insert(Header {
+            key: STEP,
+            value: Some(step),
+        })
+        .insert(Header {
+            key: ATTEMPT,
+            value: Some(&attempt.to_string()),
+        })
+        .insert(Header {
+            key: TRACEPARENT,
+            value: Some(traceparent),
+        })
 }
 
 /// Where a dead-lettered record came from and why it failed.
@@ -99,23 +112,59 @@ pub fn dead_letter<H: Headers>(
             if hd.key.starts_with("baton-") || hd.key == TRACEPARENT {
                 continue;
             }
-            out = out.insert(Header { key: hd.key, value: hd.value });
+            out = out.insert(Header {
+                key: hd.key,
+                value: hd.value,
+            });
         }
     }
     let partition = info.partition.to_string();
     let offset = info.offset.to_string();
     let now = crate::util::now_rfc3339();
-    out.insert(Header { key: JOB_ID, value: Some(job_id) })
-        .insert(Header { key: STEP, value: Some(step) })
-        .insert(Header { key: ATTEMPT, value: Some(&attempt.to_string()) })
-        .insert(Header { key: TRACEPARENT, value: Some(traceparent) })
-        .insert(Header { key: ERROR_CLASS, value: Some(info.error_class) })
-        .insert(Header { key: ERROR, value: Some(info.error) })
-        .insert(Header { key: ORIGINAL_TOPIC, value: Some(info.topic) })
-        .insert(Header { key: ORIGINAL_PARTITION, value: Some(&partition) })
-        .insert(Header { key: ORIGINAL_OFFSET, value: Some(&offset) })
-        .insert(Header { key: FAILED_AT, value: Some(&now) })
-        .insert(Header { key: LAST_MODEL, value: Some(info.last_model.unwrap_or("")) })
+    out.insert(Header {
+        key: JOB_ID,
+        value: Some(job_id),
+    })
+    .insert(Header {
+        key: STEP,
+        value: Some(step),
+    })
+    .insert(Header {
+        key: ATTEMPT,
+        value: Some(&attempt.to_string()),
+    })
+    .insert(Header {
+        key: TRACEPARENT,
+        value: Some(traceparent),
+    })
+    .insert(Header {
+        key: ERROR_CLASS,
+        value: Some(info.error_class),
+    })
+    .insert(Header {
+        key: ERROR,
+        value: Some(info.error),
+    })
+    .insert(Header {
+        key: ORIGINAL_TOPIC,
+        value: Some(info.topic),
+    })
+    .insert(Header {
+        key: ORIGINAL_PARTITION,
+        value: Some(&partition),
+    })
+    .insert(Header {
+        key: ORIGINAL_OFFSET,
+        value: Some(&offset),
+    })
+    .insert(Header {
+        key: FAILED_AT,
+        value: Some(&now),
+    })
+    .insert(Header {
+        key: LAST_MODEL,
+        value: Some(info.last_model.unwrap_or("")),
+    })
 }
 
 #[cfg(test)]
@@ -133,7 +182,11 @@ mod tests {
 
     #[test]
     fn invalid_traceparent_starts_a_new_trace() {
-        for bad in ["", "garbage", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"] {
+        for bad in [
+            "",
+            "garbage",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        ] {
             let child = child_traceparent(Some(bad));
             assert_eq!(child.len(), 55);
             assert!(!child.contains("00000000000000000000000000000000"));
@@ -143,8 +196,14 @@ mod tests {
     #[test]
     fn dead_letter_headers_carry_origin_and_class() {
         let original = OwnedHeaders::new()
-            .insert(Header { key: "app", value: Some("x") })
-            .insert(Header { key: ERROR_CLASS, value: Some("stale") });
+            .insert(Header {
+                key: "app",
+                value: Some("x"),
+            })
+            .insert(Header {
+                key: ERROR_CLASS,
+                value: Some("stale"),
+            });
         let info = DeadLetterInfo {
             error_class: "invalid_json",
             error: "bad",
@@ -158,7 +217,9 @@ mod tests {
         assert_eq!(get(Some(&h), ERROR_CLASS), Some("invalid_json"));
         assert_eq!(get(Some(&h), ORIGINAL_PARTITION), Some("2"));
         assert_eq!(get(Some(&h), ORIGINAL_OFFSET), Some("7"));
-        let classes = (0..h.count()).filter(|&i| h.get(i).key == ERROR_CLASS).count();
+        let classes = (0..h.count())
+            .filter(|&i| h.get(i).key == ERROR_CLASS)
+            .count();
         assert_eq!(classes, 1);
     }
 }

@@ -41,19 +41,35 @@ pub fn tool_producer(bootstrap: &str) -> Result<FutureProducer, KafkaError> {
 }
 
 /// Publishes each non-empty line as one record (key from [`job_key`]).
-pub async fn produce_lines<I>(producer: &FutureProducer, topic: &str, lines: I, progress: Option<&ProgressBar>) -> ProduceStats
+pub async fn produce_lines<I>(
+    producer: &FutureProducer,
+    topic: &str,
+    lines: I,
+    progress: Option<&ProgressBar>,
+) -> ProduceStats
 where
     I: IntoIterator<Item = Vec<u8>>,
 {
-    let records = lines.into_iter().filter(|l| !l.iter().all(u8::is_ascii_whitespace)).map(|line| {
-        let key = std::str::from_utf8(&line).ok().and_then(job_key).map(String::into_bytes);
-        (key, line)
-    });
+    let records = lines
+        .into_iter()
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .map(|line| {
+            let key = std::str::from_utf8(&line)
+                .ok()
+                .and_then(job_key)
+                .map(String::into_bytes);
+            (key, line)
+        });
     produce_records(producer, topic, records, progress).await
 }
 
 /// Publishes `(key, value)` records, with at most 10,000 awaiting acknowledgement at once.
-pub async fn produce_records<I>(producer: &FutureProducer, topic: &str, records: I, progress: Option<&ProgressBar>) -> ProduceStats
+pub async fn produce_records<I>(
+    producer: &FutureProducer,
+    topic: &str,
+    records: I,
+    progress: Option<&ProgressBar>,
+) -> ProduceStats
 where
     I: IntoIterator<Item = (Option<Vec<u8>>, Vec<u8>)>,
 {
@@ -95,17 +111,28 @@ fn tally(stats: &mut ProduceStats, ok: bool, progress: Option<&ProgressBar>) {
 }
 
 /// `baton produce`: reads JSON Lines from a file or `-` (stdin) and publishes them.
-pub async fn produce_command(bootstrap: &str, topic: &str, input: &str) -> Result<ProduceStats, std::io::Error> {
+pub async fn produce_command(
+    bootstrap: &str,
+    topic: &str,
+    input: &str,
+) -> Result<ProduceStats, std::io::Error> {
     let lines: Vec<Vec<u8>> = if input == "-" {
-        std::io::stdin().lock().split(b'\n').collect::<Result<_, _>>()?
+        std::io::stdin()
+            .lock()
+            .split(b'\n')
+            .collect::<Result<_, _>>()?
     } else {
-        std::io::BufReader::new(std::fs::File::open(input)?).split(b'\n').collect::<Result<_, _>>()?
+        std::io::BufReader::new(std::fs::File::open(input)?)
+            .split(b'\n')
+            .collect::<Result<_, _>>()?
     };
     let producer = tool_producer(bootstrap).map_err(std::io::Error::other)?;
     let bar = ProgressBar::new(lines.len() as u64);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} records  {per_sec}  eta {eta}")
-            .expect("static template"),
+        ProgressStyle::with_template(
+            "{spinner} {bar:40} {pos}/{len} records  {per_sec}  eta {eta}",
+        )
+        .expect("static template"),
     );
     let stats = produce_lines(&producer, topic, lines, Some(&bar)).await;
     bar.finish_and_clear();
@@ -114,7 +141,13 @@ pub async fn produce_command(bootstrap: &str, topic: &str, input: &str) -> Resul
 
 /// Reads `topic` from the beginning of every partition until `count` records arrived, the
 /// topic stayed quiet for `idle`, or `deadline` passed. Uses no consumer group.
-pub fn read_topic(bootstrap: &str, topic: &str, count: Option<usize>, idle: Duration, deadline: Duration) -> Result<Vec<OwnedMessage>, KafkaError> {
+pub fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    count: Option<usize>,
+    idle: Duration,
+    deadline: Duration,
+) -> Result<Vec<OwnedMessage>, KafkaError> {
     let consumer: BaseConsumer = super::plain_config(bootstrap)
         .set("group.id", "baton-reader")
         .set("enable.auto.commit", "false")
@@ -131,7 +164,8 @@ pub fn read_topic(bootstrap: &str, topic: &str, count: Option<usize>, idle: Dura
     let start = Instant::now();
     let mut last = Instant::now();
     let mut out = Vec::new();
-    while count.is_none_or(|c| out.len() < c) && start.elapsed() < deadline && last.elapsed() < idle {
+    while count.is_none_or(|c| out.len() < c) && start.elapsed() < deadline && last.elapsed() < idle
+    {
         if let Some(r) = consumer.poll(Duration::from_millis(100)) {
             out.push(r?.detach());
             last = Instant::now();
@@ -149,13 +183,19 @@ pub fn record_json(m: &OwnedMessage) -> Value {
             (0..h.count())
                 .map(|i| {
                     let hd = h.get(i);
-                    (hd.key.to_string(), hd.value.map_or(Value::Null, |v| Value::String(String::from_utf8_lossy(v).into_owned())))
+                    (
+                        hd.key.to_string(),
+                        hd.value.map_or(Value::Null, |v| {
+                            Value::String(String::from_utf8_lossy(v).into_owned())
+                        }),
+                    )
                 })
                 .collect()
         })
         .unwrap_or_default();
     let value = m.payload().map_or(Value::Null, |p| {
-        serde_json::from_slice(p).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(p).into_owned()))
+        serde_json::from_slice(p)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(p).into_owned()))
     });
     serde_json::json!({
         "topic": m.topic(),

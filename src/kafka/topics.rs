@@ -82,15 +82,18 @@ impl TopicDeclarations {
     }
 
     fn parse(text: &str, name: &str) -> Result<TopicDeclarations, DeclarationsError> {
-        let d: TopicDeclarations = toml::from_str(text).map_err(|e| DeclarationsError::Invalid {
-            path: name.to_string(),
-            message: e.message().to_string(),
-        })?;
+        let d: TopicDeclarations =
+            toml::from_str(text).map_err(|e| DeclarationsError::Invalid {
+                path: name.to_string(),
+                message: e.message().to_string(),
+            })?;
         for (kind, spec) in d.kinds() {
             if spec.partitions < 1 || spec.replication_factor < 1 {
                 return Err(DeclarationsError::Invalid {
                     path: name.to_string(),
-                    message: format!("{kind}: partitions and replication_factor must be at least 1"),
+                    message: format!(
+                        "{kind}: partitions and replication_factor must be at least 1"
+                    ),
                 });
             }
         }
@@ -126,7 +129,11 @@ pub fn plan(config: &Config) -> Vec<PlannedTopic> {
     let mut out: Vec<PlannedTopic> = Vec::new();
     let mut push = |name: String, kind: &'static str, spec: &TopicSpec| {
         if !out.iter().any(|t| t.name == name) {
-            out.push(PlannedTopic { name, kind, spec: spec.clone() });
+            out.push(PlannedTopic {
+                name,
+                kind,
+                spec: spec.clone(),
+            });
         }
     };
     for step in &config.steps {

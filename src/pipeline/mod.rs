@@ -55,8 +55,15 @@ pub struct StepRunner {
 impl StepRunner {
     /// A runner over `providers`, which must be indexed like `config.models`.
     pub fn new(config: Arc<Config>, providers: Vec<Provider>) -> Self {
-        assert_eq!(config.models.len(), providers.len(), "one provider per model");
-        StepRunner { config, providers: Arc::new(providers) }
+        assert_eq!(
+            config.models.len(),
+            providers.len(),
+            "one provider per model"
+        );
+        StepRunner {
+            config,
+            providers: Arc::new(providers),
+        }
     }
 
     /// Builds every model's provider (reading API keys from the environment).
@@ -71,7 +78,10 @@ impl StepRunner {
             }
         }
         if !errors.is_empty() {
-            return Err(crate::config::ConfigErrors { source_name: None, errors });
+            return Err(crate::config::ConfigErrors {
+                source_name: None,
+                errors,
+            });
         }
         Ok(StepRunner::new(config, providers))
     }
@@ -121,7 +131,11 @@ impl StepRunner {
                             step: step.name.clone(),
                             tenant: job.tenant.clone(),
                             conversation_id: job.conversation_id.clone(),
-                            output: Output { text: c.text, json, finish_reason: c.finish_reason },
+                            output: Output {
+                                text: c.text,
+                                json,
+                                finish_reason: c.finish_reason,
+                            },
                             model: model.name.clone(),
                             provider: model.provider.as_str().to_string(),
                             variant: None,
@@ -136,10 +150,20 @@ impl StepRunner {
                         }));
                     }
                     Err(e) => {
-                        telemetry::provider_call(model, &step.pipeline, &step.name, e.class().as_str(), elapsed);
+                        telemetry::provider_call(
+                            model,
+                            &step.pipeline,
+                            &step.name,
+                            e.class().as_str(),
+                            elapsed,
+                        );
                         let disposition = e.disposition();
                         let wait = match (disposition, e.retry_after()) {
-                            (Disposition::RetrySameModel, Some(ra)) if ra > MAX_IN_PROCESS_RETRY_AFTER => None,
+                            (Disposition::RetrySameModel, Some(ra))
+                                if ra > MAX_IN_PROCESS_RETRY_AFTER =>
+                            {
+                                None
+                            }
                             (Disposition::RetrySameModel, ra) => {
                                 let b = backoff.next_backoff().unwrap_or(Duration::from_secs(5));
                                 Some(ra.map_or(b, |ra| ra.max(b)))
@@ -181,7 +205,10 @@ fn attempt_backoff() -> backoff::ExponentialBackoff {
 pub fn build_request(step: &StepConfig, job: &Job) -> ChatRequest {
     let mut messages = Vec::new();
     if let Some(sp) = &step.system_prompt {
-        messages.push(crate::envelope::ChatMessage { role: "system".into(), content: sp.clone() });
+        messages.push(crate::envelope::ChatMessage {
+            role: "system".into(),
+            content: sp.clone(),
+        });
     }
     messages.extend(job.chat_messages());
     let params = job.params.clone().unwrap_or_default();
@@ -228,7 +255,10 @@ mod tests {
     #[test]
     fn json_answers_are_parsed() {
         assert_eq!(parse_json(r#" {"a":1} "#), Some(serde_json::json!({"a":1})));
-        assert_eq!(parse_json("```json\n[1,2]\n```"), Some(serde_json::json!([1, 2])));
+        assert_eq!(
+            parse_json("```json\n[1,2]\n```"),
+            Some(serde_json::json!([1, 2]))
+        );
         assert_eq!(parse_json("plain text"), None);
         assert_eq!(parse_json("{broken"), None);
     }
@@ -236,7 +266,9 @@ mod tests {
     #[test]
     fn request_puts_the_system_prompt_first() {
         let c = Config::from_toml(crate::demo::SAMPLE_CONFIG, None).unwrap();
-        let job: Job = serde_json::from_str(r#"{"id":"1","input":"help","params":{"max_tokens":50}}"#).unwrap();
+        let job: Job =
+            serde_json::from_str(r#"{"id":"1","input":"help","params":{"max_tokens":50}}"#)
+                .unwrap();
         let r = build_request(&c.steps[0], &job);
         assert_eq!(r.messages[0].role, "system");
         assert_eq!(r.messages.last().unwrap().content, "help");

@@ -205,9 +205,9 @@ impl Provider {
             },
         };
         match model.provider {
-            crate::config::ProviderKind::Openai => {
-                Ok(Provider::Openai(openai::OpenAiClient::new(model, api_key, http)))
-            }
+            crate::config::ProviderKind::Openai => Ok(Provider::Openai(openai::OpenAiClient::new(
+                model, api_key, http,
+            ))),
         }
     }
 
@@ -237,19 +237,77 @@ mod tests {
     #[test]
     fn statuses_map_to_classes_and_dispositions() {
         let cases = [
-            (429, None, "", ErrorClass::RateLimited, Disposition::RetrySameModel),
-            (503, None, "down", ErrorClass::ProviderError, Disposition::RetrySameModel),
-            (401, None, "bad key", ErrorClass::AuthFailed, Disposition::NextModel),
-            (403, None, "", ErrorClass::AuthFailed, Disposition::NextModel),
-            (400, Some("context_length_exceeded"), "", ErrorClass::ContextLengthExceeded, Disposition::NextModel),
-            (400, None, "This model's maximum context length is 8192", ErrorClass::ContextLengthExceeded, Disposition::NextModel),
-            (400, Some("content_filter"), "", ErrorClass::ContentFilter, Disposition::DeadLetter),
-            (400, None, "bad field", ErrorClass::BadRequest, Disposition::DeadLetter),
-            (404, None, "no such model", ErrorClass::BadRequest, Disposition::DeadLetter),
+            (
+                429,
+                None,
+                "",
+                ErrorClass::RateLimited,
+                Disposition::RetrySameModel,
+            ),
+            (
+                503,
+                None,
+                "down",
+                ErrorClass::ProviderError,
+                Disposition::RetrySameModel,
+            ),
+            (
+                401,
+                None,
+                "bad key",
+                ErrorClass::AuthFailed,
+                Disposition::NextModel,
+            ),
+            (
+                403,
+                None,
+                "",
+                ErrorClass::AuthFailed,
+                Disposition::NextModel,
+            ),
+            (
+                400,
+                Some("context_length_exceeded"),
+                "",
+                ErrorClass::ContextLengthExceeded,
+                Disposition::NextModel,
+            ),
+            (
+                400,
+                None,
+                "This model's maximum context length is 8192",
+                ErrorClass::ContextLengthExceeded,
+                Disposition::NextModel,
+            ),
+            (
+                400,
+                Some("content_filter"),
+                "",
+                ErrorClass::ContentFilter,
+                Disposition::DeadLetter,
+            ),
+            (
+                400,
+                None,
+                "bad field",
+                ErrorClass::BadRequest,
+                Disposition::DeadLetter,
+            ),
+            (
+                404,
+                None,
+                "no such model",
+                ErrorClass::BadRequest,
+                Disposition::DeadLetter,
+            ),
         ];
         for (status, code, msg, class, disp) in cases {
             let e = classify_status(status, None, code, msg);
-            assert_eq!((e.class(), e.disposition()), (class, disp), "{status} {code:?} {msg}");
+            assert_eq!(
+                (e.class(), e.disposition()),
+                (class, disp),
+                "{status} {code:?} {msg}"
+            );
         }
     }
 

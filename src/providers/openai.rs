@@ -123,13 +123,21 @@ impl OpenAiClient {
         let bytes = resp.bytes().await.map_err(|e| self.transport_error(e))?;
         if !(200..300).contains(&status) {
             let (code, message) = match serde_json::from_slice::<WireErrorBody>(&bytes) {
-                Ok(b) => (b.error.code.map(|c| match c {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                }), b.error.message),
+                Ok(b) => (
+                    b.error.code.map(|c| match c {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    }),
+                    b.error.message,
+                ),
                 Err(_) => (None, String::from_utf8_lossy(&bytes).into_owned()),
             };
-            return Err(classify_status(status, retry_after, code.as_deref(), &message));
+            return Err(classify_status(
+                status,
+                retry_after,
+                code.as_deref(),
+                &message,
+            ));
         }
         decode_completion(&bytes)
     }
@@ -166,12 +174,20 @@ fn decode_completion(bytes: &[u8]) -> Result<Completion, ProviderError> {
         output_tokens: u.completion_tokens,
         total_tokens: u.prompt_tokens + u.completion_tokens,
     });
-    Ok(Completion { text, finish_reason: choice.finish_reason, usage })
+    Ok(Completion {
+        text,
+        finish_reason: choice.finish_reason,
+        usage,
+    })
 }
 
 /// Retry-After in seconds (the HTTP-date form is rare for APIs and treated as absent).
 fn parse_retry_after(v: &str) -> Option<Duration> {
-    v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
 }
 
 #[cfg(test)]
@@ -183,14 +199,28 @@ mod tests {
         let body = br#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":3,"total_tokens":13}}"#;
         let c = decode_completion(body).unwrap();
         assert_eq!(c.text, "hi");
-        assert_eq!(c.usage, Usage { input_tokens: 10, output_tokens: 3, total_tokens: 13 });
+        assert_eq!(
+            c.usage,
+            Usage {
+                input_tokens: 10,
+                output_tokens: 3,
+                total_tokens: 13
+            }
+        );
         assert_eq!(c.finish_reason.as_deref(), Some("stop"));
     }
 
     #[test]
     fn malformed_and_empty_bodies_are_invalid_output() {
-        for body in [&b"{\"choices\":[{\"mess"[..], b"{\"choices\":[]}", br#"{"choices":[{"message":{"content":"  "}}]}"#] {
-            assert!(matches!(decode_completion(body), Err(ProviderError::InvalidOutput(_))));
+        for body in [
+            &b"{\"choices\":[{\"mess"[..],
+            b"{\"choices\":[]}",
+            br#"{"choices":[{"message":{"content":"  "}}]}"#,
+        ] {
+            assert!(matches!(
+                decode_completion(body),
+                Err(ProviderError::InvalidOutput(_))
+            ));
         }
     }
 
@@ -204,7 +234,11 @@ mod tests {
     #[test]
     fn debug_never_shows_the_key() {
         let m = crate::config::Config::from_toml(crate::demo::SAMPLE_CONFIG, None).unwrap();
-        let c = OpenAiClient::new(&m.models[0], Some("sk-secret".into()), reqwest::Client::new());
+        let c = OpenAiClient::new(
+            &m.models[0],
+            Some("sk-secret".into()),
+            reqwest::Client::new(),
+        );
         assert!(!format!("{c:?}").contains("sk-secret"));
     }
 }

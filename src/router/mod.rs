@@ -52,7 +52,11 @@ pub fn forbidden_reason(model: &ModelConfig, job: &Job) -> Option<String> {
 
 /// Routes `job` on `step`.
 pub fn route(config: &Config, step: &StepConfig, job: &Job) -> Result<Route, Unsatisfiable> {
-    let (rule, first) = match job.task.as_deref().and_then(|t| step.task_models.get(t).map(|m| (t, *m))) {
+    let (rule, first) = match job
+        .task
+        .as_deref()
+        .and_then(|t| step.task_models.get(t).map(|m| (t, *m)))
+    {
         Some((task, m)) => (format!("task:{task}"), m),
         None => ("default".to_string(), step.default_model),
     };
@@ -68,18 +72,27 @@ pub fn route(config: &Config, step: &StepConfig, job: &Job) -> Result<Route, Uns
         let model = &config.models[m];
         match forbidden_reason(model, job) {
             None => candidates.push(m),
-            Some(reason) => dropped.push(DroppedModel { model: model.name.clone(), reason }),
+            Some(reason) => dropped.push(DroppedModel {
+                model: model.name.clone(),
+                reason,
+            }),
         }
     }
     let decision = RouteDecision {
         rule,
-        candidates: candidates.iter().map(|&m| config.models[m].name.clone()).collect(),
+        candidates: candidates
+            .iter()
+            .map(|&m| config.models[m].name.clone())
+            .collect(),
         dropped,
     };
     if candidates.is_empty() {
         return Err(Unsatisfiable { decision });
     }
-    Ok(Route { candidates, decision })
+    Ok(Route {
+        candidates,
+        decision,
+    })
 }
 
 #[cfg(test)]
@@ -112,19 +125,76 @@ mod tests {
         }
     }
 
+    /// task, sensitivity, residency, expected rule, expected candidates.
+    type Case<'a> = (
+        Option<&'a str>,
+        Option<Sensitivity>,
+        Option<&'a str>,
+        &'a str,
+        Vec<&'a str>,
+    );
+
     #[test]
     fn table_of_decisions() {
         let c = config();
         let step = &c.steps[0];
-        let cases: Vec<(Option<&str>, Option<Sensitivity>, Option<&str>, &str, Vec<&str>)> = vec![
-            (None, None, None, "default", vec!["cheap-fast", "premium", "on-prem"]),
-            (Some("simple"), None, None, "task:simple", vec!["cheap-fast", "premium", "on-prem"]),
-            (Some("complex"), None, None, "task:complex", vec!["premium", "cheap-fast", "on-prem"]),
-            (Some("unknown"), None, None, "default", vec!["cheap-fast", "premium", "on-prem"]),
-            (Some("complex"), Some(Sensitivity::Confidential), None, "task:complex", vec!["premium", "on-prem"]),
-            (None, Some(Sensitivity::Restricted), None, "default", vec!["on-prem"]),
-            (Some("complex"), Some(Sensitivity::Restricted), None, "task:complex", vec!["on-prem"]),
-            (None, None, Some("eu"), "default", vec!["premium", "on-prem"]),
+        let cases: Vec<Case> = vec![
+            (
+                None,
+                None,
+                None,
+                "default",
+                vec!["cheap-fast", "premium", "on-prem"],
+            ),
+            (
+                Some("simple"),
+                None,
+                None,
+                "task:simple",
+                vec!["cheap-fast", "premium", "on-prem"],
+            ),
+            (
+                Some("complex"),
+                None,
+                None,
+                "task:complex",
+                vec!["premium", "cheap-fast", "on-prem"],
+            ),
+            (
+                Some("unknown"),
+                None,
+                None,
+                "default",
+                vec!["cheap-fast", "premium", "on-prem"],
+            ),
+            (
+                Some("complex"),
+                Some(Sensitivity::Confidential),
+                None,
+                "task:complex",
+                vec!["premium", "on-prem"],
+            ),
+            (
+                None,
+                Some(Sensitivity::Restricted),
+                None,
+                "default",
+                vec!["on-prem"],
+            ),
+            (
+                Some("complex"),
+                Some(Sensitivity::Restricted),
+                None,
+                "task:complex",
+                vec!["on-prem"],
+            ),
+            (
+                None,
+                None,
+                Some("eu"),
+                "default",
+                vec!["premium", "on-prem"],
+            ),
         ];
         for (task, sens, res, rule, want) in cases {
             let r = route(&c, step, &job(task, sens, res)).unwrap();
@@ -136,9 +206,16 @@ mod tests {
     #[test]
     fn restricted_never_reaches_a_cloud_model() {
         let c = config();
-        let r = route(&c, &c.steps[0], &job(Some("complex"), Some(Sensitivity::Restricted), None)).unwrap();
+        let r = route(
+            &c,
+            &c.steps[0],
+            &job(Some("complex"), Some(Sensitivity::Restricted), None),
+        )
+        .unwrap();
         for m in &r.candidates {
-            assert!(c.models[*m].sensitivities.contains(&Sensitivity::Restricted));
+            assert!(c.models[*m]
+                .sensitivities
+                .contains(&Sensitivity::Restricted));
         }
         assert!(r.decision.dropped.iter().any(|d| d.model == "premium"));
     }
@@ -156,10 +233,22 @@ mod tests {
             None,
         )
         .unwrap();
-        let e = route(&c, &c.steps[0], &job(None, Some(Sensitivity::Restricted), None)).unwrap_err();
+        let e = route(
+            &c,
+            &c.steps[0],
+            &job(None, Some(Sensitivity::Restricted), None),
+        )
+        .unwrap_err();
         assert!(e.decision.candidates.is_empty());
-        assert!(e.to_string().contains("cloud (sensitivity restricted not allowed)"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("cloud (sensitivity restricted not allowed)"),
+            "{e}"
+        );
         let e = route(&c, &c.steps[0], &job(None, None, Some("eu"))).unwrap_err();
-        assert!(e.to_string().contains("residency eu required, model is us"), "{e}");
+        assert!(
+            e.to_string().contains("residency eu required, model is us"),
+            "{e}"
+        );
     }
 }

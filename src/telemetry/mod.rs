@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::ModelConfig;
@@ -68,7 +70,9 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let seconds = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+            let seconds = [
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+            ];
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
                 .expect("static buckets are valid")
@@ -81,23 +85,46 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
-    describe_counter!(JOBS_CONSUMED, "Records consumed from pipeline input topics.");
-    describe_counter!(JOBS_FINISHED, "Jobs finished, by outcome: result, forwarded (to the next step) or dead_letter.");
-    describe_counter!(DEAD_LETTERS, "Records sent to a dead-letter topic, by error class.");
-    describe_histogram!(JOB_DURATION, Unit::Seconds, "Job wall time from pick-up to acknowledged output.");
-    describe_counter!(PROVIDER_REQUESTS, "Provider calls, by model and outcome (ok or an error class).");
+    describe_counter!(
+        JOBS_CONSUMED,
+        "Records consumed from pipeline input topics."
+    );
+    describe_counter!(
+        JOBS_FINISHED,
+        "Jobs finished, by outcome: result, forwarded (to the next step) or dead_letter."
+    );
+    describe_counter!(
+        DEAD_LETTERS,
+        "Records sent to a dead-letter topic, by error class."
+    );
+    describe_histogram!(
+        JOB_DURATION,
+        Unit::Seconds,
+        "Job wall time from pick-up to acknowledged output."
+    );
+    describe_counter!(
+        PROVIDER_REQUESTS,
+        "Provider calls, by model and outcome (ok or an error class)."
+    );
     describe_histogram!(PROVIDER_LATENCY, Unit::Seconds, "Provider call latency.");
     describe_counter!(INPUT_TOKENS, "Input (prompt) tokens billed.");
     describe_counter!(OUTPUT_TOKENS, "Output (completion) tokens billed.");
     describe_counter!(COST, "Cost billed, in USD.");
     describe_gauge!(IN_FLIGHT, "Jobs in flight in this worker.");
-    describe_gauge!(CONSUMER_LAG, "Consumer lag per input partition (librdkafka statistics).");
-    describe_counter!(PRODUCE_RETRIES, "Output records whose delivery failed and was retried.");
+    describe_gauge!(
+        CONSUMER_LAG,
+        "Consumer lag per input partition (librdkafka statistics)."
+    );
+    describe_counter!(
+        PRODUCE_RETRIES,
+        "Output records whose delivery failed and was retried."
+    );
 }
 
 /// A record was consumed.
 pub fn job_consumed(pipeline: &str, step: &str) {
-    counter!(JOBS_CONSUMED, PIPELINE => pipeline.to_string(), STEP => step.to_string()).increment(1);
+    counter!(JOBS_CONSUMED, PIPELINE => pipeline.to_string(), STEP => step.to_string())
+        .increment(1);
 }
 
 /// A job finished with `outcome`, after `elapsed`.
@@ -113,10 +140,17 @@ pub fn dead_lettered(pipeline: &str, step: &str, class: &'static str) {
 }
 
 /// A provider call ended with `outcome` (`ok` or an error class).
-pub fn provider_call(model: &ModelConfig, pipeline: &str, step: &str, outcome: &'static str, elapsed: Duration) {
+pub fn provider_call(
+    model: &ModelConfig,
+    pipeline: &str,
+    step: &str,
+    outcome: &'static str,
+    elapsed: Duration,
+) {
     let (m, p) = (model.name.clone(), model.provider.as_str());
     counter!(PROVIDER_REQUESTS, MODEL => m.clone(), PROVIDER => p, PIPELINE => pipeline.to_string(), STEP => step.to_string(), OUTCOME => outcome).increment(1);
-    histogram!(PROVIDER_LATENCY, MODEL => m, PROVIDER => p, OUTCOME => outcome).record(elapsed.as_secs_f64());
+    histogram!(PROVIDER_LATENCY, MODEL => m, PROVIDER => p, OUTCOME => outcome)
+        .record(elapsed.as_secs_f64());
 }
 
 /// Usage and cost of a billed call.
@@ -154,8 +188,14 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let app = axum::Router::new()
-        .route("/metrics", axum::routing::get(move || std::future::ready(handle.render())))
-        .route("/healthz", axum::routing::get(|| std::future::ready("ok\n")));
+        .route(
+            "/metrics",
+            axum::routing::get(move || std::future::ready(handle.render())),
+        )
+        .route(
+            "/healthz",
+            axum::routing::get(|| std::future::ready("ok\n")),
+        );
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -8,9 +8,10 @@
 //! Guarantees:
 //! - at-least-once: an offset is stored only when every record at or below it has its output
 //!   acknowledged by the broker (librdkafka then auto-commits what was stored);
-//! - bounded: at most `max_in_flight` jobs are admitted; when full, the assigned partitions are
-//!   paused (the consumer keeps polling so the group session and rebalances are served) and
-//!   resumed once a tenth of the capacity is free;
+//! - bounded: at most `max_in_flight` jobs are admitted, and at most twice as many fetched
+//!   records wait in a backlog; when the backlog is full the assigned partitions are paused
+//!   (the consumer keeps polling so the group session and rebalances are served) and they
+//!   resume when it is half empty;
 //! - per-key order: jobs with the same key on a partition run one after another;
 //! - rebalance: a revoked partition starts no new work, its running jobs get
 //!   `worker.rebalance_timeout` to finish, their offsets are stored and committed, and nothing
@@ -103,7 +104,9 @@ struct WorkerContext {
 impl ClientContext for WorkerContext {
     fn stats(&self, stats: Statistics) {
         for (topic, t) in &stats.topics {
-            let Some(step) = self.shared.config.step_for_topic(topic) else { continue };
+            let Some(step) = self.shared.config.step_for_topic(topic) else {
+                continue;
+            };
             for (partition, p) in &t.partitions {
                 if *partition >= 0 && p.consumer_lag >= 0 {
                     telemetry::set_lag(&step.pipeline, &step.name, *partition, p.consumer_lag);
@@ -115,7 +118,9 @@ impl ClientContext for WorkerContext {
 
 impl ConsumerContext for WorkerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else { return };
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
         let tps = tps_of(tpl);
         let lost = consumer.assignment_lost();
         let deadline = Instant::now() + self.shared.config.worker.rebalance_timeout;
@@ -124,8 +129,15 @@ impl ConsumerContext for WorkerContext {
         // Drain: running jobs of revoked partitions get until the deadline to finish (not when
         // the partitions are already lost: another member may own them by now).
         while !lost && tps.iter().any(|tp| t.running(tp) > 0) && Instant::now() < deadline {
-            let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
-            t = self.shared.changed.wait_timeout(t, wait).unwrap_or_else(|e| e.into_inner()).0;
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100));
+            t = self
+                .shared
+                .changed
+                .wait_timeout(t, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         let unfinished: usize = tps.iter().map(|tp| t.running(tp)).sum();
         for tp in &tps {
@@ -136,7 +148,13 @@ impl ConsumerContext for WorkerContext {
         if !lost {
             commit_stored(consumer);
         }
-        info!(partitions = tps.len(), dropped_waiting = dropped, unfinished, lost, "partitions revoked");
+        info!(
+            partitions = tps.len(),
+            dropped_waiting = dropped,
+            unfinished,
+            lost,
+            "partitions revoked"
+        );
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -165,7 +183,10 @@ impl ConsumerContext for WorkerContext {
 }
 
 fn tps_of(tpl: &TopicPartitionList) -> Vec<Tp> {
-    tpl.elements().iter().map(|e| (Arc::from(e.topic()), e.partition())).collect()
+    tpl.elements()
+        .iter()
+        .map(|e| (Arc::from(e.topic()), e.partition()))
+        .collect()
 }
 
 /// Commits the stored offsets synchronously; "nothing stored" is not an error.
@@ -179,7 +200,11 @@ fn commit_stored<C: ConsumerContext>(consumer: &BaseConsumer<C>) {
 type WorkerConsumer = BaseConsumer<WorkerContext>;
 
 /// Runs the worker until `shutdown` is cancelled, then drains and returns its counts.
-pub async fn run(config: Arc<Config>, runner: StepRunner, shutdown: CancellationToken) -> Result<WorkerStats, WorkerError> {
+pub async fn run(
+    config: Arc<Config>,
+    runner: StepRunner,
+    shutdown: CancellationToken,
+) -> Result<WorkerStats, WorkerError> {
     let producer: FutureProducer = crate::kafka::producer_config(&config.kafka).create()?;
     let shared = Arc::new(Shared {
         pipelines: config.pipelines.clone(),
@@ -197,7 +222,9 @@ pub async fn run(config: Arc<Config>, runner: StepRunner, shutdown: Cancellation
     });
     let mut cc = crate::kafka::consumer_config(&config.kafka);
     cc.set("queued.max.messages.kbytes", "16384");
-    let consumer: Arc<WorkerConsumer> = Arc::new(cc.create_with_context(WorkerContext { shared: shared.clone() })?);
+    let consumer: Arc<WorkerConsumer> = Arc::new(cc.create_with_context(WorkerContext {
+        shared: shared.clone(),
+    })?);
     let topics = config.input_topics();
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs)?;
@@ -216,7 +243,9 @@ pub async fn run(config: Arc<Config>, runner: StepRunner, shutdown: Cancellation
         .map_err(|e| WorkerError::Thread(e.to_string()))?
         .map_err(|_| WorkerError::Thread("the poll thread panicked".into()))?;
     drop(consumer);
-    let _ = shared.producer.flush(Timeout::After(Duration::from_secs(10)));
+    let _ = shared
+        .producer
+        .flush(Timeout::After(Duration::from_secs(10)));
     let stats = WorkerStats {
         consumed: shared.consumed.load(Ordering::Relaxed),
         results: shared.results.load(Ordering::Relaxed),
@@ -227,52 +256,87 @@ pub async fn run(config: Arc<Config>, runner: StepRunner, shutdown: Cancellation
     Ok(stats)
 }
 
-/// The consumer thread: admit records while there is capacity, pause when full, drain on
-/// shutdown.
-fn poll_loop(consumer: Arc<WorkerConsumer>, shared: Arc<Shared>, rt: tokio::runtime::Handle, shutdown: CancellationToken) {
+/// A fetched record waiting for capacity, with the partition epoch it was fetched under.
+struct Fetched {
+    tp: Tp,
+    msg: OwnedMessage,
+    epoch: Option<u64>,
+}
+
+/// The consumer thread: admit records while there is capacity, keep a bounded backlog of
+/// fetched records when there is none, pause when the backlog is full, drain on shutdown.
+///
+/// Why a backlog and not a pause at full capacity: pausing drops librdkafka's prefetched
+/// records and a resume costs a fetch round trip (hundreds of milliseconds measured with
+/// `baton bench`), so pausing every time capacity runs out leaves the worker idle between
+/// windows. The backlog holds at most `2 * max_in_flight` records and resumes fetching at
+/// half, so a full latency window of work is buffered while the refetch happens; memory stays
+/// bounded by three times the in-flight limit.
+fn poll_loop(
+    consumer: Arc<WorkerConsumer>,
+    shared: Arc<Shared>,
+    rt: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+) {
     let max = shared.config.worker.max_in_flight;
-    let resume_at = max - (max / 10).max(1).min(max);
+    let backlog_max = 2 * max;
     let mut paused = false;
-    let mut backlog: VecDeque<(OwnedMessage, Option<u64>)> = VecDeque::new();
+    let mut backlog: VecDeque<Fetched> = VecDeque::new();
     let mut topics: HashMap<String, Arc<str>> = HashMap::new();
     let mut last_poll_error: Option<Instant> = None;
 
     while !shutdown.is_cancelled() {
-        if shared.assignment_changed.swap(false, Ordering::SeqCst) && paused {
-            // Newly assigned partitions start unpaused; keep the whole assignment paused.
-            set_paused(&consumer, true);
+        if shared.assignment_changed.swap(false, Ordering::SeqCst) {
+            // Records fetched under a previous assignment belong to whoever owns them now.
+            let t = shared.tracker();
+            backlog.retain(|f| f.epoch.is_some() && t.epoch(&f.tp) == f.epoch);
+            drop(t);
+            if paused {
+                // Newly assigned partitions start unpaused; keep the whole assignment paused.
+                set_paused(&consumer, true);
+            }
         }
         let in_flight = shared.tracker().in_flight();
         telemetry::set_in_flight(in_flight);
-        if in_flight >= max || (paused && backlog.is_empty() && in_flight > resume_at) {
-            if !paused {
-                set_paused(&consumer, true);
-                paused = true;
-            }
-            wait_for_capacity(&shared, if in_flight >= max { max - 1 } else { resume_at });
-            serve_events(&consumer, &shared, &mut backlog);
-            continue;
+        let mut capacity = max.saturating_sub(in_flight);
+        while capacity > 0 {
+            let Some(f) = backlog.pop_front() else { break };
+            dispatch(&consumer, &shared, &rt, f);
+            capacity -= 1;
         }
-        if let Some((msg, epoch)) = backlog.pop_front() {
-            dispatch(&consumer, &shared, &rt, &mut topics, msg, epoch);
-            continue;
-        }
-        if paused {
+        if !paused && backlog.len() >= backlog_max {
+            set_paused(&consumer, true);
+            paused = true;
+        } else if paused && backlog.len() <= backlog_max / 2 {
             set_paused(&consumer, false);
             paused = false;
         }
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Ok(m)) => {
-                let msg = m.detach();
-                dispatch(&consumer, &shared, &rt, &mut topics, msg, None);
+        if capacity == 0 && paused {
+            // Full and nothing more to fetch: wait for a job to finish, serving group events.
+            wait_for_capacity(&shared, max - 1);
+            if let Some(f) = poll_one(
+                &consumer,
+                &shared,
+                &mut topics,
+                Duration::ZERO,
+                &mut last_poll_error,
+            ) {
+                backlog.push_back(f);
             }
-            Some(Err(e)) => {
-                // Usually a missing topic or a broker hiccup; librdkafka recovers by itself.
-                if last_poll_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                    warn!(error = %e, "consumer error");
-                    last_poll_error = Some(Instant::now());
-                }
+            continue;
+        }
+        // With capacity, wait up to 100 ms for a record; without, only briefly, so a finished
+        // job is noticed quickly while the backlog fills.
+        let wait = if capacity > 0 {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_millis(5)
+        };
+        if let Some(f) = poll_one(&consumer, &shared, &mut topics, wait, &mut last_poll_error) {
+            if capacity > 0 && backlog.is_empty() {
+                dispatch(&consumer, &shared, &rt, f);
+            } else {
+                backlog.push_back(f);
             }
         }
     }
@@ -281,7 +345,10 @@ fn poll_loop(consumer: Arc<WorkerConsumer>, shared: Arc<Shared>, rt: tokio::runt
     set_paused(&consumer, true);
     backlog.clear();
     let deadline = Instant::now() + shared.config.worker.shutdown_timeout;
-    info!(in_flight = shared.tracker().in_flight(), "shutting down: draining in-flight jobs");
+    info!(
+        in_flight = shared.tracker().in_flight(),
+        "shutting down: draining in-flight jobs"
+    );
     loop {
         let in_flight = shared.tracker().in_flight();
         telemetry::set_in_flight(in_flight);
@@ -294,11 +361,51 @@ fn poll_loop(consumer: Arc<WorkerConsumer>, shared: Arc<Shared>, rt: tokio::runt
             break;
         }
         wait_for_capacity(&shared, 0);
-        serve_events(&consumer, &shared, &mut backlog);
-        backlog.clear();
+        // Serves rebalances and statistics; any record still arriving is left uncommitted.
+        let _ = poll_one(
+            &consumer,
+            &shared,
+            &mut topics,
+            Duration::ZERO,
+            &mut last_poll_error,
+        );
     }
     commit_stored(&consumer);
     consumer.unsubscribe();
+}
+
+/// Polls once; a record comes back with its interned topic and the epoch of its partition.
+fn poll_one(
+    consumer: &WorkerConsumer,
+    shared: &Shared,
+    topics: &mut HashMap<String, Arc<str>>,
+    wait: Duration,
+    last_error: &mut Option<Instant>,
+) -> Option<Fetched> {
+    match consumer.poll(wait)? {
+        Ok(m) => {
+            let msg = m.detach();
+            let topic = match topics.get(msg.topic()) {
+                Some(t) => t.clone(),
+                None => {
+                    let t: Arc<str> = Arc::from(msg.topic());
+                    topics.insert(msg.topic().to_string(), t.clone());
+                    t
+                }
+            };
+            let tp: Tp = (topic, msg.partition());
+            let epoch = shared.tracker().epoch(&tp);
+            Some(Fetched { tp, msg, epoch })
+        }
+        Err(e) => {
+            // Usually a missing topic or a broker hiccup; librdkafka recovers by itself.
+            if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                warn!(error = %e, "consumer error");
+                *last_error = Some(Instant::now());
+            }
+            None
+        }
+    }
 }
 
 /// Waits (up to 100 ms) until in-flight is at most `target`.
@@ -310,48 +417,36 @@ fn wait_for_capacity(shared: &Shared, target: usize) {
         .unwrap_or_else(|e| e.into_inner());
 }
 
-/// Polls without waiting so rebalances and statistics are served while paused; a record that
-/// was already queued before the pause is kept for later.
-fn serve_events(consumer: &WorkerConsumer, shared: &Shared, backlog: &mut VecDeque<(OwnedMessage, Option<u64>)>) {
-    if let Some(Ok(m)) = consumer.poll(Duration::ZERO) {
-        let msg = m.detach();
-        let epoch = shared.tracker().epoch(&(Arc::from(msg.topic()), msg.partition()));
-        backlog.push_back((msg, epoch));
-    }
-}
-
 fn set_paused(consumer: &WorkerConsumer, pause: bool) {
-    let Ok(assignment) = consumer.assignment() else { return };
+    let Ok(assignment) = consumer.assignment() else {
+        return;
+    };
     if assignment.count() == 0 {
         return;
     }
-    let r = if pause { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
+    let r = if pause {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    };
     if let Err(e) = r {
         warn!(error = %e, pause, "could not pause/resume partitions");
     }
 }
 
+/// Admits a fetched record: starts it, queues it behind its key, or drops it when its
+/// partition changed hands since it was fetched.
 fn dispatch(
     consumer: &Arc<WorkerConsumer>,
     shared: &Arc<Shared>,
     rt: &tokio::runtime::Handle,
-    topics: &mut HashMap<String, Arc<str>>,
-    msg: OwnedMessage,
-    epoch: Option<u64>,
+    f: Fetched,
 ) {
-    let topic = match topics.get(msg.topic()) {
-        Some(t) => t.clone(),
-        None => {
-            let t: Arc<str> = Arc::from(msg.topic());
-            topics.insert(msg.topic().to_string(), t.clone());
-            t
-        }
-    };
-    let tp: Tp = (topic, msg.partition());
+    let Fetched { tp, msg, epoch } = f;
+    let Some(epoch) = epoch else { return };
     let offset = msg.offset();
     let key = msg.key().map(<[u8]>::to_vec);
     let mut t = shared.tracker();
-    let Some(epoch) = epoch.or_else(|| t.epoch(&tp)) else { return };
     match t.admit(&tp, epoch, offset, key.as_deref(), Item { msg, epoch }) {
         Admit::Start(item) => {
             drop(t);
@@ -359,7 +454,9 @@ fn dispatch(
         }
         Admit::Queued => {}
         // Not ours (any more): the partition's owner will consume it again.
-        Admit::NotOwned(_) => debug!(topic = %tp.0, partition = tp.1, offset, "record of a partition no longer owned dropped"),
+        Admit::NotOwned(_) => {
+            debug!(topic = %tp.0, partition = tp.1, offset, "record of a partition no longer owned dropped")
+        }
     }
 }
 
@@ -375,7 +472,10 @@ async fn run_chain(consumer: Arc<WorkerConsumer>, shared: Arc<Shared>, tp: Tp, m
         let f = t.finish(&tp, item.epoch, offset, key.as_deref());
         if let Some(next_offset) = f.commit {
             let mut tpl = TopicPartitionList::new();
-            if tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(next_offset)).is_ok() {
+            if tpl
+                .add_partition_offset(&tp.0, tp.1, Offset::Offset(next_offset))
+                .is_ok()
+            {
                 if let Err(e) = consumer.store_offsets(&tpl) {
                     debug!(error = %e, "offset not stored (partition no longer assigned)");
                 }
@@ -394,34 +494,68 @@ async fn run_chain(consumer: Arc<WorkerConsumer>, shared: Arc<Shared>, tp: Tp, m
 async fn process(shared: &Shared, msg: &OwnedMessage) -> bool {
     let started = Instant::now();
     let config = &shared.config;
-    let Some(step) = config.step_for_topic(msg.topic()) else { return true };
+    let Some(step) = config.step_for_topic(msg.topic()) else {
+        return true;
+    };
     shared.consumed.fetch_add(1, Ordering::Relaxed);
     telemetry::job_consumed(&step.pipeline, &step.name);
     let traceparent = headers::child_traceparent(headers::get(msg.headers(), headers::TRACEPARENT));
     let step_label = format!("{}.{}", step.pipeline, step.name);
 
-    let job = match decode_job(msg.payload(), config.worker.max_payload_bytes, &step.pipeline, &shared.pipelines) {
+    let job = match decode_job(
+        msg.payload(),
+        config.worker.max_payload_bytes,
+        &step.pipeline,
+        &shared.pipelines,
+    ) {
         Ok(job) => job,
         Err(e) => {
-            let id = msg.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-            let failure = DeadLetter { job_id: &id, class: e.class().as_str(), message: &e.to_string(), last_model: None, attempts: 0 };
-            return dead_letter(shared, step, msg, &step_label, &traceparent, failure, started).await;
+            let id = msg
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default();
+            let failure = DeadLetter {
+                job_id: &id,
+                class: e.class().as_str(),
+                message: &e.to_string(),
+                last_model: None,
+                attempts: 0,
+            };
+            return dead_letter(
+                shared,
+                step,
+                msg,
+                &step_label,
+                &traceparent,
+                failure,
+                started,
+            )
+            .await;
         }
     };
     match shared.runner.run(step, &job).await {
         StepOutcome::Done(result) => {
-            let key = msg.key().map_or_else(|| job.id.as_bytes().to_vec(), <[u8]>::to_vec);
+            let key = msg
+                .key()
+                .map_or_else(|| job.id.as_bytes().to_vec(), <[u8]>::to_vec);
             let hdrs = headers::common(&job.id, &step_label, result.attempts, &traceparent);
             let (payload, outcome) = if step.is_last {
                 (serde_json::to_vec(&result), "result")
             } else {
-                (serde_json::to_vec(&next_step_job(&job, &result)), "forwarded")
+                (
+                    serde_json::to_vec(&next_step_job(&job, &result)),
+                    "forwarded",
+                )
             };
             let payload = payload.expect("envelopes serialize");
             if !publish(shared, &step.output_topic, &key, &payload, hdrs).await {
                 return false;
             }
-            let counter = if step.is_last { &shared.results } else { &shared.forwarded };
+            let counter = if step.is_last {
+                &shared.results
+            } else {
+                &shared.forwarded
+            };
             counter.fetch_add(1, Ordering::Relaxed);
             telemetry::job_finished(&step.pipeline, &step.name, outcome, started.elapsed());
             true
@@ -434,7 +568,16 @@ async fn process(shared: &Shared, msg: &OwnedMessage) -> bool {
                 last_model: f.last_model.as_deref(),
                 attempts: f.attempts,
             };
-            dead_letter(shared, step, msg, &step_label, &traceparent, failure, started).await
+            dead_letter(
+                shared,
+                step,
+                msg,
+                &step_label,
+                &traceparent,
+                failure,
+                started,
+            )
+            .await
         }
     }
 }
@@ -466,7 +609,14 @@ async fn dead_letter(
         offset: msg.offset(),
         last_model: f.last_model,
     };
-    let hdrs = headers::dead_letter(msg.headers(), f.job_id, step_label, f.attempts, traceparent, &info);
+    let hdrs = headers::dead_letter(
+        msg.headers(),
+        f.job_id,
+        step_label,
+        f.attempts,
+        traceparent,
+        &info,
+    );
     let dlq = TopicNames::dlq_of(msg.topic());
     let ok = publish_raw(shared, &dlq, msg.key(), msg.payload(), hdrs).await;
     if ok {
@@ -478,24 +628,39 @@ async fn dead_letter(
     ok
 }
 
-async fn publish(shared: &Shared, topic: &str, key: &[u8], payload: &[u8], hdrs: OwnedHeaders) -> bool {
+async fn publish(
+    shared: &Shared,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+    hdrs: OwnedHeaders,
+) -> bool {
     publish_raw(shared, topic, Some(key), Some(payload), hdrs).await
 }
 
 /// Sends one record and waits for the broker's acknowledgement, retrying failed deliveries with
 /// backoff until they succeed or the shutdown deadline abandons them. A job is finished only
 /// when this returns true.
-async fn publish_raw(shared: &Shared, topic: &str, key: Option<&[u8]>, payload: Option<&[u8]>, hdrs: OwnedHeaders) -> bool {
+async fn publish_raw(
+    shared: &Shared,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    hdrs: OwnedHeaders,
+) -> bool {
     let mut delay = Duration::from_millis(100);
     loop {
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(hdrs.clone());
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(topic).headers(hdrs.clone());
         if let Some(k) = key {
             record = record.key(k);
         }
         if let Some(p) = payload {
             record = record.payload(p);
         }
-        let send = shared.producer.send(record, Timeout::After(Duration::from_secs(5)));
+        let send = shared
+            .producer
+            .send(record, Timeout::After(Duration::from_secs(5)));
         let result = tokio::select! {
             r = send => r,
             _ = shared.abandon.cancelled() => return false,

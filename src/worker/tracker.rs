@@ -17,6 +17,9 @@ use std::sync::Arc;
 /// A topic-partition.
 pub type Tp = (Arc<str>, i32);
 
+/// A record key on a partition: the unit of ordering.
+type KeyId = (Tp, Box<[u8]>);
+
 /// What [`Tracker::admit`] decided.
 #[derive(Debug, PartialEq)]
 pub enum Admit<J> {
@@ -57,14 +60,19 @@ struct Waiting<J> {
 pub struct Tracker<J> {
     partitions: HashMap<Tp, Partition>,
     /// A key is present while a job with it runs; its queue holds the jobs waiting behind it.
-    keys: HashMap<(Tp, Box<[u8]>), VecDeque<Waiting<J>>>,
+    keys: HashMap<KeyId, VecDeque<Waiting<J>>>,
     next_epoch: u64,
     in_flight: usize,
 }
 
 impl<J> Default for Tracker<J> {
     fn default() -> Self {
-        Tracker { partitions: HashMap::new(), keys: HashMap::new(), next_epoch: 1, in_flight: 0 }
+        Tracker {
+            partitions: HashMap::new(),
+            keys: HashMap::new(),
+            next_epoch: 1,
+            in_flight: 0,
+        }
     }
 }
 
@@ -78,18 +86,38 @@ impl<J> Tracker<J> {
     pub fn assign(&mut self, tp: Tp) -> u64 {
         let epoch = self.next_epoch;
         self.next_epoch += 1;
-        self.partitions.insert(tp, Partition { epoch, revoking: false, offsets: VecDeque::new(), running: 0 });
+        self.partitions.insert(
+            tp,
+            Partition {
+                epoch,
+                revoking: false,
+                offsets: VecDeque::new(),
+                running: 0,
+            },
+        );
         epoch
     }
 
     /// The current epoch of an owned, not revoking, partition.
     pub fn epoch(&self, tp: &Tp) -> Option<u64> {
-        self.partitions.get(tp).filter(|p| !p.revoking).map(|p| p.epoch)
+        self.partitions
+            .get(tp)
+            .filter(|p| !p.revoking)
+            .map(|p| p.epoch)
     }
 
     /// Admits a consumed record. `epoch` is the one read when the record was polled.
-    pub fn admit(&mut self, tp: &Tp, epoch: u64, offset: i64, key: Option<&[u8]>, job: J) -> Admit<J> {
-        let Some(p) = self.partitions.get_mut(tp) else { return Admit::NotOwned(job) };
+    pub fn admit(
+        &mut self,
+        tp: &Tp,
+        epoch: u64,
+        offset: i64,
+        key: Option<&[u8]>,
+        job: J,
+    ) -> Admit<J> {
+        let Some(p) = self.partitions.get_mut(tp) else {
+            return Admit::NotOwned(job);
+        };
         if p.revoking || p.epoch != epoch || p.offsets.back().is_some_and(|&(o, _)| o >= offset) {
             return Admit::NotOwned(job);
         }
@@ -110,7 +138,11 @@ impl<J> Tracker<J> {
     /// Marks a started job finished (its output acknowledged), returning the new commit
     /// position, if it moved, and the next job with the same key, if one waits.
     pub fn finish(&mut self, tp: &Tp, epoch: u64, offset: i64, key: Option<&[u8]>) -> Finished<J> {
-        let mut out = Finished { commit: None, next: None, dropped: Vec::new() };
+        let mut out = Finished {
+            commit: None,
+            next: None,
+            dropped: Vec::new(),
+        };
         self.in_flight = self.in_flight.saturating_sub(1);
         let current = self.partitions.get_mut(tp).filter(|p| p.epoch == epoch);
         if let Some(p) = current {
@@ -128,7 +160,11 @@ impl<J> Tracker<J> {
         if let Some(k) = key {
             let entry = (tp.clone(), Box::<[u8]>::from(k));
             if let Some(queue) = self.keys.get_mut(&entry) {
-                let live = self.partitions.get(tp).filter(|p| !p.revoking).map(|p| p.epoch);
+                let live = self
+                    .partitions
+                    .get(tp)
+                    .filter(|p| !p.revoking)
+                    .map(|p| p.epoch);
                 while let Some(w) = queue.pop_front() {
                     if Some(w.epoch) == live {
                         out.next = Some(w.job);
@@ -155,7 +191,9 @@ impl<J> Tracker<J> {
     /// Starts revoking a partition: no new admissions; queued jobs are returned to be dropped
     /// (they were never started, so their offsets stay uncommitted).
     pub fn begin_revoke(&mut self, tp: &Tp) -> Vec<J> {
-        let Some(p) = self.partitions.get_mut(tp) else { return Vec::new() };
+        let Some(p) = self.partitions.get_mut(tp) else {
+            return Vec::new();
+        };
         p.revoking = true;
         let mut dropped = Vec::new();
         for ((ktp, _), queue) in self.keys.iter_mut() {
@@ -217,13 +255,16 @@ mod tests {
         let e = t.assign(tp(0));
         assert_eq!(t.admit(&tp(0), e, 1, Some(b"k"), "a"), Admit::Start("a"));
         assert_eq!(t.admit(&tp(0), e, 2, Some(b"k"), "b"), Admit::Queued);
-        assert_eq!(t.admit(&tp(0), e, 3, Some(b"other"), "x"), Admit::Start("x"));
+        assert_eq!(
+            t.admit(&tp(0), e, 3, Some(b"other"), "x"),
+            Admit::Start("x")
+        );
         assert_eq!(t.admit(&tp(0), e, 4, Some(b"k"), "c"), Admit::Queued);
         assert_eq!(t.in_flight(), 4);
         let f = t.finish(&tp(0), e, 1, Some(b"k"));
         assert_eq!((f.commit, f.next), (Some(2), Some("b")));
         let f = t.finish(&tp(0), e, 2, Some(b"k"));
-        assert_eq!((f.commit, f.next), (None, Some("c")));
+        assert_eq!((f.commit, f.next), (Some(3), Some("c")));
         let f = t.finish(&tp(0), e, 4, Some(b"k"));
         assert_eq!((f.commit, f.next), (None, None));
         let f = t.finish(&tp(0), e, 3, Some(b"other"));

@@ -1,0 +1,362 @@
+//! The `baton` command line as a user meets it: config errors, `check`, `topics apply` and
+//! drift, `produce`/`consume`, `/metrics`, multi-step pipelines, policy, and `demo`.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn baton(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .env_remove("BATON_BOOTSTRAP")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run baton")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn bad_config_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[models.m]\nbase_url = \"http://127.0.0.1:1/v1\"\n\n[[pipelines.p.steps]]\nname = \"s\"\nmodel = \"gpt5\"\n",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    for args in [
+        vec!["run", "--config", p, "--bootstrap", "127.0.0.1:1"],
+        vec!["check", "--config", p],
+    ] {
+        let o = baton(&args);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(
+            text(&o).contains("pipelines.p.steps[0].model (line 6): unknown model \"gpt5\""),
+            "{}",
+            text(&o)
+        );
+    }
+    std::fs::write(&path, "[worker]\nmax_in_flight = -1\n").unwrap();
+    let o = baton(&["check", "--config", p]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("worker.max_in_flight (line 2)"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn check_accepts_the_shipped_example() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/support.toml");
+    let o = baton(&["check", "--config", example]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("step support.answer: consumes support.answer -> baton.results"));
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in [
+        "demo", "run", "mock-llm", "produce", "consume", "topics", "check", "bench",
+    ] {
+        let o = baton(&[sub, "--help"]);
+        assert!(o.status.success(), "{sub} --help: {}", text(&o));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_apply_creates_then_reports_ok_and_drift() {
+    let mock = mock("").await;
+    let prefix = format!("{}.", unique("apply"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let cfg = one_model_config(8, "")
+        .replace("{PREFIX}", &prefix)
+        .replace("{MOCK}", &mock.base_url())
+        .replace("{BOOTSTRAP}", &bootstrap())
+        .replace("{GROUP}", "g");
+    std::fs::write(&path, cfg).unwrap();
+    let p = path.to_str().unwrap();
+
+    let o = baton(&["topics", "apply", "--config", p, "--dry-run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("{prefix}p.s")) && text(&o).contains("missing"),
+        "{}",
+        text(&o)
+    );
+
+    let o = baton(&["topics", "apply", "--config", p]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    for t in [
+        "p.s",
+        "p.s.dlq",
+        "baton.results",
+        "baton.calls",
+        "baton.review",
+        "baton.memory",
+    ] {
+        assert!(out.contains(&format!("{prefix}{t} ")), "{t} in:\n{out}");
+    }
+    assert_eq!(out.matches("created").count(), 6, "{out}");
+
+    let o = baton(&["topics", "apply", "--config", p]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(text(&o).matches(" ok").count(), 6, "{}", text(&o));
+
+    // A declarations file that disagrees with the live topics: drift, exit 3.
+    let decl = baton::kafka::topics::BUILTIN.replacen("partitions = 6", "partitions = 12", 1);
+    std::fs::write(dir.path().join("topics.toml"), decl).unwrap();
+    let cfg = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("[topics]\n", "[topics]\ndeclarations = \"topics.toml\"\n");
+    std::fs::write(&path, cfg).unwrap();
+    let o = baton(&["topics", "apply", "--config", p]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("drift: partitions 6 (declared 12)"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_then_consume_round_trips_with_headers() {
+    let mock = mock("[default]\nlatency = { fixed_ms = 5 }\n").await;
+    let world = World::new("tools", &mock.base_url(), &one_model_config(8, "")).await;
+    let file = world.dir.path().join("jobs.jsonl");
+    let lines: Vec<String> = (0..25)
+        .map(|i| format!(r#"{{"id":"c{i}","input":"question {i}"}}"#))
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n\n").unwrap();
+    let b = bootstrap();
+    let o = baton(&[
+        "produce",
+        "--topic",
+        &world.input(),
+        "--bootstrap",
+        &b,
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("produced 25 record(s)"), "{}", text(&o));
+
+    let _worker = world.worker();
+    let mut reader = Reader::new(&[world.results()]);
+    assert!(reader.read_until(Duration::from_secs(60), |r| r.len() >= 25));
+
+    let o = baton(&[
+        "consume",
+        "--topic",
+        &world.results(),
+        "--bootstrap",
+        &b,
+        "--count",
+        "25",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 25);
+    for r in &rows {
+        let id = r["value"]["id"].as_str().unwrap();
+        assert_eq!(r["key"], id, "key is the job id");
+        assert_eq!(r["headers"]["baton-job-id"], id);
+        assert!(r["headers"]["traceparent"]
+            .as_str()
+            .unwrap()
+            .starts_with("00-"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_are_served() {
+    let mock = mock("[default]\nlatency = { fixed_ms = 5 }\n").await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cfg = one_model_config(8, "").replace(
+        "metrics_listen = \"off\"",
+        &format!("metrics_listen = \"127.0.0.1:{port}\""),
+    );
+    let world = World::new("metrics", &mock.base_url(), &cfg).await;
+    produce(
+        &world.input(),
+        (0..20)
+            .map(|i| (None, job(&format!("m{i}"), "hi")))
+            .collect(),
+    )
+    .await;
+    produce(&world.input(), vec![(None, b"not json".to_vec())]).await;
+    let _worker = world.worker();
+    let mut reader = Reader::new(&[world.results()]);
+    assert!(reader.read_until(Duration::from_secs(60), |r| r.len() >= 20));
+    let http = reqwest::Client::new();
+    let health = http
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert!(health.status().is_success());
+    // Lag comes from librdkafka statistics every 5 s.
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if body.contains("baton_consumer_lag") && body.contains("baton_dead_letters_total") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for want in [
+        "baton_jobs_consumed_total{pipeline=\"p\",step=\"s\"} 21",
+        "baton_jobs_finished_total{pipeline=\"p\",step=\"s\",outcome=\"result\"} 20",
+        "baton_dead_letters_total{pipeline=\"p\",step=\"s\",error_class=\"invalid_json\"} 1",
+        "baton_provider_request_duration_seconds_bucket",
+        "baton_jobs_in_flight",
+        "baton_consumer_lag{pipeline=\"p\",step=\"s\",partition=",
+        "# HELP baton_cost_usd_total",
+    ] {
+        assert!(body.contains(want), "missing {want:?} in:\n{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_step_pipeline_chains_through_its_step_topic() {
+    let mock = mock("[default]\nlatency = { fixed_ms = 5 }\n").await;
+    let cfg = one_model_config(32, "").replace(
+        "[[pipelines.p.steps]]\nname = \"s\"\nmodel = \"m\"\n",
+        "[[pipelines.p.steps]]\nname = \"s\"\nmodel = \"m\"\nsystem_prompt = \"Summarize.\"\n\n[[pipelines.p.steps]]\nname = \"translate\"\nmodel = \"m\"\nsystem_prompt = \"Translate.\"\n",
+    );
+    let world = World::new("chain", &mock.base_url(), &cfg).await;
+    produce(
+        &world.input(),
+        (0..10)
+            .map(|i| (None, job(&format!("c{i}"), &format!("original text {i}"))))
+            .collect(),
+    )
+    .await;
+    let _worker = world.worker();
+    let mut reader = Reader::new(&[world.results()]);
+    assert!(reader.read_until(Duration::from_secs(60), |r| r.len() >= 10));
+    for m in &reader.records {
+        let v = value(m);
+        assert_eq!(v["step"], "translate");
+        assert_eq!(header(m, "baton-step"), Some("p.translate"));
+    }
+    // Each job made two calls: the second step's input is the first step's answer.
+    assert_eq!(mock.request_log().len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricted_jobs_reach_only_allowed_models_or_the_dlq() {
+    let mock = mock("[default]\nlatency = { fixed_ms = 5 }\n").await;
+    let cfg = r#"
+[kafka]
+bootstrap_servers = "{BOOTSTRAP}"
+group_id = "{GROUP}"
+[topics]
+prefix = "{PREFIX}"
+[worker]
+metrics_listen = "off"
+[models.cloud]
+base_url = "{MOCK}"
+residency = "us"
+[models.local]
+base_url = "{MOCK}"
+residency = "on_prem"
+sensitivities = ["public", "internal", "confidential", "restricted"]
+[[pipelines.p.steps]]
+name = "s"
+model = "cloud"
+task_models = { hard = "cloud" }
+fallbacks = ["local"]
+"#;
+    let world = World::new("policy", &mock.base_url(), cfg).await;
+    let mk = |id: &str, sens: &str, res: Option<&str>| {
+        let mut j = serde_json::json!({"id": id, "task": "hard", "input": "x", "policy": {"sensitivity": sens}});
+        if let Some(r) = res {
+            j["policy"]["residency"] = r.into();
+        }
+        (None, serde_json::to_vec(&j).unwrap())
+    };
+    produce(
+        &world.input(),
+        vec![
+            mk("r1", "restricted", None),
+            mk("p1", "public", None),
+            mk("eu1", "internal", Some("eu")),
+        ],
+    )
+    .await;
+    let _worker = world.worker();
+    let mut reader = Reader::new(&[world.results()]);
+    assert!(reader.read_until(Duration::from_secs(60), |r| r.len() >= 3));
+    let by_id: std::collections::HashMap<String, Value> = reader
+        .records
+        .iter()
+        .map(|m| (value(m)["id"].as_str().unwrap().to_string(), value(m)))
+        .collect();
+    assert_eq!(by_id["r1"]["model"], "local");
+    assert_eq!(
+        by_id["r1"]["route"]["candidates"],
+        serde_json::json!(["local"])
+    );
+    assert_eq!(by_id["p1"]["model"], "cloud");
+    assert_eq!(by_id["eu1"]["model"], "local");
+    let cloud_calls = mock
+        .request_log()
+        .iter()
+        .filter(|r| r.model == "cloud")
+        .count();
+    assert_eq!(
+        cloud_calls, 1,
+        "only the public job reached the cloud model"
+    );
+}
+
+#[test]
+fn the_demo_runs_with_nothing_installed_and_loses_nothing() {
+    let o = baton(&["demo", "--jobs", "120"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("embedded in-process Kafka-protocol cluster"),
+        "{out}"
+    );
+    assert!(out.contains("simulated by baton mock-llm"), "{out}");
+    let last = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(last.starts_with("jobs=120 results="), "{last}");
+    assert!(last.ends_with("lost=0"), "{last}");
+    for model in ["cheap-fast", "premium", "on-prem"] {
+        assert!(out.contains(model), "{model} in summary:\n{out}");
+    }
+    assert!(out.contains("dead letters by class:"), "{out}");
+}

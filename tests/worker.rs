@@ -1,0 +1,355 @@
+//! The worker against a real Kafka broker: throughput beyond partitions with per-key order,
+//! crash recovery (SIGKILL), clean shutdown (SIGTERM), bad input, and group membership changes.
+//! Each test has its own topics, group and mock-llm, so they run in parallel.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use rdkafka::Message;
+use serde_json::Value;
+
+const UNIFORM_50_500: &str = "[default]\nlatency = { uniform_ms = [50, 500] }\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_jobs_over_six_partitions_each_once_in_key_order() {
+    let mock = mock(UNIFORM_50_500).await;
+    let world = World::new("flow", &mock.base_url(), &one_model_config(1024, "")).await;
+    // 200 keys x 10 jobs: per-key order is checkable, and keys spread over all 6 partitions.
+    let mut records = Vec::new();
+    for seq in 0..10 {
+        for k in 0..200 {
+            let id = format!("job-{k}-{seq}");
+            let key = format!("key-{k}");
+            let body = serde_json::json!({ "id": id, "input": format!("ticket {k} step {seq}"), "metadata": { "key": key, "seq": seq } });
+            records.push((Some(key.into_bytes()), serde_json::to_vec(&body).unwrap()));
+        }
+    }
+    produce(&world.input(), records).await;
+    let _worker = world.worker();
+    let mut reader = Reader::new(&[world.results()]);
+    let all = reader.read_until(Duration::from_secs(120), |r| {
+        distinct(&result_ids(r)) == 2000
+    });
+    reader.drain_for(Duration::from_secs(2));
+    let ids = result_ids(&reader.records);
+    assert!(all, "only {} of 2000 results", distinct(&ids));
+    assert_eq!(ids.len(), 2000, "each job exactly once");
+
+    // Per-key order: in the results topic (keyed like the input), each key's seq increases.
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for m in &reader.records {
+        let v = value(m);
+        let key = v["metadata"]["key"].as_str().unwrap().to_string();
+        let seq = v["metadata"]["seq"].as_i64().unwrap();
+        let prev = last.insert(key.clone(), seq).unwrap_or(-1);
+        assert!(seq > prev, "key {key}: seq {seq} finished after {prev}");
+        assert_eq!(std::str::from_utf8(m.key().unwrap()).unwrap(), key);
+    }
+    // Far more concurrency than partitions: mock-llm saw many overlapping calls.
+    let log = mock.request_log();
+    assert_eq!(log.len(), 2000);
+    let span_ms =
+        log.iter().map(|r| r.at_ms).max().unwrap() - log.iter().map(|r| r.at_ms).min().unwrap();
+    assert!(
+        span_ms < 2000 * 275 / 6,
+        "calls overlapped beyond 6 at a time (span {span_ms} ms)"
+    );
+}
+
+/// Produces `n` jobs with unique keys.
+async fn produce_unique(world: &World, n: usize) {
+    let records = (0..n)
+        .map(|i| {
+            (
+                Some(format!("k{i}").into_bytes()),
+                job(&format!("j{i}"), "hello"),
+            )
+        })
+        .collect();
+    produce(&world.input(), records).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_worker_loses_nothing() {
+    let mock = mock("[default]\nlatency = { uniform_ms = [100, 300] }\n").await;
+    let world = World::new("kill", &mock.base_url(), &one_model_config(100, "")).await;
+    produce_unique(&world, 1500).await;
+    let mut first = world.worker();
+    let mut reader = Reader::new(&[world.results()]);
+    assert!(
+        reader.read_until(Duration::from_secs(60), |r| r.len() >= 300),
+        "first worker made progress"
+    );
+    first.kill9();
+    let _second = world.worker();
+    let all = reader.read_until(Duration::from_secs(120), |r| {
+        distinct(&result_ids(r)) == 1500
+    });
+    let ids = result_ids(&reader.records);
+    assert!(
+        all,
+        "every job has a result after the crash: {} of 1500",
+        distinct(&ids)
+    );
+    assert!(ids.iter().all(|id| id.starts_with('j')));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigtermed_worker_drains_and_duplicates_nothing() {
+    let mock = mock("[default]\nlatency = { uniform_ms = [100, 300] }\n").await;
+    let world = World::new("term", &mock.base_url(), &one_model_config(100, "")).await;
+    produce_unique(&world, 1500).await;
+    let mut first = world.worker();
+    let mut reader = Reader::new(&[world.results()]);
+    assert!(
+        reader.read_until(Duration::from_secs(60), |r| r.len() >= 300),
+        "first worker made progress"
+    );
+    let code = first.terminate(Duration::from_secs(30));
+    assert_eq!(
+        code,
+        Some(0),
+        "clean exit on SIGTERM; log:\n{}",
+        first.log_text()
+    );
+    assert!(first.log_text().contains("shutting down: draining"));
+    let _second = world.worker();
+    let all = reader.read_until(Duration::from_secs(120), |r| {
+        distinct(&result_ids(r)) == 1500
+    });
+    reader.drain_for(Duration::from_secs(3));
+    let ids = result_ids(&reader.records);
+    assert!(all, "every job has a result: {} of 1500", distinct(&ids));
+    let dupes: Vec<_> = counts(&ids).into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(
+        dupes.is_empty(),
+        "no duplicates after a graceful shutdown: {dupes:?}"
+    );
+}
+
+/// Builds the i-th bad record of one kind.
+type MakeRecord = Box<dyn Fn(usize) -> Vec<u8>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_records_are_dead_lettered_with_their_class_and_good_ones_answered() {
+    let mock = mock("[default]\nlatency = { fixed_ms = 5 }\n").await;
+    let world = World::new(
+        "bad",
+        &mock.base_url(),
+        &one_model_config(256, "max_payload_bytes = 2048"),
+    )
+    .await;
+    let big = format!(r#"{{"id":"big","input":"{}"}}"#, "x".repeat(4000));
+    let kinds: Vec<(&str, MakeRecord)> = vec![
+        (
+            "invalid_utf8",
+            Box::new(|i| {
+                [
+                    format!(r#"{{"id":"u{i}","input":"caf"#).as_bytes(),
+                    &[0xC3, 0x28],
+                    b"\"}",
+                ]
+                .concat()
+            }),
+        ),
+        (
+            "invalid_json",
+            Box::new(|i| format!(r#"{{"id":"b{i}","input":"#).into_bytes()),
+        ),
+        (
+            "invalid_envelope",
+            Box::new(|_| br#"{"input":"no id here"}"#.to_vec()),
+        ),
+        (
+            "invalid_envelope",
+            Box::new(|i| format!(r#"{{"id":{i},"input":"numeric id"}}"#).into_bytes()),
+        ),
+        (
+            "invalid_envelope",
+            Box::new(|i| {
+                format!(r#"{{"id":"t{i}","input":"x","params":{{"temperature":"hot"}}}}"#)
+                    .into_bytes()
+            }),
+        ),
+        (
+            "payload_too_large",
+            Box::new(move |_| big.clone().into_bytes()),
+        ),
+        (
+            "unknown_pipeline",
+            Box::new(|i| format!(r#"{{"id":"p{i}","pipeline":"nope","input":"x"}}"#).into_bytes()),
+        ),
+    ];
+    let mut records = Vec::new();
+    let mut expected: HashMap<&str, usize> = HashMap::new();
+    let mut originals: HashMap<String, Vec<u8>> = HashMap::new();
+    for i in 0..100 {
+        for (class, make) in &kinds {
+            let key = format!("bad-{class}-{i}-{}", records.len());
+            let value = make(i);
+            originals.insert(key.clone(), value.clone());
+            records.push((Some(key.into_bytes()), value));
+            *expected.entry(class).or_default() += 1;
+            records.push((
+                Some(format!("good-{}", records.len()).into_bytes()),
+                job(&format!("good-{}", records.len()), "hi"),
+            ));
+        }
+    }
+    let good = records.len() - originals.len();
+    let bad = originals.len();
+    produce(&world.input(), records).await;
+    let _worker = world.worker();
+
+    let mut results = Reader::new(&[world.results()]);
+    assert!(
+        results.read_until(Duration::from_secs(90), |r| r.len() >= good),
+        "good jobs answered"
+    );
+    let mut dlq = Reader::new(&[world.dlq()]);
+    assert!(
+        dlq.read_until(Duration::from_secs(90), |r| r.len() >= bad),
+        "bad records dead-lettered: {}",
+        dlq.records.len()
+    );
+
+    let mut got: HashMap<String, usize> = HashMap::new();
+    for m in &dlq.records {
+        let key = std::str::from_utf8(m.key().unwrap()).unwrap().to_string();
+        let class = header(m, "baton-error-class").unwrap().to_string();
+        assert!(
+            key.starts_with(&format!("bad-{class}-")),
+            "{key} classified as {class}"
+        );
+        assert_eq!(
+            m.payload().unwrap(),
+            originals[&key].as_slice(),
+            "original bytes kept for {key}"
+        );
+        assert_eq!(
+            header(m, "baton-original-topic"),
+            Some(world.input().as_str())
+        );
+        assert!(header(m, "baton-original-offset")
+            .unwrap()
+            .parse::<i64>()
+            .is_ok());
+        assert!(header(m, "baton-original-partition")
+            .unwrap()
+            .parse::<i32>()
+            .is_ok());
+        assert!(!header(m, "baton-error").unwrap().is_empty());
+        for h in [
+            "baton-job-id",
+            "baton-step",
+            "baton-attempt",
+            "traceparent",
+            "baton-failed-at",
+            "baton-last-model",
+        ] {
+            assert!(header(m, h).is_some(), "{h} on {key}");
+        }
+        *got.entry(class).or_default() += 1;
+    }
+    for (class, n) in expected {
+        assert_eq!(got.get(class), Some(&n), "{class}");
+    }
+    let ids = result_ids(&results.records);
+    assert!(ids.iter().all(|id| id.starts_with("good-")));
+    assert_eq!(distinct(&ids), good);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_and_a_third_joining_mid_run_lose_nothing() {
+    let mock = mock("[default]\nlatency = { uniform_ms = [100, 300] }\n").await;
+    let world = World::new(
+        "group",
+        &mock.base_url(),
+        &one_model_config(50, "rebalance_timeout_ms = 10000"),
+    )
+    .await;
+    produce_unique(&world, 2000).await;
+    let a = world.worker();
+    let b = world.worker();
+    let mut reader = Reader::new(&[world.results()]);
+    assert!(
+        reader.read_until(Duration::from_secs(60), |r| r.len() >= 400),
+        "two workers made progress"
+    );
+    let c = world.worker();
+    let all = reader.read_until(Duration::from_secs(120), |r| {
+        distinct(&result_ids(r)) == 2000
+    });
+    let logs = [&a, &b, &c]
+        .iter()
+        .map(|w| w.log_text())
+        .collect::<Vec<_>>()
+        .join("\n-----\n");
+    assert!(
+        all,
+        "nothing lost across the rebalance: {} of 2000\n{logs}",
+        distinct(&result_ids(&reader.records))
+    );
+    assert!(
+        c.log_text().contains("partitions assigned"),
+        "the third worker got partitions:\n{}",
+        c.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_carry_the_envelope_and_headers() {
+    let mock = mock("[default]\nlatency = { fixed_ms = 5 }\n").await;
+    let world = World::new("env", &mock.base_url(), &one_model_config(16, "")).await;
+    let job = serde_json::json!({
+        "id": "e1", "tenant": "acme", "task": "simple", "input": "hello there",
+        "metadata": { "trace": [1, 2, { "x": null }] }
+    });
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let producer = baton::kafka::tools::tool_producer(&bootstrap()).unwrap();
+    let payload = serde_json::to_vec(&job).unwrap();
+    let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: "traceparent",
+        value: Some(tp),
+    });
+    let input = world.input();
+    let rec = rdkafka::producer::FutureRecord::to(&input)
+        .key("e1")
+        .payload(&payload)
+        .headers(headers);
+    producer.send(rec, Duration::from_secs(10)).await.unwrap();
+    let _worker = world.worker();
+    let mut reader = Reader::new(&[world.results()]);
+    assert!(reader.read_until(Duration::from_secs(60), |r| !r.is_empty()));
+    let m = &reader.records[0];
+    let v = value(m);
+    assert_eq!(v["id"], "e1");
+    assert_eq!(v["pipeline"], "p");
+    assert_eq!(v["step"], "s");
+    assert_eq!(v["tenant"], "acme");
+    assert_eq!(v["model"], "m");
+    assert_eq!(v["provider"], "openai");
+    assert_eq!(v["attempts"], 1);
+    assert_eq!(
+        v["metadata"], job["metadata"],
+        "metadata passes through untouched"
+    );
+    assert!(v["usage"]["input_tokens"].as_u64().unwrap() > 0);
+    assert!(!v["output"]["text"].as_str().unwrap().is_empty());
+    assert!(v["route"]["candidates"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("m")));
+    assert!(v["started_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(header(m, "baton-job-id"), Some("e1"));
+    assert_eq!(header(m, "baton-step"), Some("p.s"));
+    assert_eq!(header(m, "baton-attempt"), Some("1"));
+    let child = header(m, "traceparent").unwrap();
+    assert!(
+        child.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "trace continued: {child}"
+    );
+}

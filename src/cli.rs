@@ -186,11 +186,15 @@ impl CliError {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` filters (default: info for baton, warnings for the rest).
-pub fn init_logging(json: bool) {
+/// Logs to stderr; `RUST_LOG` filters (default: info for baton, warnings for the rest; the
+/// demo and the benchmark, which print their own reports, only warnings).
+pub fn init_logging(json: bool, command: &Command) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,baton=info"));
+    let default = match command {
+        Command::Demo(_) | Command::Bench(_) => "warn",
+        _ => "warn,baton=info",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

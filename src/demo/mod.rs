@@ -185,6 +185,8 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
     mock.shutdown().await;
+    // Clients first: a client outliving the embedded cluster logs "all brokers down".
+    drop(producer);
     drop(cluster);
 
     let accounted: HashSet<&str> = results
@@ -296,6 +298,39 @@ fn collect_outputs(
     Ok((results, dead))
 }
 
+/// How jobs were routed: rule, first choice, the model that answered, and how many models a
+/// policy constraint removed.
+fn print_routes(report: &DemoReport) {
+    let mut routes: BTreeMap<(String, String, String, usize), usize> = BTreeMap::new();
+    for r in &report.results {
+        let first = r.route.candidates.first().cloned().unwrap_or_default();
+        let key = (
+            r.route.rule.clone(),
+            first,
+            r.model.clone(),
+            r.route.dropped.len(),
+        );
+        *routes.entry(key).or_default() += 1;
+    }
+    println!(
+        "{:<14} {:<12} {:<12} {:>6}  note",
+        "route rule", "first choice", "answered by", "jobs"
+    );
+    for ((rule, first, model, dropped), n) in &routes {
+        let mut notes = Vec::new();
+        if dropped > &0 {
+            notes.push(format!("{dropped} model(s) dropped by policy"));
+        }
+        if first != model {
+            notes.push("fallback".to_string());
+        }
+        println!(
+            "{rule:<14} {first:<12} {model:<12} {n:>6}  {}",
+            notes.join(", ")
+        );
+    }
+}
+
 /// The `q` quantile of sorted values (nearest rank).
 pub fn quantile(sorted: &[u64], q: f64) -> u64 {
     if sorted.is_empty() {
@@ -306,6 +341,8 @@ pub fn quantile(sorted: &[u64], q: f64) -> u64 {
 }
 
 fn print_summary(report: &DemoReport, config: &Config, elapsed: Duration) {
+    println!();
+    print_routes(report);
     println!();
     println!(
         "{:<12} {:>6} {:>12} {:>9} {:>9} {:>10}",

@@ -353,3 +353,35 @@ async fn results_carry_the_envelope_and_headers() {
         "trace continued: {child}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_paused_at_capacity_keep_consuming_after_rebalances() {
+    // Small in-flight limits and a deep topic keep every worker's backlog full, so partitions
+    // are paused whenever a rebalance revokes and re-assigns them; slow calls make members
+    // rejoin at different times, so a worker runs its loop between revoke and assign.
+    let mock = mock("[default]\nlatency = { uniform_ms = [20, 1500] }\n").await;
+    let world = World::new("paused", &mock.base_url(), &one_model_config(20, "")).await;
+    produce_unique(&world, 2000).await;
+    let a = world.worker();
+    let b = world.worker();
+    let mut reader = Reader::new(&[world.results()]);
+    assert!(
+        reader.read_until(Duration::from_secs(60), |r| r.len() >= 100),
+        "workers made progress"
+    );
+    let c = world.worker();
+    assert!(
+        reader.read_until(Duration::from_secs(60), |r| r.len() >= 400),
+        "progress after the join"
+    );
+    drop(c);
+    let all = reader.read_until(Duration::from_secs(120), |r| {
+        distinct(&result_ids(r)) == 2000
+    });
+    let logs = format!("{}\n-----\n{}", a.log_text(), b.log_text());
+    assert!(
+        all,
+        "{} of 2000 after the rebalances\n{logs}",
+        distinct(&result_ids(&reader.records))
+    );
+}

@@ -157,9 +157,16 @@ impl ConsumerContext for WorkerContext {
         );
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                // librdkafka keeps an application pause on a partition across revoke and
+                // re-assign. A partition paused under the previous assignment would stay
+                // paused for good if the poll loop's resume ran while nothing was assigned, so
+                // start every new assignment unpaused; the loop pauses it again if it must.
+                if let Err(e) = consumer.resume(tpl) {
+                    warn!(error = %e, "could not resume newly assigned partitions");
+                }
                 let tps = tps_of(tpl);
                 let mut t = self.shared.tracker();
                 for tp in &tps {

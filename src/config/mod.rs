@@ -408,6 +408,27 @@ impl Config {
             errs.push(err("pipelines", None, "at least one pipeline is required"));
         }
 
+        // These keys carry baton's delivery guarantees; a user override would silently break
+        // at-least-once (offsets stored before the work is done) or the consumer group.
+        for key in raw.kafka.consumer.keys() {
+            if MANAGED_CONSUMER_KEYS.contains(&key.as_str()) {
+                errs.push(err(
+                    &format!("kafka.consumer.{key}"),
+                    None,
+                    "managed by baton (offsets are stored only behind finished work); remove it",
+                ));
+            }
+        }
+        for key in raw.kafka.producer.keys() {
+            if MANAGED_PRODUCER_KEYS.contains(&key.as_str()) {
+                errs.push(err(
+                    &format!("kafka.producer.{key}"),
+                    None,
+                    "managed by baton (outputs must be acknowledged by all replicas); remove it",
+                ));
+            }
+        }
+
         let w = &raw.worker;
         if w.max_in_flight == 0 {
             errs.push(err("worker.max_in_flight", None, "must be positive"));
@@ -514,6 +535,17 @@ impl Config {
         Ok(())
     }
 }
+
+/// Consumer properties baton sets itself and a config may not override.
+const MANAGED_CONSUMER_KEYS: &[&str] = &[
+    "enable.auto.offset.store",
+    "enable.auto.commit",
+    "group.id",
+    "bootstrap.servers",
+];
+
+/// Producer properties baton sets itself and a config may not override.
+const MANAGED_PRODUCER_KEYS: &[&str] = &["acks", "enable.idempotence", "bootstrap.servers"];
 
 fn known(models: &IndexMap<String, raw::RawModel>) -> String {
     models

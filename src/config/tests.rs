@@ -127,3 +127,17 @@ fn missing_api_key_variable_names_the_key() {
     assert_eq!(e.errors[0].path, "models.m.api_key_env");
     assert!(e.errors[0].message.contains("BATON_TEST_SURELY_UNSET_VAR"));
 }
+
+#[test]
+fn overrides_that_would_break_delivery_guarantees_are_refused() {
+    let text = format!(
+        "{MINIMAL}\n[kafka]\nconsumer = {{ \"enable.auto.offset.store\" = \"true\", \"fetch.min.bytes\" = \"1\" }}\nproducer = {{ \"acks\" = \"1\" }}\n"
+    );
+    let e = errors(&text).join("\n");
+    assert!(
+        e.contains("kafka.consumer.enable.auto.offset.store: managed by baton"),
+        "{e}"
+    );
+    assert!(e.contains("kafka.producer.acks: managed by baton"), "{e}");
+    assert!(!e.contains("fetch.min.bytes"), "{e}");
+}

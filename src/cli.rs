@@ -170,6 +170,9 @@ pub enum CliError {
         /// All records.
         total: u64,
     },
+    /// Topics the worker reads or writes do not exist.
+    #[error("missing topics: {0} (create them with `baton topics apply --config FILE`)")]
+    MissingTopics(String),
     /// Topics differ from their declarations.
     #[error("{0} topic(s) differ from their declarations")]
     Drift(usize),
@@ -307,6 +310,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 async fn run_worker(args: RunArgs) -> Result<(), CliError> {
     let config = load_config(&args.config, args.bootstrap.as_deref())?;
     config.require_bootstrap()?;
+    // Fail fast on missing topics: the worker would otherwise retry every output forever.
+    let plan = crate::kafka::topics::plan(&config);
+    let needed: Vec<_> = plan
+        .into_iter()
+        .filter(|t| matches!(t.kind, "input" | "dlq" | "results"))
+        .collect();
+    let report = crate::kafka::admin::apply(&config.kafka.bootstrap_servers, &needed, true).await?;
+    let missing: Vec<String> = report
+        .into_iter()
+        .filter(|r| r.status == TopicStatus::Missing)
+        .map(|r| r.name)
+        .collect();
+    if !missing.is_empty() {
+        return Err(CliError::MissingTopics(missing.join(", ")));
+    }
     let config = Arc::new(config);
     let runner = StepRunner::from_config(config.clone())?;
     let shutdown = shutdown_on_signals();

@@ -59,6 +59,26 @@ fn bad_config_stops_start_up_naming_the_key() {
 }
 
 #[test]
+fn run_refuses_to_start_without_its_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let cfg = one_model_config(8, "")
+        .replace("{PREFIX}", &format!("{}.", unique("notopics")))
+        .replace("{MOCK}", "http://127.0.0.1:1/v1")
+        .replace("{BOOTSTRAP}", &bootstrap())
+        .replace("{GROUP}", "g");
+    std::fs::write(&path, cfg).unwrap();
+    let o = baton(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("missing topics:") && text(&o).contains(".p.s.dlq"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("baton topics apply"), "{}", text(&o));
+}
+
+#[test]
 fn check_accepts_the_shipped_example() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/support.toml");
     let o = baton(&["check", "--config", example]);

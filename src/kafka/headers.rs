@@ -59,23 +59,31 @@ fn parse_trace_id(tp: &str) -> Option<String> {
 
 /// The common headers of every record baton writes.
 pub fn common(job_id: &str, step: &str, attempt: u32, traceparent: &str) -> OwnedHeaders {
-    OwnedHeaders::new()
-        .insert(Header {
-            key: JOB_ID,
-            value: Some(job_id),
+    with_common(OwnedHeaders::new(), job_id, step, attempt, traceparent)
+}
+
+/// Appends the common headers to `headers`.
+fn with_common(
+    headers: OwnedHeaders,
+    job_id: &str,
+    step: &str,
+    attempt: u32,
+    traceparent: &str,
+) -> OwnedHeaders {
+    let attempt = attempt.to_string();
+    [
+        (JOB_ID, job_id),
+        (STEP, step),
+        (ATTEMPT, &attempt),
+        (TRACEPARENT, traceparent),
+    ]
+    .into_iter()
+    .fold(headers, |h, (key, value)| {
+        h.insert(Header {
+            key,
+            value: Some(value),
         })
-        .insert(Header {
-            key: STEP,
-            value: Some(step),
-        })
-        .insert(Header {
-            key: ATTEMPT,
-            value: Some(&attempt.to_string()),
-        })
-        .insert(Header {
-            key: TRACEPARENT,
-            value: Some(traceparent),
-        })
+    })
 }
 
 /// Where a dead-lettered record came from and why it failed.
@@ -121,50 +129,24 @@ pub fn dead_letter<H: Headers>(
     let partition = info.partition.to_string();
     let offset = info.offset.to_string();
     let now = crate::util::now_rfc3339();
-    out.insert(Header {
-        key: JOB_ID,
-        value: Some(job_id),
-    })
-    .insert(Header {
-        key: STEP,
-        value: Some(step),
-    })
-    .insert(Header {
-        key: ATTEMPT,
-        value: Some(&attempt.to_string()),
-    })
-    .insert(Header {
-        key: TRACEPARENT,
-        value: Some(traceparent),
-    })
-    .insert(Header {
-        key: ERROR_CLASS,
-        value: Some(info.error_class),
-    })
-    .insert(Header {
-        key: ERROR,
-        value: Some(info.error),
-    })
-    .insert(Header {
-        key: ORIGINAL_TOPIC,
-        value: Some(info.topic),
-    })
-    .insert(Header {
-        key: ORIGINAL_PARTITION,
-        value: Some(&partition),
-    })
-    .insert(Header {
-        key: ORIGINAL_OFFSET,
-        value: Some(&offset),
-    })
-    .insert(Header {
-        key: FAILED_AT,
-        value: Some(&now),
-    })
-    .insert(Header {
-        key: LAST_MODEL,
-        value: Some(info.last_model.unwrap_or("")),
-    })
+    let dead = [
+        (ERROR_CLASS, info.error_class),
+        (ERROR, info.error),
+        (ORIGINAL_TOPIC, info.topic),
+        (ORIGINAL_PARTITION, &partition),
+        (ORIGINAL_OFFSET, &offset),
+        (FAILED_AT, &now),
+        (LAST_MODEL, info.last_model.unwrap_or("")),
+    ];
+    dead.into_iter().fold(
+        with_common(out, job_id, step, attempt, traceparent),
+        |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        },
+    )
 }
 
 #[cfg(test)]

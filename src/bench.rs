@@ -515,7 +515,6 @@ impl LevelRun {
             };
             let msg = msg?;
             let id = headers::get(msg.headers(), headers::JOB_ID)
-                .map(str::to_string)
                 .or_else(|| msg.key().map(|k| String::from_utf8_lossy(k).into_owned()))
                 .unwrap_or_default();
             if !seen.insert(id) {

@@ -213,17 +213,19 @@ pub fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        if let Err(e) = &term {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the worker");
+        }
+        let sigterm = async move {
+            match term {
+                Ok(mut s) => s.recv().await,
+                Err(_) => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = sigterm => tracing::info!("SIGTERM received"),
         }
         t.cancel();
     });

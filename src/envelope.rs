@@ -240,6 +240,10 @@ pub enum ErrorClass {
     BadRequest,
     /// The provider's answer was malformed or empty.
     InvalidOutput,
+    /// The broker refused the output for good (e.g. larger than the topic allows).
+    OutputRejected,
+    /// baton failed while processing the record (a bug); the record is kept as it came.
+    InternalError,
 }
 
 impl ErrorClass {
@@ -262,6 +266,8 @@ impl ErrorClass {
             ErrorClass::ContentFilter => "content_filter",
             ErrorClass::BadRequest => "bad_request",
             ErrorClass::InvalidOutput => "invalid_output",
+            ErrorClass::OutputRejected => "output_rejected",
+            ErrorClass::InternalError => "internal_error",
         }
     }
 }

@@ -230,7 +230,7 @@ async fn bad_records_are_dead_lettered_with_their_class_and_good_ones_answered()
             "original bytes kept for {key}"
         );
         assert_eq!(
-            header(m, "baton-original-topic"),
+            header(m, "baton-original-topic").as_deref(),
             Some(world.input().as_str())
         );
         assert!(header(m, "baton-original-offset")
@@ -344,9 +344,9 @@ async fn results_carry_the_envelope_and_headers() {
         .unwrap()
         .contains(&Value::from("m")));
     assert!(v["started_at"].as_str().unwrap().ends_with('Z'));
-    assert_eq!(header(m, "baton-job-id"), Some("e1"));
-    assert_eq!(header(m, "baton-step"), Some("p.s"));
-    assert_eq!(header(m, "baton-attempt"), Some("1"));
+    assert_eq!(header(m, "baton-job-id").as_deref(), Some("e1"));
+    assert_eq!(header(m, "baton-step").as_deref(), Some("p.s"));
+    assert_eq!(header(m, "baton-attempt").as_deref(), Some("1"));
     let child = header(m, "traceparent").unwrap();
     assert!(
         child.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
@@ -383,5 +383,95 @@ async fn workers_paused_at_capacity_keep_consuming_after_rebalances() {
         all,
         "{} of 2000 after the rebalances\n{logs}",
         distinct(&result_ids(&reader.records))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_key_that_is_not_utf8_does_not_wedge_the_partition() {
+    use rdkafka::bindings as rd;
+    use rdkafka::message::{BorrowedHeaders, Header, OwnedHeaders};
+    let mock = mock("[default]\nlatency = { fixed_ms = 5 }\n").await;
+    let world = World::new("hdr", &mock.base_url(), &one_model_config(16, "")).await;
+    // rdkafka's Header API only takes &str keys; a foreign producer can send any bytes.
+    let headers = OwnedHeaders::new().insert(Header {
+        key: "app",
+        value: Some("1"),
+    });
+    let native = headers.as_borrowed() as *const BorrowedHeaders as *mut rd::rd_kafka_headers_t;
+    let bad_key = [0xffu8, 0xfe];
+    // SAFETY: `native` is the live header list owned by `headers`; key and value are copied.
+    unsafe { rd::rd_kafka_header_add(native, bad_key.as_ptr().cast(), 2, b"v".as_ptr().cast(), 1) };
+    let producer = baton::kafka::tools::tool_producer(&bootstrap()).unwrap();
+    let input = world.input();
+    for i in 0..3 {
+        let payload = job(&format!("h{i}"), "hello");
+        let rec = rdkafka::producer::FutureRecord::to(&input)
+            .key("same-key")
+            .payload(&payload)
+            .headers(headers.clone());
+        producer.send(rec, Duration::from_secs(10)).await.unwrap();
+    }
+    let _worker = world.worker();
+    let mut reader = Reader::new(&[world.results()]);
+    assert!(
+        reader.read_until(Duration::from_secs(60), |r| distinct(&result_ids(r)) == 3),
+        "all three jobs of the key answered: {:?}",
+        result_ids(&reader.records)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_the_broker_rejects_becomes_a_dead_letter() {
+    let mock = mock("[default]\nlatency = { fixed_ms = 5 }\n").await;
+    let dir = tempfile::tempdir().unwrap();
+    let decl = dir.path().join("topics.toml");
+    // The results topic accepts only small records; the job's metadata makes its result bigger.
+    let text = baton::kafka::topics::BUILTIN.replace(
+        "[results]\npartitions = 6\nreplication_factor = 1\nconfigs = { \"retention.ms\" = \"604800000\" }",
+        "[results]\npartitions = 6\nreplication_factor = 1\nconfigs = { \"max.message.bytes\" = \"2000\" }",
+    );
+    assert_ne!(text, baton::kafka::topics::BUILTIN);
+    std::fs::write(&decl, text).unwrap();
+    let cfg = one_model_config(16, "").replace(
+        "[topics]\n",
+        &format!("[topics]\ndeclarations = {:?}\n", decl.to_str().unwrap()),
+    );
+    let world = World::new("reject", &mock.base_url(), &cfg).await;
+    // Random hex: the producer compresses batches, so the blob must not compress away.
+    let blob: String = (0..8000)
+        .map(|_| format!("{:x}", rand::random::<u8>() % 16))
+        .collect();
+    let big = serde_json::json!({ "id": "big", "input": "hi", "metadata": { "blob": blob } });
+    let small = job("small", "hi");
+    produce(
+        &world.input(),
+        vec![
+            (Some(b"k".to_vec()), serde_json::to_vec(&big).unwrap()),
+            (Some(b"k".to_vec()), small),
+        ],
+    )
+    .await;
+    let worker = world.worker();
+    let mut dlq = Reader::new(&[world.dlq()]);
+    assert!(
+        dlq.read_until(Duration::from_secs(60), |r| !r.is_empty()),
+        "the oversized output was dead-lettered; results: {:?}; worker log:\n{}",
+        {
+            let mut r = Reader::new(&[world.results()]);
+            r.drain_for(Duration::from_secs(2));
+            result_ids(&r.records)
+        },
+        worker.log_text()
+    );
+    let m = &dlq.records[0];
+    assert_eq!(
+        header(m, "baton-error-class").as_deref(),
+        Some("output_rejected")
+    );
+    assert_eq!(header(m, "baton-job-id").as_deref(), Some("big"));
+    let mut results = Reader::new(&[world.results()]);
+    assert!(
+        results.read_until(Duration::from_secs(60), |r| result_ids(r) == ["small"]),
+        "the next job of the key went on"
     );
 }

@@ -3,7 +3,7 @@
 //! and `baton-original-*` headers so a person can see what failed, where, and why.
 
 use rand::Rng;
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{BorrowedHeaders, Header, OwnedHeaders};
 
 /// Job id of the record.
 pub const JOB_ID: &str = "baton-job-id";
@@ -28,14 +28,65 @@ pub const FAILED_AT: &str = "baton-failed-at";
 /// Dead letters: the last model tried, empty when none was.
 pub const LAST_MODEL: &str = "baton-last-model";
 
-/// The value of a header as UTF-8, if present and valid.
-pub fn get<'a, H: Headers>(headers: Option<&'a H>, key: &str) -> Option<&'a str> {
-    let h = headers?;
-    (0..h.count())
-        .map(|i| h.get(i))
-        .find(|hd| hd.key == key)
-        .and_then(|hd| hd.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
+/// A header list baton can read: borrowed from a consumer or owned by a detached message.
+pub trait RawHeaders {
+    /// The list as rdkafka's borrowed handle.
+    fn borrowed(&self) -> &BorrowedHeaders;
+}
+
+impl RawHeaders for BorrowedHeaders {
+    fn borrowed(&self) -> &BorrowedHeaders {
+        self
+    }
+}
+
+impl RawHeaders for OwnedHeaders {
+    fn borrowed(&self) -> &BorrowedHeaders {
+        self.as_borrowed()
+    }
+}
+
+/// Calls `f` with every header's key and value as raw bytes.
+///
+/// rdkafka's own accessors (`Headers::get`) panic on a key that is not UTF-8, and any producer
+/// can send one; a record must never be able to crash the worker, so headers are read through
+/// librdkafka directly.
+pub fn for_each_raw<H: RawHeaders + ?Sized>(headers: &H, mut f: impl FnMut(&[u8], Option<&[u8]>)) {
+    use rdkafka::bindings as rd;
+    // `BorrowedHeaders` is rdkafka's handle type for a native `rd_kafka_headers_t`: a reference
+    // to it is the native pointer (rdkafka converts it with the same cast).
+    let native = headers.borrowed() as *const BorrowedHeaders as *const rd::rd_kafka_headers_t;
+    // SAFETY: `native` is a valid header list for the lifetime of `headers`; librdkafka returns
+    // a NUL-terminated name and a value of `size` bytes (or NULL) that live as long as the list.
+    unsafe {
+        for idx in 0..rd::rd_kafka_header_cnt(native) {
+            let mut name = std::ptr::null();
+            let mut value = std::ptr::null();
+            let mut size = 0usize;
+            let err = rd::rd_kafka_header_get_all(native, idx, &mut name, &mut value, &mut size);
+            if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+                break;
+            }
+            let key = std::ffi::CStr::from_ptr(name).to_bytes();
+            let value =
+                (!value.is_null()).then(|| std::slice::from_raw_parts(value as *const u8, size));
+            f(key, value);
+        }
+    }
+}
+
+/// The value of the first header named `key`, if present and UTF-8.
+pub fn get<H: RawHeaders + ?Sized>(headers: Option<&H>, key: &str) -> Option<String> {
+    let mut found = None;
+    for_each_raw(headers?, |k, v| {
+        if found.is_none() && k == key.as_bytes() {
+            found = Some(
+                v.and_then(|v| std::str::from_utf8(v).ok())
+                    .map(str::to_string),
+            );
+        }
+    });
+    found.flatten()
 }
 
 /// A child `traceparent`: the incoming trace id when there is a valid one (so a job's records
@@ -105,7 +156,7 @@ pub struct DeadLetterInfo<'a> {
 
 /// Headers of a dead letter: the original record's own headers (minus any baton headers they
 /// carried, which are replaced) followed by the common and dead-letter headers.
-pub fn dead_letter<H: Headers>(
+pub fn dead_letter<H: RawHeaders + ?Sized>(
     original: Option<&H>,
     job_id: &str,
     step: &str,
@@ -113,19 +164,22 @@ pub fn dead_letter<H: Headers>(
     traceparent: &str,
     info: &DeadLetterInfo<'_>,
 ) -> OwnedHeaders {
-    let mut out = OwnedHeaders::new();
+    let mut kept: Vec<(String, Option<Vec<u8>>)> = Vec::new();
     if let Some(h) = original {
-        for i in 0..h.count() {
-            let hd = h.get(i);
-            if hd.key.starts_with("baton-") || hd.key == TRACEPARENT {
-                continue;
+        for_each_raw(h, |k, v| {
+            // A key that is not UTF-8 is kept, lossily: the dead letter must still be written.
+            let key = String::from_utf8_lossy(k);
+            if !key.starts_with("baton-") && key != TRACEPARENT {
+                kept.push((key.into_owned(), v.map(<[u8]>::to_vec)));
             }
-            out = out.insert(Header {
-                key: hd.key,
-                value: hd.value,
-            });
-        }
+        });
     }
+    let out = kept.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
+        h.insert(Header {
+            key,
+            value: value.as_deref(),
+        })
+    });
     let partition = info.partition.to_string();
     let offset = info.offset.to_string();
     let now = crate::util::now_rfc3339();
@@ -176,6 +230,40 @@ mod tests {
     }
 
     #[test]
+    fn a_header_key_that_is_not_utf8_is_read_without_panicking() {
+        // Build a header list with a non-UTF-8 key through librdkafka itself, as a foreign
+        // producer would send it.
+        use rdkafka::bindings as rd;
+        let h = OwnedHeaders::new_with_capacity(2).insert(Header {
+            key: "ok",
+            value: Some("1"),
+        });
+        let native = h.borrowed() as *const BorrowedHeaders as *mut rd::rd_kafka_headers_t;
+        let bad_key = [0xffu8, 0xfe, b'k'];
+        // SAFETY: `native` is the live header list owned by `h`; the key and value are copied.
+        let err = unsafe {
+            rd::rd_kafka_header_add(native, bad_key.as_ptr().cast(), 3, b"v".as_ptr().cast(), 1)
+        };
+        assert_eq!(err, rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
+        assert_eq!(get(Some(&h), "ok").as_deref(), Some("1"));
+        assert_eq!(get(Some(&h), "missing"), None);
+        let info = DeadLetterInfo {
+            error_class: "c",
+            error: "e",
+            topic: "t",
+            partition: 0,
+            offset: 1,
+            last_model: None,
+        };
+        let dl = dead_letter(Some(&h), "j", "p.s", 0, "tp", &info);
+        let mut keys = Vec::new();
+        for_each_raw(&dl, |k, _| {
+            keys.push(String::from_utf8_lossy(k).into_owned())
+        });
+        assert!(keys.contains(&"\u{fffd}\u{fffd}k".to_string()), "{keys:?}");
+    }
+
+    #[test]
     fn dead_letter_headers_carry_origin_and_class() {
         let original = OwnedHeaders::new()
             .insert(Header {
@@ -195,13 +283,14 @@ mod tests {
             last_model: None,
         };
         let h = dead_letter(Some(&original), "j", "p.s", 0, "tp", &info);
-        assert_eq!(get(Some(&h), "app"), Some("x"));
-        assert_eq!(get(Some(&h), ERROR_CLASS), Some("invalid_json"));
-        assert_eq!(get(Some(&h), ORIGINAL_PARTITION), Some("2"));
-        assert_eq!(get(Some(&h), ORIGINAL_OFFSET), Some("7"));
-        let classes = (0..h.count())
-            .filter(|&i| h.get(i).key == ERROR_CLASS)
-            .count();
+        assert_eq!(get(Some(&h), "app").as_deref(), Some("x"));
+        assert_eq!(get(Some(&h), ERROR_CLASS).as_deref(), Some("invalid_json"));
+        assert_eq!(get(Some(&h), ORIGINAL_PARTITION).as_deref(), Some("2"));
+        assert_eq!(get(Some(&h), ORIGINAL_OFFSET).as_deref(), Some("7"));
+        let mut classes = 0;
+        for_each_raw(&h, |k, _| {
+            classes += usize::from(k == ERROR_CLASS.as_bytes())
+        });
         assert_eq!(classes, 1);
     }
 }

@@ -113,7 +113,7 @@ impl StepRunner {
         'models: for &m in &route.candidates {
             let model = &self.config.models[m];
             let mut backoff = attempt_backoff();
-            for _ in 0..self.config.worker.provider_attempts {
+            for attempt in 1..=self.config.worker.provider_attempts {
                 attempts += 1;
                 let call_started = Instant::now();
                 let result = self.providers[m].complete(&request).await;
@@ -171,9 +171,12 @@ impl StepRunner {
                             _ => None,
                         };
                         last = Some((m, e));
+                        let last_attempt = attempt == self.config.worker.provider_attempts;
                         match (disposition, wait) {
                             (Disposition::DeadLetter, _) => break 'models,
                             (Disposition::NextModel, _) | (_, None) => continue 'models,
+                            // Out of attempts on this model: the next one needs no wait.
+                            (Disposition::RetrySameModel, Some(_)) if last_attempt => {}
                             (Disposition::RetrySameModel, Some(w)) => tokio::time::sleep(w).await,
                         }
                     }

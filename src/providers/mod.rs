@@ -89,6 +89,9 @@ pub enum ProviderError {
     /// 400 because the content filter refused it.
     #[error("content filter: {0}")]
     ContentFilter(String),
+    /// 404: the endpoint does not know this model (a config mistake for this model only).
+    #[error("model not found (404): {0}")]
+    NotFound(String),
     /// Any other 4xx.
     #[error("request rejected ({status}): {message}")]
     BadRequest {
@@ -113,7 +116,7 @@ impl ProviderError {
             ProviderError::Auth { .. } => ErrorClass::AuthFailed,
             ProviderError::ContextLength(_) => ErrorClass::ContextLengthExceeded,
             ProviderError::ContentFilter(_) => ErrorClass::ContentFilter,
-            ProviderError::BadRequest { .. } => ErrorClass::BadRequest,
+            ProviderError::BadRequest { .. } | ProviderError::NotFound(_) => ErrorClass::BadRequest,
             ProviderError::InvalidOutput(_) => ErrorClass::InvalidOutput,
         }
     }
@@ -126,7 +129,9 @@ impl ProviderError {
             | ProviderError::Server { .. }
             | ProviderError::RateLimited { .. }
             | ProviderError::InvalidOutput(_) => Disposition::RetrySameModel,
-            ProviderError::Auth { .. } | ProviderError::ContextLength(_) => Disposition::NextModel,
+            ProviderError::Auth { .. }
+            | ProviderError::ContextLength(_)
+            | ProviderError::NotFound(_) => Disposition::NextModel,
             ProviderError::ContentFilter(_) | ProviderError::BadRequest { .. } => {
                 Disposition::DeadLetter
             }
@@ -166,6 +171,7 @@ pub fn classify_status(
         400 | 422 if code == "content_filter" || lower.contains("content filter") => {
             ProviderError::ContentFilter(message)
         }
+        404 => ProviderError::NotFound(message),
         408 => ProviderError::Timeout(Duration::ZERO),
         s if s >= 500 => ProviderError::Server { status, message },
         _ => ProviderError::BadRequest { status, message },
@@ -297,6 +303,13 @@ mod tests {
                 404,
                 None,
                 "no such model",
+                ErrorClass::BadRequest,
+                Disposition::NextModel,
+            ),
+            (
+                422,
+                None,
+                "bad field",
                 ErrorClass::BadRequest,
                 Disposition::DeadLetter,
             ),

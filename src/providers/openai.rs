@@ -165,6 +165,11 @@ fn decode_completion(bytes: &[u8]) -> Result<Completion, ProviderError> {
         .into_iter()
         .next()
         .ok_or_else(|| ProviderError::InvalidOutput("no choices in the answer".into()))?;
+    if choice.finish_reason.as_deref() == Some("content_filter") {
+        return Err(ProviderError::ContentFilter(
+            "the provider's content filter withheld the answer".into(),
+        ));
+    }
     let text = choice.message.content.unwrap_or_default();
     if text.trim().is_empty() {
         return Err(ProviderError::InvalidOutput("empty answer".into()));
@@ -172,7 +177,7 @@ fn decode_completion(bytes: &[u8]) -> Result<Completion, ProviderError> {
     let usage = wire.usage.map_or(Usage::default(), |u| Usage {
         input_tokens: u.prompt_tokens,
         output_tokens: u.completion_tokens,
-        total_tokens: u.prompt_tokens + u.completion_tokens,
+        total_tokens: u.prompt_tokens.saturating_add(u.completion_tokens),
     });
     Ok(Completion {
         text,
@@ -183,11 +188,11 @@ fn decode_completion(bytes: &[u8]) -> Result<Completion, ProviderError> {
 
 /// Retry-After in seconds (the HTTP-date form is rare for APIs and treated as absent).
 fn parse_retry_after(v: &str) -> Option<Duration> {
+    // try_from: a huge or negative value from a provider must not panic the worker.
     v.trim()
         .parse::<f64>()
         .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
 }
 
 #[cfg(test)]
@@ -225,10 +230,22 @@ mod tests {
     }
 
     #[test]
+    fn a_filtered_answer_is_a_content_filter_error() {
+        let body =
+            br#"{"choices":[{"message":{"content":null},"finish_reason":"content_filter"}]}"#;
+        assert!(matches!(
+            decode_completion(body),
+            Err(ProviderError::ContentFilter(_))
+        ));
+    }
+
+    #[test]
     fn retry_after_seconds() {
         assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
         assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("1e300"), None);
+        assert_eq!(parse_retry_after("-1"), None);
     }
 
     #[test]

@@ -8,14 +8,19 @@
 //! Guarantees:
 //! - at-least-once: an offset is stored only when every record at or below it has its output
 //!   acknowledged by the broker (librdkafka then auto-commits what was stored);
-//! - bounded: at most `max_in_flight` jobs are admitted, and at most twice as many fetched
-//!   records wait in a backlog; when the backlog is full the assigned partitions are paused
-//!   (the consumer keeps polling so the group session and rebalances are served) and they
-//!   resume when it is half empty;
+//! - bounded: at most `max_in_flight` jobs run at once and at most as many wait behind a busy
+//!   key; at most twice as many fetched records wait in a backlog; when the backlog is full the
+//!   assigned partitions are paused (the consumer keeps polling so the group session and
+//!   rebalances are served) and they resume when it is half empty;
 //! - per-key order: jobs with the same key on a partition run one after another;
 //! - rebalance: a revoked partition starts no new work, its running jobs get
-//!   `worker.rebalance_timeout` to finish, their offsets are stored and committed, and nothing
-//!   is stored for it afterwards;
+//!   `worker.rebalance_timeout` to finish, their offsets are stored and committed; jobs still
+//!   running after that are cancelled before they publish (the new owner redoes them, in key
+//!   order) and nothing is stored for the partition afterwards;
+//! - no silent loss: a job ends in a published result or dead letter, or it is released with
+//!   its offset unfinished (consumed again); a panic while processing becomes an
+//!   `internal_error` dead letter, and an output the broker rejects for good (too large)
+//!   becomes an `output_rejected` dead letter;
 //! - shutdown: when the token is cancelled, fetching stops, in-flight work drains within
 //!   `worker.shutdown_timeout`, stored offsets are committed and the producer is flushed.
 
@@ -28,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
@@ -36,9 +41,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, StepConfig, TopicNames};
-use crate::envelope::decode_job;
+use crate::envelope::{decode_job, ErrorClass};
 use crate::kafka::headers;
-use crate::pipeline::{next_step_job, StepOutcome, StepRunner};
+use crate::pipeline::{next_step_job, StepFailure, StepOutcome, StepRunner};
 use crate::telemetry;
 use tracker::{Admit, Tp, Tracker};
 
@@ -69,6 +74,8 @@ pub struct WorkerStats {
 struct Item {
     msg: OwnedMessage,
     epoch: u64,
+    /// Cancelled when the partition's epoch ends: the job must not publish any more.
+    cancel: CancellationToken,
 }
 
 struct Shared {
@@ -79,8 +86,8 @@ struct Shared {
     /// Signalled whenever a job finishes or partitions change.
     changed: Condvar,
     assignment_changed: AtomicBool,
-    /// Cancelled when the shutdown deadline passes: unfinished work is abandoned (uncommitted).
-    abandon: CancellationToken,
+    /// Set when shutdown begins: new assignments are no longer fetched.
+    stopping: AtomicBool,
     pipelines: Vec<String>,
     consumed: AtomicU64,
     results: AtomicU64,
@@ -164,8 +171,14 @@ impl ConsumerContext for WorkerContext {
                 // re-assign. A partition paused under the previous assignment would stay
                 // paused for good if the poll loop's resume ran while nothing was assigned, so
                 // start every new assignment unpaused; the loop pauses it again if it must.
-                if let Err(e) = consumer.resume(tpl) {
-                    warn!(error = %e, "could not resume newly assigned partitions");
+                let stopping = self.shared.stopping.load(Ordering::SeqCst);
+                let r = if stopping {
+                    consumer.pause(tpl)
+                } else {
+                    consumer.resume(tpl)
+                };
+                if let Err(e) = r {
+                    warn!(error = %e, "could not set the pause state of newly assigned partitions");
                 }
                 let tps = tps_of(tpl);
                 let mut t = self.shared.tracker();
@@ -177,7 +190,17 @@ impl ConsumerContext for WorkerContext {
                 info!(partitions = tps.len(), "partitions assigned");
             }
             Rebalance::Revoke(_) => {}
-            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+            Rebalance::Error(e) => {
+                // rdkafka unassigns everything after a rebalance error: forget (and cancel)
+                // every partition; the next assignment starts new epochs.
+                let mut t = self.shared.tracker();
+                for tp in t.owned() {
+                    t.remove(&tp);
+                }
+                drop(t);
+                self.shared.changed.notify_all();
+                warn!(error = %e, "rebalance error; all partitions released");
+            }
         }
     }
 
@@ -221,14 +244,21 @@ pub async fn run(
         tracker: Mutex::new(Tracker::new()),
         changed: Condvar::new(),
         assignment_changed: AtomicBool::new(false),
-        abandon: CancellationToken::new(),
+        stopping: AtomicBool::new(false),
         consumed: AtomicU64::new(0),
         results: AtomicU64::new(0),
         forwarded: AtomicU64::new(0),
         dead_letters: AtomicU64::new(0),
     });
     let mut cc = crate::kafka::consumer_config(&config.kafka);
-    cc.set("queued.max.messages.kbytes", "16384");
+    if !config
+        .kafka
+        .consumer
+        .contains_key("queued.max.messages.kbytes")
+    {
+        // librdkafka's default prefetch (64 MiB per partition) is far more than the backlog.
+        cc.set("queued.max.messages.kbytes", "16384");
+    }
     let consumer: Arc<WorkerConsumer> = Arc::new(cc.create_with_context(WorkerContext {
         shared: shared.clone(),
     })?);
@@ -277,8 +307,7 @@ struct Fetched {
 /// records and a resume costs a fetch round trip (hundreds of milliseconds measured with
 /// `baton bench`), so pausing every time capacity runs out leaves the worker idle between
 /// windows. The backlog holds at most `2 * max_in_flight` records and resumes fetching at
-/// half, so a full latency window of work is buffered while the refetch happens; memory stays
-/// bounded by three times the in-flight limit.
+/// half, so a full latency window of work is buffered while the refetch happens.
 fn poll_loop(
     consumer: Arc<WorkerConsumer>,
     shared: Arc<Shared>,
@@ -299,17 +328,15 @@ fn poll_loop(
             backlog.retain(|f| f.epoch.is_some() && t.epoch(&f.tp) == f.epoch);
             drop(t);
             if paused {
-                // Newly assigned partitions start unpaused; keep the whole assignment paused.
+                // New assignments start unpaused; keep the whole assignment paused.
                 set_paused(&consumer, true);
             }
         }
-        let in_flight = shared.tracker().in_flight();
-        telemetry::set_in_flight(in_flight);
-        let mut capacity = max.saturating_sub(in_flight);
+        let mut capacity = capacity(&shared, max);
         while capacity > 0 {
             let Some(f) = backlog.pop_front() else { break };
             dispatch(&consumer, &shared, &rt, f);
-            capacity -= 1;
+            capacity = self::capacity(&shared, max);
         }
         if !paused && backlog.len() >= backlog_max {
             set_paused(&consumer, true);
@@ -319,8 +346,8 @@ fn poll_loop(
             paused = false;
         }
         if capacity == 0 && paused {
-            // Full and nothing more to fetch: wait for a job to finish, serving group events.
-            wait_for_capacity(&shared, max - 1);
+            // Full and nothing more to fetch: wait for a job to end, serving group events.
+            wait_for_change(&shared);
             if let Some(f) = poll_one(
                 &consumer,
                 &shared,
@@ -332,7 +359,7 @@ fn poll_loop(
             }
             continue;
         }
-        // With capacity, wait up to 100 ms for a record; without, only briefly, so a finished
+        // With capacity, wait up to 100 ms for a record; without, only briefly, so an ended
         // job is noticed quickly while the backlog fills.
         let wait = if capacity > 0 {
             Duration::from_millis(100)
@@ -348,7 +375,8 @@ fn poll_loop(
         }
     }
 
-    // Shutdown: stop fetching, drain, commit.
+    // Shutdown: stop fetching, drain, then release every partition and commit.
+    shared.stopping.store(true, Ordering::SeqCst);
     set_paused(&consumer, true);
     backlog.clear();
     let deadline = Instant::now() + shared.config.worker.shutdown_timeout;
@@ -364,11 +392,10 @@ fn poll_loop(
         }
         if Instant::now() >= deadline {
             warn!(in_flight, "shutdown deadline passed; unfinished jobs stay uncommitted and will be redelivered");
-            shared.abandon.cancel();
             break;
         }
-        wait_for_capacity(&shared, 0);
-        // Serves rebalances and statistics; any record still arriving is left uncommitted.
+        wait_for_change(&shared);
+        // Serves rebalances and statistics; partitions stay paused, nothing new is admitted.
         let _ = poll_one(
             &consumer,
             &shared,
@@ -377,8 +404,27 @@ fn poll_loop(
             &mut last_poll_error,
         );
     }
+    // Removing the partitions cancels whatever still runs (it publishes nothing) and makes the
+    // revoke served by the consumer's close return at once.
+    let mut t = shared.tracker();
+    for tp in t.owned() {
+        t.remove(&tp);
+    }
+    drop(t);
     commit_stored(&consumer);
     consumer.unsubscribe();
+}
+
+/// How many more jobs may start: running jobs are capped at `max`, and so are jobs waiting
+/// behind a busy key (one hot key must not take every slot from the other keys).
+fn capacity(shared: &Shared, max: usize) -> usize {
+    let t = shared.tracker();
+    telemetry::set_in_flight(t.in_flight());
+    if t.waiting_total() >= max {
+        0
+    } else {
+        max.saturating_sub(t.running_total())
+    }
 }
 
 /// Polls once; a record comes back with its interned topic and the epoch of its partition.
@@ -415,12 +461,12 @@ fn poll_one(
     }
 }
 
-/// Waits (up to 100 ms) until in-flight is at most `target`.
-fn wait_for_capacity(shared: &Shared, target: usize) {
+/// Waits up to 100 ms for a job to end (or partitions to change).
+fn wait_for_change(shared: &Shared) {
     let t = shared.tracker();
     let _ = shared
         .changed
-        .wait_timeout_while(t, Duration::from_millis(100), |t| t.in_flight() > target)
+        .wait_timeout(t, Duration::from_millis(100))
         .unwrap_or_else(|e| e.into_inner());
 }
 
@@ -454,7 +500,16 @@ fn dispatch(
     let offset = msg.offset();
     let key = msg.key().map(<[u8]>::to_vec);
     let mut t = shared.tracker();
-    match t.admit(&tp, epoch, offset, key.as_deref(), Item { msg, epoch }) {
+    let Some(cancel) = t.cancel_token(&tp) else {
+        return;
+    };
+    match t.admit(
+        &tp,
+        epoch,
+        offset,
+        key.as_deref(),
+        Item { msg, epoch, cancel },
+    ) {
         Admit::Start(item) => {
             drop(t);
             rt.spawn(run_chain(consumer.clone(), shared.clone(), tp, item));
@@ -467,16 +522,42 @@ fn dispatch(
     }
 }
 
+/// How processing a record ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// A result, forwarded job or dead letter was acknowledged by the broker.
+    Published,
+    /// The partition's epoch ended first: nothing more is published, the offset stays open.
+    Abandoned,
+}
+
 /// Runs a job, then every job queued behind its key.
 async fn run_chain(consumer: Arc<WorkerConsumer>, shared: Arc<Shared>, tp: Tp, mut item: Item) {
+    use futures::FutureExt;
     loop {
-        if !process(&shared, &item.msg).await {
-            return; // abandoned at the shutdown deadline: left uncommitted
-        }
+        let processed = std::panic::AssertUnwindSafe(process(&shared, &item.msg, &item.cancel))
+            .catch_unwind()
+            .await;
+        let ended = match processed {
+            Ok(ended) => ended,
+            Err(panic) => {
+                // A bug, not the record's fault alone; the record still gets a terminal output.
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                tracing::error!(topic = %tp.0, partition = tp.1, offset = item.msg.offset(), panic = %what, "processing panicked; dead-lettering the record");
+                internal_error(&shared, &item.msg, &item.cancel, &what).await
+            }
+        };
         let offset = item.msg.offset();
         let key = item.msg.key().map(<[u8]>::to_vec);
         let mut t = shared.tracker();
-        let f = t.finish(&tp, item.epoch, offset, key.as_deref());
+        let f = match ended {
+            Ended::Published => t.finish(&tp, item.epoch, offset, key.as_deref()),
+            Ended::Abandoned => t.release(&tp, item.epoch, offset, key.as_deref()),
+        };
         if let Some(next_offset) = f.commit {
             let mut tpl = TopicPartitionList::new();
             if tpl
@@ -497,16 +578,54 @@ async fn run_chain(consumer: Arc<WorkerConsumer>, shared: Arc<Shared>, tp: Tp, m
     }
 }
 
-/// Processes one record to its terminal output. Returns whether the output was acknowledged.
-async fn process(shared: &Shared, msg: &OwnedMessage) -> bool {
+/// Dead-letters a record whose processing panicked.
+async fn internal_error(
+    shared: &Shared,
+    msg: &OwnedMessage,
+    cancel: &CancellationToken,
+    what: &str,
+) -> Ended {
+    let Some(step) = shared.config.step_for_topic(msg.topic()) else {
+        return Ended::Published;
+    };
+    let traceparent =
+        headers::child_traceparent(headers::get(msg.headers(), headers::TRACEPARENT).as_deref());
+    let id = msg
+        .key()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .unwrap_or_default();
+    let failure = DeadLetter {
+        job_id: &id,
+        class: ErrorClass::InternalError.as_str(),
+        message: &format!("internal error while processing: {what}"),
+        last_model: None,
+        attempts: 0,
+    };
+    let label = format!("{}.{}", step.pipeline, step.name);
+    dead_letter(
+        shared,
+        step,
+        msg,
+        &label,
+        &traceparent,
+        failure,
+        Instant::now(),
+        cancel,
+    )
+    .await
+}
+
+/// Processes one record to its terminal output.
+async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken) -> Ended {
     let started = Instant::now();
     let config = &shared.config;
     let Some(step) = config.step_for_topic(msg.topic()) else {
-        return true;
+        return Ended::Published;
     };
     shared.consumed.fetch_add(1, Ordering::Relaxed);
     telemetry::job_consumed(&step.pipeline, &step.name);
-    let traceparent = headers::child_traceparent(headers::get(msg.headers(), headers::TRACEPARENT));
+    let traceparent =
+        headers::child_traceparent(headers::get(msg.headers(), headers::TRACEPARENT).as_deref());
     let step_label = format!("{}.{}", step.pipeline, step.name);
 
     let job = match decode_job(
@@ -536,11 +655,16 @@ async fn process(shared: &Shared, msg: &OwnedMessage) -> bool {
                 &traceparent,
                 failure,
                 started,
+                cancel,
             )
             .await;
         }
     };
-    match shared.runner.run(step, &job).await {
+    let outcome = tokio::select! {
+        o = shared.runner.run(step, &job) => o,
+        _ = cancel.cancelled() => return Ended::Abandoned,
+    };
+    let failure = match outcome {
         StepOutcome::Done(result) => {
             let key = msg
                 .key()
@@ -555,38 +679,58 @@ async fn process(shared: &Shared, msg: &OwnedMessage) -> bool {
                 )
             };
             let payload = payload.expect("envelopes serialize");
-            if !publish(shared, &step.output_topic, &key, &payload, hdrs).await {
-                return false;
-            }
-            let counter = if step.is_last {
-                &shared.results
-            } else {
-                &shared.forwarded
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            telemetry::job_finished(&step.pipeline, &step.name, outcome, started.elapsed());
-            true
-        }
-        StepOutcome::Failed(f) => {
-            let failure = DeadLetter {
-                job_id: &job.id,
-                class: f.class.as_str(),
-                message: &f.message,
-                last_model: f.last_model.as_deref(),
-                attempts: f.attempts,
-            };
-            dead_letter(
+            match publish(
                 shared,
-                step,
-                msg,
-                &step_label,
-                &traceparent,
-                failure,
-                started,
+                &step.output_topic,
+                Some(&key),
+                Some(&payload),
+                hdrs,
+                cancel,
             )
             .await
+            {
+                Ok(()) => {
+                    let counter = if step.is_last {
+                        &shared.results
+                    } else {
+                        &shared.forwarded
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    telemetry::job_finished(&step.pipeline, &step.name, outcome, started.elapsed());
+                    return Ended::Published;
+                }
+                Err(PublishError::Abandoned) => return Ended::Abandoned,
+                Err(PublishError::Rejected(e)) => StepFailure {
+                    class: ErrorClass::OutputRejected,
+                    message: format!(
+                        "the broker rejected the output ({} bytes) for good: {e}",
+                        payload.len()
+                    ),
+                    last_model: Some(result.model.clone()),
+                    attempts: result.attempts,
+                },
+            }
         }
-    }
+        StepOutcome::Failed(f) => f,
+    };
+    let dl = DeadLetter {
+        job_id: &job.id,
+        class: failure.class.as_str(),
+        message: &failure.message,
+        last_model: failure.last_model.as_deref(),
+        attempts: failure.attempts,
+    };
+    dead_letter(
+        shared,
+        step,
+        msg,
+        &step_label,
+        &traceparent,
+        dl,
+        started,
+        cancel,
+    )
+    .await
 }
 
 struct DeadLetter<'a> {
@@ -598,7 +742,9 @@ struct DeadLetter<'a> {
 }
 
 /// Publishes the original record (bytes and key untouched) to `<topic>.dlq` with the
-/// dead-letter headers.
+/// dead-letter headers. If the broker rejects it for good (too large with the headers), the
+/// dead letter is sent without its value, saying so, so the failure is still on record.
+#[allow(clippy::too_many_arguments)]
 async fn dead_letter(
     shared: &Shared,
     step: &StepConfig,
@@ -607,54 +753,90 @@ async fn dead_letter(
     traceparent: &str,
     f: DeadLetter<'_>,
     started: Instant,
-) -> bool {
-    let info = headers::DeadLetterInfo {
-        error_class: f.class,
-        error: f.message,
-        topic: msg.topic(),
-        partition: msg.partition(),
-        offset: msg.offset(),
-        last_model: f.last_model,
-    };
-    let hdrs = headers::dead_letter(
-        msg.headers(),
-        f.job_id,
-        step_label,
-        f.attempts,
-        traceparent,
-        &info,
-    );
+    cancel: &CancellationToken,
+) -> Ended {
     let dlq = TopicNames::dlq_of(msg.topic());
-    let ok = publish_raw(shared, &dlq, msg.key(), msg.payload(), hdrs).await;
-    if ok {
-        shared.dead_letters.fetch_add(1, Ordering::Relaxed);
-        telemetry::dead_lettered(&step.pipeline, &step.name, f.class);
-        telemetry::job_finished(&step.pipeline, &step.name, "dead_letter", started.elapsed());
-        debug!(class = f.class, topic = %dlq, "record dead-lettered");
+    let mut message = f.message.to_string();
+    let mut payload = msg.payload();
+    loop {
+        let info = headers::DeadLetterInfo {
+            error_class: f.class,
+            error: &message,
+            topic: msg.topic(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            last_model: f.last_model,
+        };
+        let hdrs = headers::dead_letter(
+            msg.headers(),
+            f.job_id,
+            step_label,
+            f.attempts,
+            traceparent,
+            &info,
+        );
+        match publish(shared, &dlq, msg.key(), payload, hdrs, cancel).await {
+            Ok(()) => break,
+            Err(PublishError::Abandoned) => return Ended::Abandoned,
+            Err(PublishError::Rejected(e)) if payload.is_some() => {
+                warn!(topic = %dlq, error = %e, "dead letter rejected; sending it without the original value");
+                message = format!(
+                    "{message} [original value of {} bytes dropped: {e}]",
+                    payload.map_or(0, <[u8]>::len)
+                );
+                payload = None;
+            }
+            Err(PublishError::Rejected(e)) => {
+                // Nothing smaller to send: keep the record unfinished (never lost) and say so.
+                tracing::error!(topic = %dlq, error = %e, "dead letter rejected even without its value; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = cancel.cancelled() => return Ended::Abandoned,
+                }
+            }
+        }
     }
-    ok
+    shared.dead_letters.fetch_add(1, Ordering::Relaxed);
+    telemetry::dead_lettered(&step.pipeline, &step.name, f.class);
+    telemetry::job_finished(&step.pipeline, &step.name, "dead_letter", started.elapsed());
+    debug!(class = f.class, topic = %dlq, "record dead-lettered");
+    Ended::Published
 }
 
+/// Why a record was not published.
+#[derive(Debug)]
+enum PublishError {
+    /// The partition's epoch ended (rebalance or shutdown deadline) before the broker acked.
+    Abandoned,
+    /// The broker or client refuses this record whatever the retries (e.g. too large).
+    Rejected(KafkaError),
+}
+
+/// Delivery errors no retry can fix: the record itself is unacceptable.
+fn is_permanent(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidMessage
+        )
+    )
+}
+
+/// Sends one record and waits for the broker's acknowledgement, retrying transient failures
+/// with backoff until they succeed or the partition's epoch ends. A job is finished only when
+/// this returns `Ok`.
 async fn publish(
-    shared: &Shared,
-    topic: &str,
-    key: &[u8],
-    payload: &[u8],
-    hdrs: OwnedHeaders,
-) -> bool {
-    publish_raw(shared, topic, Some(key), Some(payload), hdrs).await
-}
-
-/// Sends one record and waits for the broker's acknowledgement, retrying failed deliveries with
-/// backoff until they succeed or the shutdown deadline abandons them. A job is finished only
-/// when this returns true.
-async fn publish_raw(
     shared: &Shared,
     topic: &str,
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
     hdrs: OwnedHeaders,
-) -> bool {
+    cancel: &CancellationToken,
+) -> Result<(), PublishError> {
     let mut delay = Duration::from_millis(100);
     loop {
         let mut record: FutureRecord<'_, [u8], [u8]> =
@@ -670,24 +852,20 @@ async fn publish_raw(
             .send(record, Timeout::After(Duration::from_secs(5)));
         let result = tokio::select! {
             r = send => r,
-            _ = shared.abandon.cancelled() => return false,
+            _ = cancel.cancelled() => return Err(PublishError::Abandoned),
         };
         match result {
-            Ok(_) => return true,
+            Ok(_) => return Ok(()),
+            Err((e, _)) if is_permanent(&e) => return Err(PublishError::Rejected(e)),
             Err((e, _)) => {
                 warn!(topic, error = %e, retry_in = ?delay, "delivery failed; retrying");
                 telemetry::produce_retry();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = shared.abandon.cancelled() => return false,
+                    _ = cancel.cancelled() => return Err(PublishError::Abandoned),
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }
-}
-
-/// Headers of a consumed record, as a count (used in logs and tests).
-pub fn header_count(msg: &OwnedMessage) -> usize {
-    msg.headers().map_or(0, |h| h.count())
 }

@@ -7,12 +7,17 @@
 //! - Records with the same key on the same partition run one at a time, in offset order; the
 //!   next one is handed out only when the previous one finishes.
 //! - A partition that is revoked and re-assigned starts a new epoch; anything finishing from an
-//!   old epoch moves no offset.
+//!   old epoch moves no offset, and removing a partition cancels its epoch's token so work
+//!   still running for it stops before publishing.
+//! - A job that is released (abandoned) instead of finished frees its slot and its key but
+//!   leaves its offset unfinished, so it is consumed again.
 //!
 //! Pure data: no Kafka, no I/O. The worker wraps it in a mutex.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
 
 /// A topic-partition.
 pub type Tp = (Arc<str>, i32);
@@ -49,6 +54,8 @@ struct Partition {
     offsets: VecDeque<(i64, bool)>,
     /// Jobs started and not finished.
     running: usize,
+    /// Cancelled when the partition is removed.
+    cancel: CancellationToken,
 }
 
 struct Waiting<J> {
@@ -62,7 +69,8 @@ pub struct Tracker<J> {
     /// A key is present while a job with it runs; its queue holds the jobs waiting behind it.
     keys: HashMap<KeyId, VecDeque<Waiting<J>>>,
     next_epoch: u64,
-    in_flight: usize,
+    running: usize,
+    waiting: usize,
 }
 
 impl<J> Default for Tracker<J> {
@@ -71,7 +79,8 @@ impl<J> Default for Tracker<J> {
             partitions: HashMap::new(),
             keys: HashMap::new(),
             next_epoch: 1,
-            in_flight: 0,
+            running: 0,
+            waiting: 0,
         }
     }
 }
@@ -86,15 +95,16 @@ impl<J> Tracker<J> {
     pub fn assign(&mut self, tp: Tp) -> u64 {
         let epoch = self.next_epoch;
         self.next_epoch += 1;
-        self.partitions.insert(
-            tp,
-            Partition {
-                epoch,
-                revoking: false,
-                offsets: VecDeque::new(),
-                running: 0,
-            },
-        );
+        let partition = Partition {
+            epoch,
+            revoking: false,
+            offsets: VecDeque::new(),
+            running: 0,
+            cancel: CancellationToken::new(),
+        };
+        if let Some(old) = self.partitions.insert(tp, partition) {
+            old.cancel.cancel();
+        }
         epoch
     }
 
@@ -104,6 +114,11 @@ impl<J> Tracker<J> {
             .get(tp)
             .filter(|p| !p.revoking)
             .map(|p| p.epoch)
+    }
+
+    /// The token cancelled when the current epoch of `tp` ends.
+    pub fn cancel_token(&self, tp: &Tp) -> Option<CancellationToken> {
+        self.partitions.get(tp).map(|p| p.cancel.clone())
     }
 
     /// Admits a consumed record. `epoch` is the one read when the record was polled.
@@ -122,67 +137,90 @@ impl<J> Tracker<J> {
             return Admit::NotOwned(job);
         }
         p.offsets.push_back((offset, false));
-        self.in_flight += 1;
         if let Some(k) = key {
             let entry = (tp.clone(), Box::<[u8]>::from(k));
             if let Some(queue) = self.keys.get_mut(&entry) {
                 queue.push_back(Waiting { epoch, job });
+                self.waiting += 1;
                 return Admit::Queued;
             }
             self.keys.insert(entry, VecDeque::new());
         }
         p.running += 1;
+        self.running += 1;
         Admit::Start(job)
     }
 
     /// Marks a started job finished (its output acknowledged), returning the new commit
     /// position, if it moved, and the next job with the same key, if one waits.
     pub fn finish(&mut self, tp: &Tp, epoch: u64, offset: i64, key: Option<&[u8]>) -> Finished<J> {
+        self.complete(tp, epoch, offset, key, true)
+    }
+
+    /// Ends a started job without output (abandoned at a deadline): its slot and key are
+    /// freed, its offset stays unfinished so the record is consumed again.
+    pub fn release(&mut self, tp: &Tp, epoch: u64, offset: i64, key: Option<&[u8]>) -> Finished<J> {
+        self.complete(tp, epoch, offset, key, false)
+    }
+
+    fn complete(
+        &mut self,
+        tp: &Tp,
+        epoch: u64,
+        offset: i64,
+        key: Option<&[u8]>,
+        done: bool,
+    ) -> Finished<J> {
         let mut out = Finished {
             commit: None,
             next: None,
             dropped: Vec::new(),
         };
-        self.in_flight = self.in_flight.saturating_sub(1);
-        let current = self.partitions.get_mut(tp).filter(|p| p.epoch == epoch);
-        if let Some(p) = current {
+        self.running = self.running.saturating_sub(1);
+        if let Some(p) = self.partitions.get_mut(tp).filter(|p| p.epoch == epoch) {
             p.running = p.running.saturating_sub(1);
-            if let Ok(i) = p.offsets.binary_search_by_key(&offset, |&(o, _)| o) {
-                p.offsets[i].1 = true;
+            if done {
+                if let Ok(i) = p.offsets.binary_search_by_key(&offset, |&(o, _)| o) {
+                    p.offsets[i].1 = true;
+                }
+                let mut last_done = None;
+                while let Some(&(o, true)) = p.offsets.front() {
+                    last_done = Some(o);
+                    p.offsets.pop_front();
+                }
+                out.commit = last_done.map(|o| o + 1);
             }
-            let mut last_done = None;
-            while let Some(&(o, true)) = p.offsets.front() {
-                last_done = Some(o);
-                p.offsets.pop_front();
-            }
-            out.commit = last_done.map(|o| o + 1);
         }
-        if let Some(k) = key {
-            let entry = (tp.clone(), Box::<[u8]>::from(k));
-            if let Some(queue) = self.keys.get_mut(&entry) {
-                let live = self
-                    .partitions
-                    .get(tp)
-                    .filter(|p| !p.revoking)
-                    .map(|p| p.epoch);
-                while let Some(w) = queue.pop_front() {
-                    if Some(w.epoch) == live {
-                        out.next = Some(w.job);
-                        break;
-                    }
-                    self.in_flight = self.in_flight.saturating_sub(1);
-                    out.dropped.push(w.job);
+        let Some(k) = key else { return out };
+        let entry = (tp.clone(), Box::<[u8]>::from(k));
+        let Some(queue) = self.keys.get_mut(&entry) else {
+            return out;
+        };
+        // A released job's successors must not overtake it: they are dropped with it (their
+        // offsets stay unfinished too) unless the partition has moved on to a new epoch.
+        let live = self
+            .partitions
+            .get(tp)
+            .filter(|p| !p.revoking)
+            .map(|p| p.epoch);
+        while let Some(w) = queue.pop_front() {
+            if Some(w.epoch) == live && (done || w.epoch != epoch) {
+                out.next = Some(w.job);
+                break;
+            }
+            self.waiting = self.waiting.saturating_sub(1);
+            out.dropped.push(w.job);
+        }
+        match out.next {
+            Some(_) => {
+                self.waiting = self.waiting.saturating_sub(1);
+                self.running += 1;
+                if let Some(p) = self.partitions.get_mut(tp) {
+                    p.running += 1;
                 }
-                match out.next {
-                    Some(_) => {
-                        if let Some(p) = self.partitions.get_mut(tp) {
-                            p.running += 1;
-                        }
-                    }
-                    None => {
-                        self.keys.remove(&entry);
-                    }
-                }
+            }
+            None => {
+                self.keys.remove(&entry);
             }
         }
         out
@@ -201,7 +239,7 @@ impl<J> Tracker<J> {
                 dropped.extend(queue.drain(..).map(|w| w.job));
             }
         }
-        self.in_flight = self.in_flight.saturating_sub(dropped.len());
+        self.waiting = self.waiting.saturating_sub(dropped.len());
         dropped
     }
 
@@ -210,14 +248,27 @@ impl<J> Tracker<J> {
         self.partitions.get(tp).map_or(0, |p| p.running)
     }
 
-    /// Forgets a partition: later completions from its epoch move no offset.
+    /// Forgets a partition and cancels its epoch: work still running for it stops before
+    /// publishing, and later completions move no offset.
     pub fn remove(&mut self, tp: &Tp) {
-        self.partitions.remove(tp);
+        if let Some(p) = self.partitions.remove(tp) {
+            p.cancel.cancel();
+        }
     }
 
-    /// Jobs admitted and not finished or dropped (running or waiting on their key).
+    /// Jobs started and not finished or released, across partitions.
+    pub fn running_total(&self) -> usize {
+        self.running
+    }
+
+    /// Jobs waiting behind a busy key.
+    pub fn waiting_total(&self) -> usize {
+        self.waiting
+    }
+
+    /// Jobs admitted and not yet ended: running plus waiting.
     pub fn in_flight(&self) -> usize {
-        self.in_flight
+        self.running + self.waiting
     }
 
     /// Owned partitions.
@@ -325,5 +376,41 @@ mod tests {
         t.admit(&tp(0), e, 7, None, ());
         assert_eq!(t.admit(&tp(0), e, 7, None, ()), Admit::NotOwned(()));
         assert_eq!(t.admit(&tp(0), e, 3, None, ()), Admit::NotOwned(()));
+    }
+
+    #[test]
+    fn released_jobs_free_their_slot_but_not_their_offset() {
+        let mut t = Tracker::new();
+        let e = t.assign(tp(0));
+        t.admit(&tp(0), e, 1, Some(b"k"), "a");
+        t.admit(&tp(0), e, 2, Some(b"k"), "b");
+        t.admit(&tp(0), e, 3, None, "x");
+        assert_eq!((t.running_total(), t.waiting_total()), (2, 1));
+        // "a" is abandoned: "b" must not overtake it, so it is dropped too.
+        let f = t.release(&tp(0), e, 1, Some(b"k"));
+        assert_eq!((f.commit, f.next, f.dropped), (None, None, vec!["b"]));
+        assert_eq!(
+            t.finish(&tp(0), e, 3, None).commit,
+            None,
+            "offset 1 still unfinished"
+        );
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn removing_a_partition_cancels_its_epoch() {
+        let mut t: Tracker<()> = Tracker::new();
+        t.assign(tp(0));
+        let token = t.cancel_token(&tp(0)).unwrap();
+        assert!(!token.is_cancelled());
+        t.remove(&tp(0));
+        assert!(token.is_cancelled());
+        t.assign(tp(1));
+        let token = t.cancel_token(&tp(1)).unwrap();
+        t.assign(tp(1));
+        assert!(
+            token.is_cancelled(),
+            "a re-assignment ends the previous epoch too"
+        );
     }
 }

@@ -288,7 +288,7 @@ pub fn value(m: &OwnedMessage) -> Value {
 }
 
 /// A header of a record.
-pub fn header<'a>(m: &'a OwnedMessage, key: &str) -> Option<&'a str> {
+pub fn header(m: &OwnedMessage, key: &str) -> Option<String> {
     headers::get(m.headers(), key)
 }
 

@@ -380,3 +380,21 @@ fn the_demo_runs_with_nothing_installed_and_loses_nothing() {
     }
     assert!(out.contains("dead letters by class:"), "{out}");
 }
+
+#[test]
+fn the_demo_also_runs_against_a_real_broker() {
+    let b = bootstrap();
+    let o = baton(&["demo", "--jobs", "60", "--bootstrap", &b]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains(&format!("kafka:     {b}")), "{out}");
+    let last = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        last.starts_with("jobs=60 results=") && last.ends_with("lost=0"),
+        "{last}"
+    );
+}

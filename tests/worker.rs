@@ -59,6 +59,27 @@ async fn two_thousand_jobs_over_six_partitions_each_once_in_key_order() {
     );
 }
 
+/// Sum of the group's committed offsets on the input topic.
+fn committed_total(world: &World) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = baton::kafka::plain_config(&bootstrap())
+        .set("group.id", &world.config.kafka.group_id)
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..6 {
+        tpl.add_partition(&world.input(), p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| e.offset().to_raw().unwrap_or(0).max(0))
+        .sum()
+}
+
 /// Produces `n` jobs with unique keys.
 async fn produce_unique(world: &World, n: usize) {
     let records = (0..n)
@@ -116,7 +137,12 @@ async fn a_sigtermed_worker_drains_and_duplicates_nothing() {
         first.log_text()
     );
     assert!(first.log_text().contains("shutting down: draining"));
-    let _second = world.worker();
+    // What the first worker left behind: its committed offsets against its published results.
+    reader.drain_for(Duration::from_secs(2));
+    let published_by_first = distinct(&result_ids(&reader.records));
+    let records_by_first = reader.records.len();
+    let committed_by_first = committed_total(&world);
+    let second = world.worker();
     let all = reader.read_until(Duration::from_secs(120), |r| {
         distinct(&result_ids(r)) == 1500
     });
@@ -126,7 +152,11 @@ async fn a_sigtermed_worker_drains_and_duplicates_nothing() {
     let dupes: Vec<_> = counts(&ids).into_iter().filter(|(_, n)| *n > 1).collect();
     assert!(
         dupes.is_empty(),
-        "no duplicates after a graceful shutdown: {dupes:?}"
+        "no duplicates after a graceful shutdown: {} duplicated, e.g. {:?}; the first worker published {published_by_first} jobs in {records_by_first} records and committed {committed_by_first}\nfirst:\n{}\nsecond:\n{}",
+        dupes.len(),
+        &dupes[..dupes.len().min(5)],
+        first.log_text(),
+        second.log_text()
     );
 }
 

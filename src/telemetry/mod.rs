@@ -41,6 +41,8 @@ pub mod names {
     pub const CONSUMER_LAG: &str = "baton_consumer_lag";
     /// Output records whose delivery failed and was retried.
     pub const PRODUCE_RETRIES: &str = "baton_produce_retries_total";
+    /// Records delivered again within one assignment and skipped (already handled).
+    pub const REDELIVERIES: &str = "baton_redeliveries_skipped_total";
 }
 
 /// Label keys (the closed set of DESIGN.md, plus `partition` for the lag gauge).
@@ -116,6 +118,10 @@ fn describe() {
         "Consumer lag per input partition (librdkafka statistics)."
     );
     describe_counter!(
+        REDELIVERIES,
+        "Records the consumer delivered again within one assignment, skipped as already handled."
+    );
+    describe_counter!(
         PRODUCE_RETRIES,
         "Output records whose delivery failed and was retried."
     );
@@ -172,6 +178,11 @@ pub fn set_in_flight(n: usize) {
 pub fn set_lag(pipeline: &str, step: &str, partition: i32, lag: i64) {
     gauge!(CONSUMER_LAG, PIPELINE => pipeline.to_string(), STEP => step.to_string(), PARTITION => partition.to_string())
         .set(lag as f64);
+}
+
+/// A record delivered twice in one assignment was skipped.
+pub fn redelivery_skipped() {
+    counter!(REDELIVERIES).increment(1);
 }
 
 /// An output record's delivery failed and will be retried.

@@ -256,7 +256,7 @@ pub async fn run(
         .consumer
         .contains_key("queued.max.messages.kbytes")
     {
-        // librdkafka's default prefetch (64 MiB per partition) is far more than the backlog.
+        // librdkafka's default prefetch queue (64 MiB) dwarfs the worker's own backlog.
         cc.set("queued.max.messages.kbytes", "16384");
     }
     let consumer: Arc<WorkerConsumer> = Arc::new(cc.create_with_context(WorkerContext {
@@ -518,6 +518,12 @@ fn dispatch(
         // Not ours (any more): the partition's owner will consume it again.
         Admit::NotOwned(_) => {
             debug!(topic = %tp.0, partition = tp.1, offset, "record of a partition no longer owned dropped")
+        }
+        // Already admitted in this assignment: librdkafka can deliver a record again around a
+        // pause/resume (seen under load); it is handled once, so skip it.
+        Admit::Duplicate(_) => {
+            telemetry::redelivery_skipped();
+            debug!(topic = %tp.0, partition = tp.1, offset, "record delivered twice in one assignment skipped")
         }
     }
 }

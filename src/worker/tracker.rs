@@ -34,6 +34,8 @@ pub enum Admit<J> {
     Queued,
     /// The partition is not owned (or is being revoked): drop the job unprocessed.
     NotOwned(J),
+    /// This epoch already admitted this offset (a re-delivery): drop it, it is handled.
+    Duplicate(J),
 }
 
 /// What [`Tracker::finish`] decided.
@@ -54,6 +56,8 @@ struct Partition {
     offsets: VecDeque<(i64, bool)>,
     /// Jobs started and not finished.
     running: usize,
+    /// One past the highest offset admitted in this epoch.
+    next_offset: i64,
     /// Cancelled when the partition is removed.
     cancel: CancellationToken,
 }
@@ -100,6 +104,7 @@ impl<J> Tracker<J> {
             revoking: false,
             offsets: VecDeque::new(),
             running: 0,
+            next_offset: i64::MIN,
             cancel: CancellationToken::new(),
         };
         if let Some(old) = self.partitions.insert(tp, partition) {
@@ -133,9 +138,15 @@ impl<J> Tracker<J> {
         let Some(p) = self.partitions.get_mut(tp) else {
             return Admit::NotOwned(job);
         };
-        if p.revoking || p.epoch != epoch || p.offsets.back().is_some_and(|&(o, _)| o >= offset) {
+        if p.revoking || p.epoch != epoch {
             return Admit::NotOwned(job);
         }
+        // Offsets only move forward within an epoch; one already admitted (finished or not)
+        // must not run twice, even when its entry has left the deque.
+        if offset < p.next_offset {
+            return Admit::Duplicate(job);
+        }
+        p.next_offset = offset + 1;
         p.offsets.push_back((offset, false));
         if let Some(k) = key {
             let entry = (tp.clone(), Box::<[u8]>::from(k));
@@ -370,12 +381,16 @@ mod tests {
     }
 
     #[test]
-    fn offsets_going_backwards_are_refused() {
+    fn offsets_going_backwards_are_refused_even_after_they_finished() {
         let mut t = Tracker::new();
         let e = t.assign(tp(0));
         t.admit(&tp(0), e, 7, None, ());
-        assert_eq!(t.admit(&tp(0), e, 7, None, ()), Admit::NotOwned(()));
-        assert_eq!(t.admit(&tp(0), e, 3, None, ()), Admit::NotOwned(()));
+        assert_eq!(t.admit(&tp(0), e, 7, None, ()), Admit::Duplicate(()));
+        assert_eq!(t.admit(&tp(0), e, 3, None, ()), Admit::Duplicate(()));
+        assert_eq!(t.finish(&tp(0), e, 7, None).commit, Some(8));
+        // The deque is empty now; a re-delivered 7 is still a duplicate.
+        assert_eq!(t.admit(&tp(0), e, 7, None, ()), Admit::Duplicate(()));
+        assert_eq!(t.admit(&tp(0), e, 8, None, ()), Admit::Start(()));
     }
 
     #[test]

@@ -596,10 +596,7 @@ async fn internal_error(
     };
     let traceparent =
         headers::child_traceparent(headers::get(msg.headers(), headers::TRACEPARENT).as_deref());
-    let id = msg
-        .key()
-        .map(|k| String::from_utf8_lossy(k).into_owned())
-        .unwrap_or_default();
+    let id = key_as_id(msg);
     let failure = DeadLetter {
         job_id: &id,
         class: ErrorClass::InternalError.as_str(),
@@ -619,6 +616,14 @@ async fn internal_error(
         cancel,
     )
     .await
+}
+
+/// The job id of a record that could not be decoded: its key (producers key jobs by id),
+/// empty when it has none.
+fn key_as_id(msg: &OwnedMessage) -> String {
+    msg.key()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .unwrap_or_default()
 }
 
 /// Processes one record to its terminal output.
@@ -642,10 +647,7 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
     ) {
         Ok(job) => job,
         Err(e) => {
-            let id = msg
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .unwrap_or_default();
+            let id = key_as_id(msg);
             let failure = DeadLetter {
                 job_id: &id,
                 class: e.class().as_str(),

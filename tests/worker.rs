@@ -505,3 +505,77 @@ async fn an_output_the_broker_rejects_becomes_a_dead_letter() {
         "the next job of the key went on"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_failures_retry_fall_back_or_dead_letter_by_class() {
+    // "down" answers 503 always, "strict" rejects with 400, "ok" answers.
+    let mock = mock(
+        r#"
+[default]
+latency = { fixed_ms = 5 }
+[models.down]
+errors = [{ status = 503, rate = 1.0 }]
+[models.strict]
+errors = [{ status = 400, rate = 1.0 }]
+"#,
+    )
+    .await;
+    let cfg = r#"
+[kafka]
+bootstrap_servers = "{BOOTSTRAP}"
+group_id = "{GROUP}"
+[topics]
+prefix = "{PREFIX}"
+[worker]
+metrics_listen = "off"
+provider_attempts = 3
+[models.down]
+base_url = "{MOCK}"
+[models.ok]
+base_url = "{MOCK}"
+[models.strict]
+base_url = "{MOCK}"
+[[pipelines.p.steps]]
+name = "s"
+model = "down"
+task_models = { strict = "strict" }
+fallbacks = ["ok"]
+"#;
+    let world = World::new("faults", &mock.base_url(), cfg).await;
+    let strict = serde_json::json!({"id": "bad-request", "task": "strict", "input": "x"});
+    produce(
+        &world.input(),
+        vec![
+            (Some(b"a".to_vec()), job("falls-back", "hello")),
+            (Some(b"b".to_vec()), serde_json::to_vec(&strict).unwrap()),
+        ],
+    )
+    .await;
+    let _worker = world.worker();
+    let mut results = Reader::new(&[world.results()]);
+    assert!(results.read_until(Duration::from_secs(60), |r| !r.is_empty()));
+    let v = value(&results.records[0]);
+    assert_eq!(v["id"], "falls-back");
+    assert_eq!(v["model"], "ok", "served by the fallback");
+    assert_eq!(
+        v["attempts"], 4,
+        "three tries on the 503 model, then one on the fallback"
+    );
+    let mut dlq = Reader::new(&[world.dlq()]);
+    assert!(dlq.read_until(Duration::from_secs(60), |r| !r.is_empty()));
+    let m = &dlq.records[0];
+    assert_eq!(header(m, "baton-job-id").as_deref(), Some("bad-request"));
+    assert_eq!(
+        header(m, "baton-error-class").as_deref(),
+        Some("bad_request")
+    );
+    assert_eq!(header(m, "baton-last-model").as_deref(), Some("strict"));
+    assert_eq!(
+        header(m, "baton-attempt").as_deref(),
+        Some("1"),
+        "no retry on a plain 400"
+    );
+    let log = mock.request_log();
+    assert_eq!(log.iter().filter(|r| r.model == "down").count(), 3);
+    assert_eq!(log.iter().filter(|r| r.model == "strict").count(), 1);
+}

@@ -30,10 +30,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 
 use crate::config::{Config, ConfigErrors, TopicNames};
@@ -450,21 +448,7 @@ struct Outcome {
 impl LevelRun {
     /// Starts the worker, waits for every job's terminal record, reads `/proc`, stops it.
     fn measure(self, cmd: Command) -> Result<Outcome, BenchError> {
-        let consumer: BaseConsumer = crate::kafka::plain_config(&self.bootstrap)
-            .set("group.id", "baton-bench-reader")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .create()?;
-        let mut tpl = TopicPartitionList::new();
-        for t in &self.topics {
-            let md = consumer.fetch_metadata(Some(t), Duration::from_secs(10))?;
-            for mt in md.topics() {
-                for p in mt.partitions() {
-                    tpl.add_partition_offset(t, p.id(), Offset::Beginning)?;
-                }
-            }
-        }
-        consumer.assign(&tpl)?;
+        let consumer = crate::kafka::tools::reader_from_beginning(&self.bootstrap, &self.topics)?;
 
         let mock_cpu_before = cpu_seconds(self.mock_pid)?;
         let host_before = host_cpu_ticks()?;

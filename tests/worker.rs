@@ -93,17 +93,24 @@ async fn produce_unique(world: &World, n: usize) {
     produce(&world.input(), records).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigkilled_worker_loses_nothing() {
+/// 1,500 jobs (100-300 ms each) and one worker (100 in flight) that has published at least 300
+/// results: the starting point of the crash and shutdown tests.
+async fn a_worker_midway(name: &str) -> (baton::mock_llm::MockLlm, World, Worker, Reader) {
     let mock = mock("[default]\nlatency = { uniform_ms = [100, 300] }\n").await;
-    let world = World::new("kill", &mock.base_url(), &one_model_config(100, "")).await;
+    let world = World::new(name, &mock.base_url(), &one_model_config(100, "")).await;
     produce_unique(&world, 1500).await;
-    let mut first = world.worker();
+    let first = world.worker();
     let mut reader = Reader::new(&[world.results()]);
     assert!(
         reader.read_until(Duration::from_secs(60), |r| r.len() >= 300),
         "first worker made progress"
     );
+    (mock, world, first, reader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_worker_loses_nothing() {
+    let (_mock, world, mut first, mut reader) = a_worker_midway("kill").await;
     first.kill9();
     let _second = world.worker();
     let all = reader.read_until(Duration::from_secs(120), |r| {
@@ -120,15 +127,7 @@ async fn a_sigkilled_worker_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigtermed_worker_drains_and_duplicates_nothing() {
-    let mock = mock("[default]\nlatency = { uniform_ms = [100, 300] }\n").await;
-    let world = World::new("term", &mock.base_url(), &one_model_config(100, "")).await;
-    produce_unique(&world, 1500).await;
-    let mut first = world.worker();
-    let mut reader = Reader::new(&[world.results()]);
-    assert!(
-        reader.read_until(Duration::from_secs(60), |r| r.len() >= 300),
-        "first worker made progress"
-    );
+    let (_mock, world, mut first, mut reader) = a_worker_midway("term").await;
     let code = first.terminate(Duration::from_secs(30));
     assert_eq!(
         code,

@@ -410,21 +410,26 @@ impl Config {
 
         // These keys carry baton's delivery guarantees; a user override would silently break
         // at-least-once (offsets stored before the work is done) or the consumer group.
-        for key in raw.kafka.consumer.keys() {
-            if MANAGED_CONSUMER_KEYS.contains(&key.as_str()) {
+        let managed = [
+            (
+                "consumer",
+                &raw.kafka.consumer,
+                MANAGED_CONSUMER_KEYS,
+                "offsets are stored only behind finished work",
+            ),
+            (
+                "producer",
+                &raw.kafka.producer,
+                MANAGED_PRODUCER_KEYS,
+                "outputs must be acknowledged by all replicas",
+            ),
+        ];
+        for (section, props, keys, why) in managed {
+            for key in props.keys().filter(|k| keys.contains(&k.as_str())) {
                 errs.push(err(
-                    &format!("kafka.consumer.{key}"),
+                    &format!("kafka.{section}.{key}"),
                     None,
-                    "managed by baton (offsets are stored only behind finished work); remove it",
-                ));
-            }
-        }
-        for key in raw.kafka.producer.keys() {
-            if MANAGED_PRODUCER_KEYS.contains(&key.as_str()) {
-                errs.push(err(
-                    &format!("kafka.producer.{key}"),
-                    None,
-                    "managed by baton (outputs must be acknowledged by all replicas); remove it",
+                    &format!("managed by baton ({why}); remove it"),
                 ));
             }
         }

@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, TopicNames};
@@ -240,20 +238,7 @@ fn collect_outputs(
     expected: &HashSet<String>,
     timeout: Duration,
 ) -> Result<Outputs, rdkafka::error::KafkaError> {
-    let consumer: BaseConsumer = crate::kafka::plain_config(bootstrap)
-        .set("group.id", "baton-demo-reader")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    for t in topics {
-        let md = consumer.fetch_metadata(Some(t), Duration::from_secs(10))?;
-        for mt in md.topics() {
-            for p in mt.partitions() {
-                tpl.add_partition_offset(t, p.id(), Offset::Beginning)?;
-            }
-        }
-    }
-    consumer.assign(&tpl)?;
+    let consumer = crate::kafka::tools::reader_from_beginning(bootstrap, topics)?;
     let bar = ProgressBar::new(expected.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("  {bar:40} {pos}/{len} jobs finished  {elapsed}")

@@ -139,6 +139,30 @@ pub async fn produce_command(
     Ok(stats)
 }
 
+/// A consumer assigned to every partition of `topics` from the beginning. It joins no group
+/// and commits nothing: the demo, the benchmark, `baton consume` and the tests read with it.
+pub fn reader_from_beginning(
+    bootstrap: &str,
+    topics: &[String],
+) -> Result<BaseConsumer, KafkaError> {
+    let consumer: BaseConsumer = super::plain_config(bootstrap)
+        .set("group.id", "baton-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+            }
+        }
+    }
+    consumer.assign(&tpl)?;
+    Ok(consumer)
+}
+
 /// Reads `topic` from the beginning of every partition until `count` records arrived, the
 /// topic stayed quiet for `idle`, or `deadline` passed. Uses no consumer group.
 pub fn read_topic(
@@ -148,19 +172,7 @@ pub fn read_topic(
     idle: Duration,
     deadline: Duration,
 ) -> Result<Vec<OwnedMessage>, KafkaError> {
-    let consumer: BaseConsumer = super::plain_config(bootstrap)
-        .set("group.id", "baton-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-        }
-    }
-    consumer.assign(&tpl)?;
+    let consumer = reader_from_beginning(bootstrap, &[topic.to_string()])?;
     let start = Instant::now();
     let mut last = Instant::now();
     let mut out = Vec::new();

@@ -16,7 +16,6 @@ use baton::kafka::headers;
 use baton::mock_llm::{MockLlm, MockLlmConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 /// The broker's bootstrap address: `BATON_TEST_BOOTSTRAP`, or a broker this harness starts with
@@ -197,25 +196,12 @@ pub struct Reader {
 
 impl Reader {
     pub fn new(topics: &[String]) -> Reader {
-        let consumer: BaseConsumer = baton::kafka::plain_config(&bootstrap())
-            .set("group.id", unique("reader"))
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
+        let consumer = baton::kafka::tools::reader_from_beginning(&bootstrap(), topics).unwrap();
+        let assigned = consumer.assignment().unwrap();
         for t in topics {
-            let md = consumer
-                .fetch_metadata(Some(t), Duration::from_secs(10))
-                .unwrap();
-            for mt in md.topics() {
-                assert!(!mt.partitions().is_empty(), "topic {t} exists");
-                for p in mt.partitions() {
-                    tpl.add_partition_offset(t, p.id(), Offset::Beginning)
-                        .unwrap();
-                }
-            }
+            let partitions = assigned.elements_for_topic(t).len();
+            assert!(partitions > 0, "topic {t} exists");
         }
-        consumer.assign(&tpl).unwrap();
         Reader {
             consumer,
             records: Vec::new(),

@@ -125,6 +125,13 @@ pub struct Usage {
     pub output_tokens: u64,
     /// Their sum.
     pub total_tokens: u64,
+    /// Input tokens the provider served from its prompt cache (billed at the cached price).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_input_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The model's answer.
@@ -141,15 +148,46 @@ pub struct Output {
 }
 
 /// How the job was routed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RouteDecision {
-    /// The rule that chose the first candidate (`task:complex`, `default`...).
+    /// The route's name.
+    pub route: String,
+    /// The class the job was given.
+    pub class: String,
+    /// What gave the class: a rule's name, `classifier`, or `default` (with why).
     pub rule: String,
+    /// The A/B variant, when the route has variants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// The classification call, when the route asked its classifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<ClassifierCall>,
+    /// Prompt tokens of the first candidate, counted with its tokenizer.
+    pub prompt_tokens: u64,
     /// The allowed candidates, in the order they would be tried.
     pub candidates: Vec<String>,
-    /// Models dropped by a hard constraint, with why.
+    /// Estimated cost of the call on each candidate, in USD, in candidate order.
+    pub estimated_cost_usd: Vec<f64>,
+    /// Models dropped by a constraint, with why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped: Vec<DroppedModel>,
+}
+
+/// The classification call of a route's classifier.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClassifierCall {
+    /// The model asked.
+    pub model: String,
+    /// Its answer (cut to 64 characters), when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    /// Whether the answer was one of the labels.
+    pub valid: bool,
+    /// What went wrong, when it did: off-label answer, provider error, not allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What the call cost, in USD (part of the job's cost).
+    pub cost_usd: f64,
 }
 
 /// A model a hard constraint removed from the candidates.

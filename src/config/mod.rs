@@ -10,12 +10,11 @@
 //! key (`api_key_env`), and the key itself is read by the provider at start-up.
 
 pub mod raw;
+mod routes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use indexmap::IndexMap;
 
 pub use raw::RawConfig;
 
@@ -88,6 +87,90 @@ impl ProviderKind {
     }
 }
 
+/// Something a model can do beyond plain chat; a route or a job may require it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// Structured output against a JSON Schema (`response_format.type = "json_schema"`).
+    JsonSchema,
+    /// Tool (function) calls.
+    Tools,
+    /// Image inputs.
+    Vision,
+}
+
+impl Capability {
+    /// The snake_case name used in config and explanations.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::JsonSchema => "json_schema",
+            Capability::Tools => "tools",
+            Capability::Vision => "vision",
+        }
+    }
+}
+
+/// How a route orders the candidates that survive the constraints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Lowest estimated cost first.
+    Cheapest,
+    /// Lowest observed (or expected) median latency first.
+    Fastest,
+    /// Config order.
+    #[default]
+    Priority,
+    /// A weighted draw without replacement, deterministic per job key.
+    Weighted,
+}
+
+impl Strategy {
+    /// The snake_case name used in config and explanations.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Cheapest => "cheapest",
+            Strategy::Fastest => "fastest",
+            Strategy::Priority => "priority",
+            Strategy::Weighted => "weighted",
+        }
+    }
+}
+
+/// The tokenizer used to count a model's prompt tokens exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenizerKind {
+    /// GPT-4o, GPT-4.1, o-series and later OpenAI models.
+    O200kBase,
+    /// GPT-4 and GPT-3.5 models.
+    Cl100kBase,
+}
+
+impl TokenizerKind {
+    /// The tokenizer OpenAI uses for `model`; `o200k_base` (an approximation) for models of
+    /// other vendors.
+    pub fn for_model(model: &str) -> TokenizerKind {
+        let m = model.to_ascii_lowercase();
+        if (m.starts_with("gpt-4") && !m.starts_with("gpt-4o") && !m.starts_with("gpt-4."))
+            || m.starts_with("gpt-3.5")
+            || m.starts_with("text-embedding")
+        {
+            TokenizerKind::Cl100kBase
+        } else {
+            TokenizerKind::O200kBase
+        }
+    }
+
+    /// The snake_case name used in config and explanations.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenizerKind::O200kBase => "o200k_base",
+            TokenizerKind::Cl100kBase => "cl100k_base",
+        }
+    }
+}
+
 /// One model baton may call.
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
@@ -113,15 +196,119 @@ pub struct ModelConfig {
     pub residency: Option<String>,
     /// Sensitivities this model may receive.
     pub sensitivities: Vec<Sensitivity>,
+    /// USD per one million cached input tokens (the input price when the provider bills none).
+    pub price_cached_input_per_mtok: f64,
+    /// Median latency expected before any call has been observed.
+    pub expected_latency: Option<Duration>,
+    /// What the model can do beyond plain chat.
+    pub capabilities: Vec<Capability>,
+    /// Tokenizer for its prompt counts.
+    pub tokenizer: TokenizerKind,
 }
 
 impl ModelConfig {
-    /// Cost in USD of a call with these token counts.
+    /// Cost in USD of a call with these token counts (no cached input).
     pub fn cost_usd(&self, input_tokens: u64, output_tokens: u64) -> f64 {
-        (input_tokens as f64 * self.price_input_per_mtok
-            + output_tokens as f64 * self.price_output_per_mtok)
+        self.usage_cost_usd(&crate::envelope::Usage {
+            input_tokens,
+            output_tokens,
+            total_tokens: input_tokens + output_tokens,
+            cached_input_tokens: 0,
+        })
+    }
+
+    /// Cost in USD of a billed call: cached input tokens at the cached price, the rest of the
+    /// input and all output at the normal prices.
+    pub fn usage_cost_usd(&self, usage: &crate::envelope::Usage) -> f64 {
+        let cached = usage.cached_input_tokens.min(usage.input_tokens);
+        ((usage.input_tokens - cached) as f64 * self.price_input_per_mtok
+            + cached as f64 * self.price_cached_input_per_mtok
+            + usage.output_tokens as f64 * self.price_output_per_mtok)
             / 1_000_000.0
     }
+}
+
+/// A route: how a step classifies a job and orders the models that may serve it.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Route name (`<pipeline>.<step>` for a step that names its models inline).
+    pub name: String,
+    /// Class names; indices are used everywhere else.
+    pub classes: Vec<String>,
+    /// Class of a job no rule matched and the classifier did not (validly) answer for.
+    pub default_class: usize,
+    /// Classification rules, first match wins.
+    pub rules: Vec<RuleConfig>,
+    /// The model asked for the class when no rule matched.
+    pub classifier: Option<ClassifierConfig>,
+    /// At least one; a route without variants has one unnamed variant of weight 1.
+    pub variants: Vec<VariantConfig>,
+    /// Sensitivities every class must be able to serve.
+    pub sensitivities: Vec<Sensitivity>,
+    /// Seed of the variant hash, derived from the route name.
+    pub hash_seed: u64,
+}
+
+/// A classification rule: every condition present must hold.
+#[derive(Debug, Clone)]
+pub struct RuleConfig {
+    /// Name shown in decisions.
+    pub name: String,
+    /// Class index given to a matching job.
+    pub class: usize,
+    /// The job's task is one of these (empty: any).
+    pub task: Vec<String>,
+    /// The job's tenant is one of these (empty: any).
+    pub tenant: Vec<String>,
+    /// Metadata keys and the JSON values they must equal.
+    pub metadata: Vec<(String, serde_json::Value)>,
+    /// Whole-word, case-insensitive alternation of the keywords.
+    pub keywords: Option<regex::Regex>,
+    /// A regular expression over the content.
+    pub regex: Option<regex::Regex>,
+    /// Minimum prompt tokens.
+    pub min_tokens: Option<u64>,
+    /// Maximum prompt tokens.
+    pub max_tokens: Option<u64>,
+}
+
+/// The classifier of a route.
+#[derive(Debug, Clone)]
+pub struct ClassifierConfig {
+    /// Model index.
+    pub model: usize,
+    /// Class indices it may answer.
+    pub labels: Vec<usize>,
+    /// System prompt of the classification call.
+    pub prompt: String,
+    /// Output token cap of the call.
+    pub max_tokens: u32,
+}
+
+/// One arm of an A/B split (or the only one).
+#[derive(Debug, Clone)]
+pub struct VariantConfig {
+    /// Name recorded in results; `None` for a route without variants.
+    pub name: Option<String>,
+    /// Relative share of keys.
+    pub weight: f64,
+    /// Per class (same indices as [`RouteConfig::classes`]): its candidates and strategy.
+    pub classes: Vec<ClassConfig>,
+}
+
+/// The candidates of one class in one variant.
+#[derive(Debug, Clone)]
+pub struct ClassConfig {
+    /// Model indices, in config order.
+    pub models: Vec<usize>,
+    /// How the survivors are ordered.
+    pub strategy: Strategy,
+    /// Weights, parallel to `models` (all 1 unless the strategy is weighted).
+    pub weights: Vec<f64>,
+    /// Capabilities every candidate must have.
+    pub requires: Vec<Capability>,
+    /// Output tokens a call is expected to produce, when configured.
+    pub expected_output_tokens: Option<u32>,
 }
 
 /// One step of a pipeline: the topic it consumes and how it picks a model.
@@ -133,12 +320,8 @@ pub struct StepConfig {
     pub name: String,
     /// Input topic: `<prefix><pipeline>.<step>`.
     pub topic: String,
-    /// Index into [`Config::models`] for jobs whose task has no mapping.
-    pub default_model: usize,
-    /// Static mapping from the job's `task` to a model index.
-    pub task_models: HashMap<String, usize>,
-    /// Further models, in order, for a job the first choice's policy forbids.
-    pub fallback_models: Vec<usize>,
+    /// Index into [`Config::routes`].
+    pub route: usize,
     /// System prompt put before the job's messages, if any.
     pub system_prompt: Option<String>,
     /// Output token cap sent to the provider when the job does not set one.
@@ -214,6 +397,8 @@ pub struct Config {
     pub worker: WorkerSettings,
     /// Models in config order.
     pub models: Vec<ModelConfig>,
+    /// Routes: the named ones in config order, then one per step that names its models inline.
+    pub routes: Vec<RouteConfig>,
     /// Every pipeline step, in config order.
     pub steps: Vec<StepConfig>,
     /// Pipeline names in config order.
@@ -269,7 +454,10 @@ impl Config {
                     &format!("must start with http:// or https://, got {:?}", m.base_url),
                 ));
             }
-            if m.price_input_per_mtok < 0.0 || m.price_output_per_mtok < 0.0 {
+            if m.price_input_per_mtok < 0.0
+                || m.price_output_per_mtok < 0.0
+                || m.price_cached_input_per_mtok.is_some_and(|p| p < 0.0)
+            {
                 errs.push(err(&path, None, "prices must not be negative"));
             }
             if m.context_window == 0 {
@@ -304,11 +492,26 @@ impl Config {
                 context_window: m.context_window,
                 residency: m.residency.clone(),
                 sensitivities: m.sensitivities.clone(),
+                price_cached_input_per_mtok: m
+                    .price_cached_input_per_mtok
+                    .unwrap_or(m.price_input_per_mtok),
+                expected_latency: m.expected_latency_ms.map(Duration::from_millis),
+                capabilities: m.capabilities.clone(),
+                tokenizer: m.tokenizer.unwrap_or_else(|| {
+                    TokenizerKind::for_model(m.model.as_deref().unwrap_or(name))
+                }),
             });
         }
         if raw.models.is_empty() {
             errs.push(err("models", None, "at least one model is required"));
         }
+
+        let mut routes = routes::named_routes(&raw, text, &model_index, &models, &mut errs);
+        let route_index: HashMap<String, usize> = routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone(), i))
+            .collect();
 
         let prefix = raw.topics.prefix.clone();
         let results = format!("{prefix}{}", raw.topics.results);
@@ -339,37 +542,51 @@ impl Config {
                         "step names may use only letters, digits, '-' and '_'",
                     ));
                 }
-                let resolve =
-                    |field: &str, r: &toml::Spanned<String>, errs: &mut Vec<ConfigError>| {
-                        match model_index.get(r.get_ref()) {
-                            Some(&i) => Some(i),
-                            None => {
-                                errs.push(err(
-                                    &format!("{spath}.{field}"),
-                                    line(r.span()),
-                                    &format!(
-                                        "unknown model {:?} (known: {})",
-                                        r.get_ref(),
-                                        known(&raw.models)
-                                    ),
-                                ));
-                                None
-                            }
+                let route = match (&s.route, &s.model) {
+                    (Some(r), None) => match route_index.get(r.get_ref()) {
+                        Some(&i) => i,
+                        None => {
+                            errs.push(err(
+                                &format!("{spath}.route"),
+                                line(r.span()),
+                                &format!(
+                                    "unknown route {:?} (known: {})",
+                                    r.get_ref(),
+                                    list(raw.routes.keys())
+                                ),
+                            ));
+                            0
                         }
-                    };
-                let default_model = resolve("model", &s.model, &mut errs);
-                let mut task_models = HashMap::new();
-                for (task, m) in &s.task_models {
-                    if let Some(i) = resolve(&format!("task_models.{task}"), m, &mut errs) {
-                        task_models.insert(task.clone(), i);
+                    },
+                    (None, Some(_)) => {
+                        routes.push(routes::inline_route(
+                            &format!("{pname}.{}", s.name),
+                            &spath,
+                            s,
+                            text,
+                            &raw,
+                            &model_index,
+                            &mut errs,
+                        ));
+                        routes.len() - 1
                     }
-                }
-                let mut fallback_models = Vec::new();
-                for (j, m) in s.fallbacks.iter().enumerate() {
-                    if let Some(i) = resolve(&format!("fallbacks[{j}]"), m, &mut errs) {
-                        fallback_models.push(i);
+                    (Some(_), Some(_)) => {
+                        errs.push(err(
+                            &spath,
+                            None,
+                            "set either `route` or `model` (with task_models and fallbacks), not both",
+                        ));
+                        0
                     }
-                }
+                    (None, None) => {
+                        errs.push(err(
+                            &spath,
+                            None,
+                            "missing `route` (or `model`): which models may serve this step",
+                        ));
+                        0
+                    }
+                };
                 if s.max_tokens == Some(0) {
                     errs.push(err(
                         &format!("{spath}.max_tokens"),
@@ -394,9 +611,7 @@ impl Config {
                     pipeline: pname.clone(),
                     name: s.name.clone(),
                     topic,
-                    default_model: default_model.unwrap_or(0),
-                    task_models,
-                    fallback_models,
+                    route,
                     system_prompt: s.system_prompt.clone(),
                     max_tokens: s.max_tokens,
                     output_topic,
@@ -508,6 +723,7 @@ impl Config {
                 metrics_listen,
             },
             models,
+            routes,
             steps,
             pipelines: raw.pipelines.keys().cloned().collect(),
         })
@@ -552,9 +768,8 @@ const MANAGED_CONSUMER_KEYS: &[&str] = &[
 /// Producer properties baton sets itself and a config may not override.
 const MANAGED_PRODUCER_KEYS: &[&str] = &["acks", "enable.idempotence", "bootstrap.servers"];
 
-fn known(models: &IndexMap<String, raw::RawModel>) -> String {
-    models
-        .keys()
+fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    names
         .map(|k| format!("{k:?}"))
         .collect::<Vec<_>>()
         .join(", ")

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use super::{ProviderKind, Sensitivity};
+use super::{Capability, ProviderKind, Sensitivity, Strategy, TokenizerKind};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,6 +26,9 @@ pub struct RawConfig {
     /// `[models.<name>]`, in file order.
     #[serde(default)]
     pub models: IndexMap<String, RawModel>,
+    /// `[routes.<name>]`, in file order.
+    #[serde(default)]
+    pub routes: IndexMap<String, RawRoute>,
     /// `[pipelines.<name>]`, in file order.
     #[serde(default)]
     pub pipelines: IndexMap<String, RawPipeline>,
@@ -198,6 +201,15 @@ pub struct RawModel {
     /// Sensitivities this model may receive.
     #[serde(default = "d_sens")]
     pub sensitivities: Vec<Sensitivity>,
+    /// USD per 1M cached input tokens, where the provider bills them apart.
+    pub price_cached_input_per_mtok: Option<f64>,
+    /// Expected median latency of a call, used until calls have been observed.
+    pub expected_latency_ms: Option<u64>,
+    /// What the model can do beyond plain chat.
+    #[serde(default)]
+    pub capabilities: Vec<Capability>,
+    /// Tokenizer for exact prompt counts; chosen from the model id when absent.
+    pub tokenizer: Option<TokenizerKind>,
 }
 
 fn d_provider() -> ProviderKind {
@@ -227,8 +239,10 @@ pub struct RawPipeline {
 pub struct RawStep {
     /// Step name; the input topic is `<prefix><pipeline>.<name>`.
     pub name: String,
-    /// Model for jobs whose task has no entry in `task_models`.
-    pub model: toml::Spanned<String>,
+    /// The route deciding the model; either this or `model`.
+    pub route: Option<toml::Spanned<String>>,
+    /// Model for jobs whose task has no entry in `task_models`; either this or `route`.
+    pub model: Option<toml::Spanned<String>>,
     /// Static mapping from the job's `task` to a model.
     #[serde(default)]
     pub task_models: IndexMap<String, toml::Spanned<String>>,
@@ -239,4 +253,138 @@ pub struct RawStep {
     pub system_prompt: Option<String>,
     /// Output token cap when the job sets none.
     pub max_tokens: Option<u32>,
+}
+
+/// A model name, or a list of strings, as written: `task = "x"` or `task = ["x", "y"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One value.
+    One(String),
+    /// Several values; any matches.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values as a list.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// `[routes.<name>]`: how a step picks its model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Candidate models of classes that do not name their own.
+    #[serde(default)]
+    pub models: Vec<toml::Spanned<String>>,
+    /// How candidates are ordered, for classes that do not say.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Weights per model for the `weighted` strategy.
+    #[serde(default)]
+    pub weights: IndexMap<String, f64>,
+    /// The class of a job no rule matches (and the classifier's fallback); the first class
+    /// when absent.
+    pub default_class: Option<String>,
+    /// Sensitivities this route must be able to serve; `baton check` proves every class has
+    /// an allowed model for each.
+    #[serde(default)]
+    pub sensitivities: Vec<Sensitivity>,
+    /// Output tokens a call is expected to produce, for cost estimates.
+    pub expected_output_tokens: Option<u32>,
+    /// Classification rules, first match wins.
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    /// `[routes.<name>.classes.<class>]`, in file order.
+    #[serde(default)]
+    pub classes: IndexMap<String, RawClass>,
+    /// A cheap model asked for the class when no rule matched.
+    pub classifier: Option<RawClassifier>,
+    /// `[[routes.<name>.variants]]`: an A/B split, sticky per job key.
+    #[serde(default)]
+    pub variants: Vec<RawVariant>,
+}
+
+/// `[routes.<name>.classes.<class>]`; every field inherits from the route when absent.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClass {
+    /// Candidate models.
+    pub models: Option<Vec<toml::Spanned<String>>>,
+    /// How candidates are ordered.
+    pub strategy: Option<Strategy>,
+    /// Weights per model for the `weighted` strategy.
+    pub weights: Option<IndexMap<String, f64>>,
+    /// Capabilities every candidate must have.
+    #[serde(default)]
+    pub requires: Vec<Capability>,
+    /// Output tokens a call is expected to produce, for cost estimates.
+    pub expected_output_tokens: Option<u32>,
+}
+
+/// `[[routes.<name>.rules]]`: conditions (all must hold) and the class they give.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Name shown in decisions; `rules[i]` when absent.
+    pub name: Option<String>,
+    /// The class a matching job gets.
+    pub class: toml::Spanned<String>,
+    /// The job's `task` is one of these.
+    pub task: Option<OneOrMany>,
+    /// The job's `tenant` is one of these.
+    pub tenant: Option<OneOrMany>,
+    /// Each key of the job's `metadata` equals the given value.
+    #[serde(default)]
+    pub metadata: IndexMap<String, toml::Value>,
+    /// The content contains one of these words (case-insensitive, whole words).
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// The content matches this regular expression.
+    pub regex: Option<String>,
+    /// The prompt has at least this many tokens.
+    pub min_tokens: Option<u64>,
+    /// The prompt has at most this many tokens.
+    pub max_tokens: Option<u64>,
+}
+
+/// `[routes.<name>.classifier]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClassifier {
+    /// The model asked.
+    pub model: toml::Spanned<String>,
+    /// The label set; each must be a class of the route. All classes when absent.
+    pub labels: Option<Vec<String>>,
+    /// Instructions; a default naming the labels when absent.
+    pub prompt: Option<String>,
+    /// Output token cap of the classification call.
+    #[serde(default = "d_classifier_tokens")]
+    pub max_tokens: u32,
+}
+
+fn d_classifier_tokens() -> u32 {
+    8
+}
+
+/// `[[routes.<name>.variants]]`: one arm of an A/B split.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVariant {
+    /// Name recorded in results, headers and metrics.
+    pub name: String,
+    /// Relative share of keys.
+    pub weight: f64,
+    /// Candidate models for every class of this variant.
+    pub models: Option<Vec<toml::Spanned<String>>>,
+    /// Strategy for every class of this variant.
+    pub strategy: Option<Strategy>,
+    /// Per-class overrides.
+    #[serde(default)]
+    pub classes: IndexMap<String, RawClass>,
 }

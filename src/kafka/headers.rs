@@ -27,6 +27,8 @@ pub const ORIGINAL_OFFSET: &str = "baton-original-offset";
 pub const FAILED_AT: &str = "baton-failed-at";
 /// Dead letters: the last model tried, empty when none was.
 pub const LAST_MODEL: &str = "baton-last-model";
+/// Results: the route's A/B variant, when it has variants.
+pub const VARIANT: &str = "baton-variant";
 
 /// A header list baton can read: borrowed from a consumer or owned by a detached message.
 pub trait RawHeaders {

@@ -7,6 +7,11 @@
 //! average); `prompt_tokens = 3 + Σ over messages (4 + estimate_tokens(content))`, the same
 //! per-message overhead (4) and reply priming (3) as OpenAI's cookbook counter;
 //! `completion_tokens = estimate_tokens(answer)`.
+//!
+//! Answer text: echo, canned or classify (see [`AnswerSpec`]). A classify answer is the label
+//! of the first matching rule, or with probability `noise_rate` (decided by a uniform draw
+//! passed in, from the request's seeded RNG) the off-label [`classify_noise_text`]; unlike echo
+//! and canned it is never fitted to `output_tokens`.
 
 use std::time::Duration;
 
@@ -182,19 +187,30 @@ impl LatencySpec {
     }
 }
 
-/// The answer text before any `max_tokens` cut: echo or canned, fitted to `output_tokens`, and
-/// in JSON mode wrapped as `{"answer": "..."}` unless it already is JSON (then untouched).
-pub fn answer_text(b: &ModelBehavior, messages: &[ChatMessage], json_mode: bool) -> String {
-    let raw = match &b.answer {
-        AnswerSpec::Canned(text) => text.clone(),
-        AnswerSpec::Echo(_) => echo_text(messages),
+/// The answer text before any `max_tokens` cut: echo or canned fitted to `output_tokens`, or a
+/// classify label (never fitted, so it comes back exactly); in JSON mode wrapped as
+/// `{"answer": "..."}` unless it already is JSON (then untouched). `u` is a uniform draw in
+/// `[0, 1)` deciding classify noise (`u < noise_rate`).
+pub fn answer_text(b: &ModelBehavior, messages: &[ChatMessage], json_mode: bool, u: f64) -> String {
+    let (raw, fit) = match &b.answer {
+        AnswerSpec::Canned(text) => (text.clone(), true),
+        AnswerSpec::Echo(_) => (echo_text(messages), true),
+        AnswerSpec::Classify(spec) => {
+            let label = spec.label_for(&last_user_text(messages));
+            let text = if u < spec.noise_rate {
+                classify_noise_text(label)
+            } else {
+                label.to_string()
+            };
+            (text, false)
+        }
     };
     if json_mode && serde_json::from_str::<Value>(&raw).is_ok() {
         return raw;
     }
     let fitted = match b.output_tokens {
-        Some(range) => fit_tokens(&raw, range),
-        None => raw,
+        Some(range) if fit => fit_tokens(&raw, range),
+        _ => raw,
     };
     if json_mode {
         serde_json::json!({ "answer": fitted }).to_string()
@@ -203,14 +219,25 @@ pub fn answer_text(b: &ModelBehavior, messages: &[ChatMessage], json_mode: bool)
     }
 }
 
-/// `You said: <last user message, whitespace collapsed, first 200 chars>`.
-pub fn echo_text(messages: &[ChatMessage]) -> String {
-    let last = messages
+/// The off-label answer of a noisy classifier: mentions `label` but is not a label, so a client
+/// validating against its label set rejects it.
+pub fn classify_noise_text(label: &str) -> String {
+    format!("I think this is probably \"{label}\" but I am not sure.")
+}
+
+/// The text of the last `user` message, or empty if there is none.
+fn last_user_text(messages: &[ChatMessage]) -> String {
+    messages
         .iter()
         .rev()
         .find(|m| m.role == "user")
         .map(ChatMessage::text)
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// `You said: <last user message, whitespace collapsed, first 200 chars>`.
+pub fn echo_text(messages: &[ChatMessage]) -> String {
+    let last = last_user_text(messages);
     let collapsed = last.split_whitespace().collect::<Vec<_>>().join(" ");
     if collapsed.is_empty() {
         return "You said nothing.".to_string();
@@ -244,7 +271,7 @@ pub fn truncate_to_tokens(text: &str, tokens: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mock_llm::config::{ErrorSpec, RateLimitSpec};
+    use crate::mock_llm::config::{ClassifyRule, ClassifySpec, ErrorSpec, RateLimitSpec};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 
@@ -406,8 +433,8 @@ mod tests {
             msg("user", "  what   is\n2+2? "),
         ];
         let b = ModelBehavior::default();
-        assert_eq!(answer_text(&b, &m, false), "You said: what is 2+2?");
-        assert_eq!(answer_text(&b, &[], false), "You said nothing.");
+        assert_eq!(answer_text(&b, &m, false, 0.0), "You said: what is 2+2?");
+        assert_eq!(answer_text(&b, &[], false, 0.0), "You said nothing.");
         let long = "x".repeat(1000);
         assert_eq!(
             echo_text(&[msg("user", &long)]).len(),
@@ -417,14 +444,114 @@ mod tests {
             answer: AnswerSpec::Canned("fixed".into()),
             ..ModelBehavior::default()
         };
-        assert_eq!(answer_text(&canned, &m, false), "fixed");
-        assert_eq!(answer_text(&canned, &m, true), r#"{"answer":"fixed"}"#);
+        assert_eq!(answer_text(&canned, &m, false, 0.0), "fixed");
+        assert_eq!(answer_text(&canned, &m, true, 0.0), r#"{"answer":"fixed"}"#);
         let canned_json = ModelBehavior {
             answer: AnswerSpec::Canned(r#"{"label":"spam"}"#.into()),
             output_tokens: Some([50, 60]),
             ..ModelBehavior::default()
         };
-        assert_eq!(answer_text(&canned_json, &m, true), r#"{"label":"spam"}"#);
+        assert_eq!(
+            answer_text(&canned_json, &m, true, 0.0),
+            r#"{"label":"spam"}"#
+        );
+    }
+
+    fn classifier(noise_rate: f64) -> ModelBehavior {
+        ModelBehavior {
+            answer: AnswerSpec::Classify(ClassifySpec {
+                rules: vec![
+                    ClassifyRule {
+                        contains: vec!["MSA".into(), "indemnity".into()],
+                        answer: "complex".into(),
+                    },
+                    ClassifyRule {
+                        contains: vec!["invoice".into()],
+                        answer: "billing".into(),
+                    },
+                ],
+                otherwise: "simple".into(),
+                noise_rate,
+            }),
+            ..ModelBehavior::default()
+        }
+    }
+
+    fn classify(b: &ModelBehavior, text: &str) -> String {
+        answer_text(b, &[msg("user", text)], false, 0.5)
+    }
+
+    fn classify_at(b: &ModelBehavior, u: f64) -> String {
+        answer_text(b, &[msg("user", "hi")], false, u)
+    }
+
+    #[test]
+    fn classify_first_matching_rule_wins() {
+        let b = classifier(0.0);
+        assert_eq!(classify(&b, "please review this MSA"), "complex");
+        assert_eq!(classify(&b, "an invoice"), "billing");
+        // Both rules match: the first in order wins.
+        assert_eq!(classify(&b, "invoice attached to the MSA"), "complex");
+        assert_eq!(classify(&b, "what's the weather"), "simple");
+        assert_eq!(answer_text(&b, &[], false, 0.5), "simple");
+    }
+
+    #[test]
+    fn classify_is_case_insensitive_on_the_last_user_message() {
+        let b = classifier(0.0);
+        assert_eq!(classify(&b, "the msa says"), "complex");
+        assert_eq!(classify(&b, "INDEMNITY clause"), "complex");
+        assert_eq!(classify(&b, "Invoice #3"), "billing");
+        let m = [
+            msg("system", "you classify MSA contracts"),
+            msg("user", "an invoice"),
+            msg("assistant", "billing"),
+            msg("user", "hello"),
+        ];
+        assert_eq!(answer_text(&b, &m, false, 0.5), "simple");
+    }
+
+    #[test]
+    fn classify_noise_follows_the_draw() {
+        let labels = ["complex", "billing", "simple"];
+        let always = classifier(1.0);
+        let never = classifier(0.0);
+        for i in 0..100 {
+            let u = f64::from(i) / 100.0;
+            for text in ["MSA", "invoice", "other"] {
+                let noisy = answer_text(&always, &[msg("user", text)], false, u);
+                assert!(!labels.contains(&noisy.as_str()), "{noisy}");
+                assert!(noisy.starts_with("I think this is probably \""), "{noisy}");
+                let clean = answer_text(&never, &[msg("user", text)], false, u);
+                assert!(labels.contains(&clean.as_str()), "{clean}");
+            }
+        }
+        assert_eq!(
+            answer_text(&always, &[msg("user", "MSA")], false, 0.999_999),
+            r#"I think this is probably "complex" but I am not sure."#
+        );
+        let some = classifier(0.3);
+        assert_eq!(classify_at(&some, 0.29), classify_noise_text("simple"));
+        assert_eq!(classify_at(&some, 0.3), "simple");
+    }
+
+    #[test]
+    fn classify_answers_are_not_padded_or_trimmed() {
+        let b = ModelBehavior {
+            output_tokens: Some([50, 60]),
+            ..classifier(0.0)
+        };
+        assert_eq!(classify(&b, "MSA"), "complex");
+        let tight = ModelBehavior {
+            output_tokens: Some([0, 1]),
+            ..classifier(1.0)
+        };
+        assert_eq!(classify(&tight, "MSA"), classify_noise_text("complex"));
+        // JSON mode wraps the exact label, like any non-JSON answer.
+        assert_eq!(
+            answer_text(&b, &[msg("user", "MSA")], true, 0.5),
+            r#"{"answer":"complex"}"#
+        );
     }
 
     #[test]

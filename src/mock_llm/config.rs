@@ -8,6 +8,19 @@
 //! A `[models.NAME]` section is a complete behaviour: fields it leaves out take the built-in
 //! defaults below, not the values of `[default]`. Requests naming a model that has no section
 //! get `[default]`.
+//!
+//! The answer text ([`AnswerSpec`]) is one of:
+//! - `answer = { echo = true }` (the default): `You said: <last user message>`;
+//! - `answer = { canned = "text" }`: always that text;
+//! - `answer = { classify = { rules = [ { contains = ["MSA", "invoice"], answer = "complex" } ],
+//!   otherwise = "simple", noise_rate = 0.05 } }`: a deterministic stand-in for a cheap
+//!   classifier model. The first rule (in order) with a `contains` string occurring in the last
+//!   user message (case-insensitive) gives the label, else `otherwise`. With probability
+//!   `noise_rate` (default 0, drawn from the request's seeded RNG) the answer is instead an
+//!   off-label sentence, `I think this is probably "<label>" but I am not sure.`, so clients that
+//!   validate labels see a rejectable answer. `output_tokens` never pads or trims a classify
+//!   answer, so a label comes back exactly (JSON mode still wraps it as `{"answer": "<label>"}`
+//!   and a client's `max_tokens` still cuts it).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -155,6 +168,7 @@ pub struct ModelBehavior {
     /// The text of successful answers.
     pub answer: AnswerSpec,
     /// `[min, max]`: pad or trim the answer so its completion-token estimate lands in range.
+    /// Not applied to `classify` answers, whose labels must come back exactly.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_tokens: Option<[u32; 2]>,
     /// Prompts estimated above this many tokens get 400 `context_length_exceeded`.
@@ -219,11 +233,15 @@ impl ModelBehavior {
                 ),
             ));
         }
-        if let AnswerSpec::Echo(false) = self.answer {
-            return Err(invalid(
-                format!("{key}.answer.echo"),
-                "must be true (use `canned = \"...\"` for a fixed answer)",
-            ));
+        match &self.answer {
+            AnswerSpec::Echo(false) => {
+                return Err(invalid(
+                    format!("{key}.answer.echo"),
+                    "must be true (use `canned = \"...\"` for a fixed answer)",
+                ));
+            }
+            AnswerSpec::Classify(spec) => spec.validate(&format!("{key}.answer.classify"))?,
+            AnswerSpec::Echo(true) | AnswerSpec::Canned(_) => {}
         }
         if let Some([lo, hi]) = self.output_tokens {
             if lo > hi {
@@ -318,7 +336,8 @@ pub struct RateLimitSpec {
     pub retry_after_s: Option<u64>,
 }
 
-/// The answer text, written `{ echo = true }` or `{ canned = "text" }`.
+/// The answer text, written `{ echo = true }`, `{ canned = "text" }` or
+/// `{ classify = { rules = [...], otherwise = "label", noise_rate = 0.05 } }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum AnswerSpec {
@@ -326,6 +345,67 @@ pub enum AnswerSpec {
     Echo(bool),
     /// Always this text.
     Canned(String),
+    /// A label chosen by keyword rules on the last user message, as a classifier model would.
+    Classify(ClassifySpec),
+}
+
+/// A rule-based stand-in for a classifier model; see [`ClassifySpec::label_for`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifySpec {
+    /// Tried in order; the first match gives the label. May be empty.
+    #[serde(default)]
+    pub rules: Vec<ClassifyRule>,
+    /// Label when no rule matches.
+    pub otherwise: String,
+    /// Probability (0..=1) of answering an off-label sentence instead of the label.
+    #[serde(default)]
+    pub noise_rate: f64,
+}
+
+/// One classification rule: `{ contains = ["MSA", "invoice"], answer = "complex" }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyRule {
+    /// Matches when any of these occurs in the text (case-insensitive substring).
+    pub contains: Vec<String>,
+    /// Label answered on a match.
+    pub answer: String,
+}
+
+impl ClassifySpec {
+    /// The label for `text`: the first rule with a `contains` string occurring in it
+    /// (case-insensitive), else `otherwise`.
+    pub fn label_for(&self, text: &str) -> &str {
+        let lower = text.to_lowercase();
+        self.rules
+            .iter()
+            .find(|r| r.contains.iter().any(|w| lower.contains(&w.to_lowercase())))
+            .map_or(self.otherwise.as_str(), |r| r.answer.as_str())
+    }
+
+    fn validate(&self, key: &str) -> Result<(), MockConfigError> {
+        check_rate(&format!("{key}.noise_rate"), self.noise_rate)?;
+        for (i, rule) in self.rules.iter().enumerate() {
+            let at = format!("{key}.rules[{i}]");
+            if rule.contains.is_empty() {
+                return Err(invalid(
+                    format!("{at}.contains"),
+                    "needs at least one string",
+                ));
+            }
+            if let Some(j) = rule.contains.iter().position(String::is_empty) {
+                return Err(invalid(format!("{at}.contains[{j}]"), "must not be empty"));
+            }
+            if rule.answer.is_empty() {
+                return Err(invalid(format!("{at}.answer"), "must not be empty"));
+            }
+        }
+        if self.otherwise.is_empty() {
+            return Err(invalid(format!("{key}.otherwise"), "must not be empty"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for AnswerSpec {
@@ -460,6 +540,30 @@ latency = { lognormal = { p50_ms = 800, p99_ms = 4000 } }
             ),
             ("[default]\noutput_tokens = [9, 3]", "default.output_tokens"),
             ("[default]\nanswer = { echo = false }", "default.answer.echo"),
+            (
+                "[models.\"gpt-4.1-nano\"]\nanswer = { classify = { otherwise = \"s\", noise_rate = 1.5 } }",
+                "models.\"gpt-4.1-nano\".answer.classify.noise_rate",
+            ),
+            (
+                "[models.nano]\nanswer = { classify = { otherwise = \"s\", noise_rate = -0.1 } }",
+                "models.nano.answer.classify.noise_rate",
+            ),
+            (
+                "[default]\nanswer = { classify = { otherwise = \"\" } }",
+                "default.answer.classify.otherwise",
+            ),
+            (
+                "[default]\nanswer = { classify = { rules = [{ contains = [\"a\"], answer = \"x\" }, { contains = [], answer = \"y\" }], otherwise = \"s\" } }",
+                "default.answer.classify.rules[1].contains",
+            ),
+            (
+                "[default]\nanswer = { classify = { rules = [{ contains = [\"a\", \"\"], answer = \"x\" }], otherwise = \"s\" } }",
+                "default.answer.classify.rules[0].contains[1]",
+            ),
+            (
+                "[default]\nanswer = { classify = { rules = [{ contains = [\"a\"], answer = \"\" }], otherwise = \"s\" } }",
+                "default.answer.classify.rules[0].answer",
+            ),
             ("[default]\ncontext_window = 0", "default.context_window"),
             ("[default]\ncontent_filter = [\"\"]", "default.content_filter[0]"),
             ("[default]\napi_key = \"\"", "default.api_key"),
@@ -472,6 +576,54 @@ latency = { lognormal = { p50_ms = 800, p99_ms = 4000 } }
                 "{text}: {err:?}"
             );
             assert!(err.to_string().contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn classify_answer_parses_and_round_trips() {
+        let c = MockLlmConfig::from_toml_str(
+            r#"
+[models."gpt-4.1-nano"]
+answer = { classify = { rules = [ { contains = ["MSA", "indemnity", "invoice"], answer = "complex" } ], otherwise = "simple", noise_rate = 0.05 } }
+[models.bare]
+answer = { classify = { otherwise = "simple" } }
+"#,
+        )
+        .unwrap();
+        let want = ClassifySpec {
+            rules: vec![ClassifyRule {
+                contains: vec!["MSA".into(), "indemnity".into(), "invoice".into()],
+                answer: "complex".into(),
+            }],
+            otherwise: "simple".into(),
+            noise_rate: 0.05,
+        };
+        assert_eq!(
+            c.behavior_for("gpt-4.1-nano").answer,
+            AnswerSpec::Classify(want)
+        );
+        let AnswerSpec::Classify(bare) = &c.behavior_for("bare").answer else {
+            panic!("bare is not classify");
+        };
+        assert!(bare.rules.is_empty());
+        assert_eq!(bare.noise_rate, 0.0);
+        // Round trip through JSON (GET /mock/config, PUT /mock/models/{name}) and TOML.
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<MockLlmConfig>(&json).unwrap(), c);
+        let behavior = serde_json::to_vec(c.behavior_for("gpt-4.1-nano")).unwrap();
+        assert_eq!(
+            &ModelBehavior::from_json_slice(&behavior, "models.x").unwrap(),
+            c.behavior_for("gpt-4.1-nano")
+        );
+        let toml_text = toml::to_string(&c).unwrap();
+        assert_eq!(MockLlmConfig::from_toml_str(&toml_text).unwrap(), c);
+        // Unknown keys inside classify and its rules are rejected by name.
+        for text in [
+            "[default]\nanswer = { classify = { otherwise = \"s\", nois_rate = 0.1 } }",
+            "[default]\nanswer = { classify = { otherwise = \"s\", rules = [{ contains = [\"a\"], answer = \"x\", nois_rate = 1 }] } }",
+        ] {
+            let err = MockLlmConfig::from_toml_str(text).unwrap_err();
+            assert!(err.to_string().contains("nois_rate"), "{err}");
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! A real HTTP server (loopback by default) whose behaviour is chosen per model name from a
 //! [`MockLlmConfig`]: latency distributions, error rates, 429s with `Retry-After`, hangs,
-//! malformed bodies, context-window and content-filter rejections, API-key checks. Used by the
+//! malformed bodies, context-window and content-filter rejections, API-key checks, and answers
+//! that echo, are canned, or play a keyword-rule classifier with seeded noise. Used by the
 //! integration tests, benchmarks, `baton demo` and users' load tests, so it is cheap per request
 //! and never blocks: latency is a `tokio::time::sleep`, the config is an `Arc` snapshot and
 //! randomness is per request.
@@ -35,8 +36,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    AnswerSpec, ErrorSpec, LatencySpec, MockConfigError, MockLlmConfig, ModelBehavior,
-    RateLimitSpec,
+    AnswerSpec, ClassifyRule, ClassifySpec, ErrorSpec, LatencySpec, MockConfigError, MockLlmConfig,
+    ModelBehavior, RateLimitSpec,
 };
 pub use log::{Outcome, RequestRecord};
 pub use server::{router, serve, MockState, MAX_BODY_BYTES};

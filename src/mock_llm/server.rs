@@ -322,6 +322,8 @@ async fn chat_completions(
     let mut rng = state.rng_for(n);
     let latency = behavior.latency.sample(&mut rng);
     let draw: f64 = rng.gen();
+    // Drawn last, so a seed's latencies and outcomes are the same as before this draw existed.
+    let answer_draw: f64 = rng.gen();
 
     if sleep_or_shutdown(&state, latency).await.is_err() {
         pending.record(Outcome::Error, StatusCode::SERVICE_UNAVAILABLE, 0);
@@ -407,7 +409,8 @@ async fn chat_completions(
             simulated_error(status)
         }
         Decision::Malformed => {
-            let (body, completion_tokens) = completion_body(&req, behavior, &pending, n);
+            let (body, completion_tokens) =
+                completion_body(&req, behavior, &pending, n, answer_draw);
             pending.record(Outcome::Malformed, StatusCode::OK, completion_tokens);
             let mut cut = body.len() / 2;
             while !body.is_char_boundary(cut) {
@@ -416,7 +419,8 @@ async fn chat_completions(
             json_body(StatusCode::OK, body[..cut].to_string())
         }
         Decision::Ok => {
-            let (body, completion_tokens) = completion_body(&req, behavior, &pending, n);
+            let (body, completion_tokens) =
+                completion_body(&req, behavior, &pending, n, answer_draw);
             pending.record(Outcome::Ok, StatusCode::OK, completion_tokens);
             json_body(StatusCode::OK, body)
         }
@@ -424,14 +428,16 @@ async fn chat_completions(
 }
 
 /// The serialized completion and its completion-token count. `max_tokens` (or
-/// `max_completion_tokens`) cuts the answer and sets `finish_reason: "length"`.
+/// `max_completion_tokens`) cuts the answer and sets `finish_reason: "length"`. `answer_draw`
+/// is the request's uniform draw for classify noise.
 fn completion_body(
     req: &ChatRequest,
     behavior: &ModelBehavior,
     pending: &Pending,
     n: u64,
+    answer_draw: f64,
 ) -> (String, u32) {
-    let mut content = answer_text(behavior, &req.messages, req.json_mode());
+    let mut content = answer_text(behavior, &req.messages, req.json_mode(), answer_draw);
     let mut finish_reason = "stop";
     if let Some(limit) = req.max_completion_tokens.or(req.max_tokens) {
         if estimate_tokens(&content) > limit {

@@ -502,3 +502,95 @@ async fn two_thousand_concurrent_requests_do_not_queue() {
     eprintln!("2000 concurrent requests at 200 ms took {elapsed:?}");
     mock.shutdown().await;
 }
+
+const CLASSIFIER: &str = r#"
+seed = 7
+[models."gpt-4.1-nano"]
+answer = { classify = { rules = [ { contains = ["MSA", "indemnity", "invoice"], answer = "complex" } ], otherwise = "simple", noise_rate = 0.3 } }
+output_tokens = [50, 100]
+"#;
+
+#[tokio::test]
+async fn classifier_labels_are_exact_seeded_and_counted() {
+    let client = Client::new();
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let mock = start(CLASSIFIER).await;
+        let mut answers = Vec::new();
+        for i in 0..40 {
+            let text = if i % 2 == 0 { "Review the msa" } else { "hi" };
+            let v: Value = post(&client, &mock, &chat("gpt-4.1-nano", text))
+                .await
+                .json()
+                .await
+                .unwrap();
+            let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+            let expected = if i % 2 == 0 { "complex" } else { "simple" };
+            assert!(
+                content == expected || content == behavior::classify_noise_text(expected),
+                "{content}"
+            );
+            // Usage counts the label as sent, unpadded despite output_tokens = [50, 100].
+            assert_eq!(
+                v["usage"]["completion_tokens"],
+                behavior::estimate_tokens(content)
+            );
+            assert_eq!(
+                v["usage"]["prompt_tokens"],
+                3 + 4 + behavior::estimate_tokens(text)
+            );
+            answers.push(content.to_string());
+        }
+        mock.shutdown().await;
+        runs.push(answers);
+    }
+    assert_eq!(runs[0], runs[1], "same seed, same noise");
+    let noisy = runs[0].iter().filter(|a| a.len() > "complex".len()).count();
+    assert!((1..40).contains(&noisy), "noise_rate 0.3 gave {noisy}/40");
+}
+
+#[tokio::test]
+async fn classifier_round_trips_through_admin_endpoints() {
+    let mock = start("").await;
+    let client = Client::new();
+    let behavior = json!({ "answer": { "classify": {
+        "rules": [{ "contains": ["invoice"], "answer": "complex" }],
+        "otherwise": "simple",
+        "noise_rate": 0.0
+    } } });
+    let url = admin(&mock, "/mock/models/gpt-4.1-nano");
+    let resp = client.put(&url).json(&behavior).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let echoed: Value = resp.json().await.unwrap();
+    assert_eq!(echoed["answer"], behavior["answer"]);
+    let config: Value = client
+        .get(admin(&mock, "/mock/config"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let got = &config["models"]["gpt-4.1-nano"];
+    assert_eq!(got["answer"], behavior["answer"]);
+    // What GET returns can be PUT back unchanged.
+    let resp = client.put(&url).json(got).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = post(&client, &mock, &chat("gpt-4.1-nano", "INVOICE due"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "complex");
+
+    let bad = json!({ "answer": { "classify": { "otherwise": "simple", "noise_rate": 2.0 } } });
+    let resp = client.put(&url).json(&bad).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let v: Value = resp.json().await.unwrap();
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("models.\"gpt-4.1-nano\".answer.classify.noise_rate"),
+        "{msg}"
+    );
+    mock.shutdown().await;
+}

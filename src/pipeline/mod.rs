@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use backoff::backoff::Backoff;
 use serde_json::Value;
 
-use crate::config::{Config, StepConfig};
-use crate::envelope::{ErrorClass, Job, JobResult, Output};
+use crate::config::{Config, RouteConfig, StepConfig};
+use crate::envelope::{ClassifierCall, ErrorClass, Job, JobResult, Output};
 use crate::providers::{ChatRequest, Disposition, Provider, ProviderError};
-use crate::router;
+use crate::router::latency::LatencyBook;
+use crate::router::{self, ClassChoice, DecideInput, Prompt};
 use crate::telemetry;
 
 /// The longest Retry-After honoured in process; a longer one ends this model's attempts.
@@ -50,6 +51,7 @@ pub struct StepFailure {
 pub struct StepRunner {
     config: Arc<Config>,
     providers: Arc<Vec<Provider>>,
+    latency: Arc<LatencyBook>,
 }
 
 impl StepRunner {
@@ -61,6 +63,7 @@ impl StepRunner {
             "one provider per model"
         );
         StepRunner {
+            latency: Arc::new(LatencyBook::new(config.models.len())),
             config,
             providers: Arc::new(providers),
         }
@@ -91,12 +94,129 @@ impl StepRunner {
         &self.config
     }
 
-    /// Runs `job` through `step`.
-    pub async fn run(&self, step: &StepConfig, job: &Job) -> StepOutcome {
+    /// The latency medians the router reads.
+    pub fn latency(&self) -> &Arc<LatencyBook> {
+        &self.latency
+    }
+
+    /// Asks the route's classifier for the class of `job` (one call, no retries: a failed or
+    /// off-label answer means the default class). Returns the choice, the call's record, and
+    /// what it cost.
+    async fn classify(
+        &self,
+        step: &StepConfig,
+        route: &RouteConfig,
+        job: &Job,
+    ) -> (ClassChoice, Option<ClassifierCall>, f64) {
+        let Some((m, mut request)) = router::classifier_request(route, job) else {
+            return (ClassChoice::Default("no rule matched".into()), None, 0.0);
+        };
+        let model = &self.config.models[m];
+        let mut call = ClassifierCall {
+            model: model.name.clone(),
+            ..ClassifierCall::default()
+        };
+        let skip = |reason: String, mut call: ClassifierCall| {
+            call.error = Some(reason.clone());
+            (
+                ClassChoice::Default(format!("classifier skipped: {reason}")),
+                Some(call),
+                0.0,
+            )
+        };
+        // The classifier sees the job's data: the job's hard constraints bind it too.
+        if let Some(reason) = router::forbidden_reason(model, job) {
+            return skip(format!("{} not allowed ({reason})", model.name), call);
+        }
+        let budget = job.policy.as_ref().and_then(|p| p.max_cost_usd);
+        if budget.is_some() {
+            let tokens = router::tokens::count_chat(model.tokenizer, &request.messages);
+            let cap = router::output_cap_within_budget(model, tokens, budget);
+            match cap {
+                Some(c) if c < 1 => {
+                    return skip("max_cost_usd leaves no budget for it".into(), call)
+                }
+                Some(c) => {
+                    request.max_tokens =
+                        Some(request.max_tokens.map_or(c, |t| u64::from(t).min(c)) as u32)
+                }
+                None => {}
+            }
+        }
+        let started = Instant::now();
+        let result = self.providers[m].complete(&request).await;
+        let elapsed = started.elapsed();
+        match result {
+            Ok(c) => {
+                self.latency.record(m, elapsed);
+                let cost = model.usage_cost_usd(&c.usage);
+                telemetry::provider_call(model, &step.pipeline, &step.name, "ok", elapsed);
+                telemetry::provider_usage(model, &step.pipeline, c.usage, cost);
+                call.cost_usd = router::round_usd(cost);
+                call.answer = Some(router::answer_excerpt(&c.text));
+                match router::parse_label(route, &c.text) {
+                    Some(label) => {
+                        call.valid = true;
+                        (ClassChoice::Classifier(label), Some(call), cost)
+                    }
+                    None => {
+                        call.error = Some("off-label answer".into());
+                        (
+                            ClassChoice::Default("classifier answered off-label".into()),
+                            Some(call),
+                            cost,
+                        )
+                    }
+                }
+            }
+            Err(e) => {
+                telemetry::provider_call(
+                    model,
+                    &step.pipeline,
+                    &step.name,
+                    e.class().as_str(),
+                    elapsed,
+                );
+                call.error = Some(format!("{} ({})", e.class().as_str(), e));
+                (
+                    ClassChoice::Default(format!("classifier failed: {}", e.class().as_str())),
+                    Some(call),
+                    0.0,
+                )
+            }
+        }
+    }
+
+    /// Runs `job` through `step`; `key` is the record key (the job id when the record has none),
+    /// which keeps a job's A/B variant sticky.
+    pub async fn run(&self, step: &StepConfig, job: &Job, key: &str) -> StepOutcome {
         let started = Instant::now();
         let started_at = crate::util::now_rfc3339();
-        let route = match router::route(&self.config, step, job) {
-            Ok(r) => r,
+        let route = &self.config.routes[step.route];
+        let prompt = Prompt::new(step, job);
+        let variant = router::pick_variant(route, key);
+        let (choice, classifier, mut cost) =
+            match router::classify_by_rules(&self.config, route, job, &prompt) {
+                Some(m) => (ClassChoice::Rule(m), None, 0.0),
+                None => self.classify(step, route, job).await,
+            };
+        let latency = &self.latency;
+        let decided = router::decide(
+            &self.config,
+            job,
+            DecideInput {
+                step,
+                prompt: &prompt,
+                key,
+                variant,
+                choice: &choice,
+                spent_usd: cost,
+            },
+            classifier,
+            &|m| latency.p50(m),
+        );
+        let decision = match decided {
+            Ok(d) => d,
             Err(e) => {
                 return StepOutcome::Failed(StepFailure {
                     class: ErrorClass::PolicyUnsatisfiable,
@@ -106,21 +226,57 @@ impl StepRunner {
                 })
             }
         };
-        let request = build_request(step, job);
+        let variant_name = decision.record.variant.clone();
+        if let Some(&first) = decision.candidates.first() {
+            telemetry::routed(
+                &step.pipeline,
+                &step.name,
+                &self.config.models[first].name,
+                variant_name.as_deref(),
+            );
+        }
+        let max_cost = job.policy.as_ref().and_then(|p| p.max_cost_usd);
+        let base_request = ChatRequest {
+            messages: prompt.messages.clone(),
+            ..build_request(step, job)
+        };
         let mut attempts = 0u32;
-        let mut cost = 0.0;
         let mut last: Option<(usize, ProviderError)> = None;
-        'models: for &m in &route.candidates {
+        let mut out_of_budget = None;
+        'models: for &m in &decision.candidates {
             let model = &self.config.models[m];
             let mut backoff = attempt_backoff();
             for attempt in 1..=self.config.worker.provider_attempts {
+                // The cost ceiling holds per call: the answer may not outgrow what is left.
+                let mut request = base_request.clone();
+                let prompt_tokens = prompt.tokens(model.tokenizer);
+                match router::output_cap_within_budget(
+                    model,
+                    prompt_tokens,
+                    max_cost.map(|m| m - cost),
+                ) {
+                    Some(cap) if cap < 1 => {
+                        out_of_budget = Some(model.name.clone());
+                        continue 'models;
+                    }
+                    Some(cap) => {
+                        request.max_tokens = Some(
+                            request
+                                .max_tokens
+                                .map_or(cap, |t| u64::from(t).min(cap))
+                                .min(u64::from(u32::MAX)) as u32,
+                        )
+                    }
+                    None => {}
+                }
                 attempts += 1;
                 let call_started = Instant::now();
                 let result = self.providers[m].complete(&request).await;
                 let elapsed = call_started.elapsed();
                 match result {
                     Ok(c) => {
-                        let call_cost = model.cost_usd(c.usage.input_tokens, c.usage.output_tokens);
+                        self.latency.record(m, elapsed);
+                        let call_cost = model.usage_cost_usd(&c.usage);
                         cost += call_cost;
                         telemetry::provider_call(model, &step.pipeline, &step.name, "ok", elapsed);
                         telemetry::provider_usage(model, &step.pipeline, c.usage, call_cost);
@@ -138,12 +294,12 @@ impl StepRunner {
                             },
                             model: model.name.clone(),
                             provider: model.provider.as_str().to_string(),
-                            variant: None,
+                            variant: variant_name,
                             usage: c.usage,
-                            cost_usd: cost,
+                            cost_usd: router::round_usd(cost),
                             latency_ms: started.elapsed().as_millis() as u64,
                             attempts,
-                            route: route.decision.clone(),
+                            route: decision.record,
                             started_at,
                             finished_at: crate::util::now_rfc3339(),
                             metadata: job.metadata.clone(),
@@ -183,13 +339,24 @@ impl StepRunner {
                 }
             }
         }
-        let (m, e) = last.expect("at least one candidate was tried");
-        StepOutcome::Failed(StepFailure {
-            class: e.class(),
-            message: format!("{} (model {})", e, self.config.models[m].name),
-            last_model: Some(self.config.models[m].name.clone()),
-            attempts,
-        })
+        match (last, out_of_budget) {
+            (Some((m, e)), _) => StepOutcome::Failed(StepFailure {
+                class: e.class(),
+                message: format!("{} (model {})", e, self.config.models[m].name),
+                last_model: Some(self.config.models[m].name.clone()),
+                attempts,
+            }),
+            (None, model) => StepOutcome::Failed(StepFailure {
+                class: ErrorClass::PolicyUnsatisfiable,
+                message: format!(
+                    "max_cost_usd {} leaves no budget for any allowed model (${} spent)",
+                    max_cost.unwrap_or_default(),
+                    router::usd(cost)
+                ),
+                last_model: model,
+                attempts,
+            }),
+        }
     }
 }
 

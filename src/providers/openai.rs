@@ -70,6 +70,14 @@ struct WireMessage {
 struct WireUsage {
     prompt_tokens: u64,
     completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<WirePromptDetails>,
+}
+
+#[derive(Deserialize)]
+struct WirePromptDetails {
+    #[serde(default)]
+    cached_tokens: u64,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +186,7 @@ fn decode_completion(bytes: &[u8]) -> Result<Completion, ProviderError> {
         input_tokens: u.prompt_tokens,
         output_tokens: u.completion_tokens,
         total_tokens: u.prompt_tokens.saturating_add(u.completion_tokens),
+        cached_input_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
     });
     Ok(Completion {
         text,
@@ -209,10 +218,16 @@ mod tests {
             Usage {
                 input_tokens: 10,
                 output_tokens: 3,
-                total_tokens: 13
+                total_tokens: 13,
+                cached_input_tokens: 0,
             }
         );
         assert_eq!(c.finish_reason.as_deref(), Some("stop"));
+        let body = br#"{"choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":2000,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":1536}}}"#;
+        assert_eq!(
+            decode_completion(body).unwrap().usage.cached_input_tokens,
+            1536
+        );
     }
 
     #[test]

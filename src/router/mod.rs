@@ -1,34 +1,44 @@
-//! Router: which models may serve a job, in which order.
+//! Router: which class a job is, and which models may serve it, in which order.
 //!
-//! This is the static router of the foundation: the step's `task_models` entry for the job's
-//! `task` (or the step's default model) comes first, then the step's `fallbacks`. Hard
-//! constraints are applied before anything else and never relaxed: a model the job's
-//! sensitivity or residency forbids is dropped from the list with the reason, so no later stage
-//! (not even a fallback) can reach it. An empty list is `policy_unsatisfiable`.
+//! A decision runs in four stages, each a pure function of config and job (plus the observed
+//! latency medians, passed in):
+//! 1. **Variant**: a route with A/B variants picks one by a hash of the job key (xxh3, seeded
+//!    by the route name), so a key keeps its variant across restarts and workers.
+//! 2. **Class**: the first rule whose conditions all hold (task, tenant, metadata, keywords,
+//!    regex, prompt token thresholds); else the route's classifier, asked by the pipeline and
+//!    validated here against its label set; else the default class.
+//! 3. **Constraints**: every candidate of the class is checked for sensitivity, residency,
+//!    required capabilities, a context window that fits the prompt plus reserved output, and
+//!    the job's cost ceiling (exact prompt tokens plus expected output tokens, times prices).
+//!    These are hard: a model failing one is dropped, and the list handed on (fallbacks
+//!    included) holds only allowed models. No allowed model is `policy_unsatisfiable`.
+//!    `max_latency_ms` is a preference: models whose median (observed over a sliding window,
+//!    or configured before any call) exceeds it are dropped unless that would leave none.
+//! 4. **Strategy** orders the survivors: cheapest, fastest, priority, or weighted.
 //!
-//! Pure: a function of config and job, unit-tested here.
+//! Every stage leaves a trace ([`Decision::considered`]) that `baton route --explain` prints
+//! and the result envelope summarizes ([`RouteDecision`]).
 
-use crate::config::{Config, ModelConfig, StepConfig};
-use crate::envelope::{DroppedModel, Job, RouteDecision};
+pub mod latency;
+pub mod tokens;
 
-/// The job's allowed candidates (indices into [`Config::models`]) and the decision record.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Route {
-    /// Allowed models, in the order to try them.
-    pub candidates: Vec<usize>,
-    /// What the result envelope reports.
-    pub decision: RouteDecision,
-}
+use std::cell::OnceCell;
+use std::time::Duration;
 
-/// No model may serve the job.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("no allowed model: {}", .decision.dropped.iter().map(|d| format!("{} ({})", d.model, d.reason)).collect::<Vec<_>>().join("; "))]
-pub struct Unsatisfiable {
-    /// The decision, with every dropped model.
-    pub decision: RouteDecision,
-}
+use crate::config::{
+    Capability, ClassConfig, Config, ModelConfig, RouteConfig, RuleConfig, StepConfig, Strategy,
+    TokenizerKind,
+};
+use crate::envelope::{ChatMessage, ClassifierCall, DroppedModel, Job, RouteDecision};
+use crate::providers::ChatRequest;
 
-/// Why `model` may not receive `job`, if it may not.
+/// Output tokens expected of a call when neither the route nor the request says.
+pub const DEFAULT_EXPECTED_OUTPUT_TOKENS: u32 = 256;
+
+/// The longest classifier answer kept in a decision.
+const MAX_ANSWER_CHARS: usize = 64;
+
+/// Why `model` may not receive `job` by its sensitivity or residency, if it may not.
 pub fn forbidden_reason(model: &ModelConfig, job: &Job) -> Option<String> {
     let sensitivity = job.sensitivity();
     if !model.sensitivities.contains(&sensitivity) {
@@ -50,205 +60,592 @@ pub fn forbidden_reason(model: &ModelConfig, job: &Job) -> Option<String> {
     None
 }
 
-/// Routes `job` on `step`.
-pub fn route(config: &Config, step: &StepConfig, job: &Job) -> Result<Route, Unsatisfiable> {
-    let (rule, first) = match job
-        .task
-        .as_deref()
-        .and_then(|t| step.task_models.get(t).map(|m| (t, *m)))
-    {
-        Some((task, m)) => (format!("task:{task}"), m),
-        None => ("default".to_string(), step.default_model),
+/// The capabilities a job needs by itself (a JSON Schema response format needs `json_schema`).
+pub fn job_capabilities(job: &Job) -> Vec<Capability> {
+    let mut caps = Vec::new();
+    let kind = job
+        .response_format
+        .as_ref()
+        .and_then(|f| f.get("type"))
+        .and_then(|t| t.as_str());
+    if kind == Some("json_schema") {
+        caps.push(Capability::JsonSchema);
+    }
+    caps
+}
+
+/// The job's prompt as the provider will see it, with token counts computed once per tokenizer.
+#[derive(Debug)]
+pub struct Prompt {
+    /// The step's system prompt, then the job's messages.
+    pub messages: Vec<ChatMessage>,
+    /// The job's own text (its messages, without the step's system prompt), for rules.
+    pub content: String,
+    /// Output tokens the request caps the answer at, if it does.
+    pub max_output_tokens: Option<u32>,
+    o200k: OnceCell<u64>,
+    cl100k: OnceCell<u64>,
+}
+
+impl Prompt {
+    /// The prompt of `job` on `step`.
+    pub fn new(step: &StepConfig, job: &Job) -> Prompt {
+        let request = crate::pipeline::build_request(step, job);
+        let own = job.chat_messages();
+        let content = match own.as_slice() {
+            [one] => one.content.clone(),
+            many => many
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        };
+        Prompt {
+            messages: request.messages,
+            content,
+            max_output_tokens: request.max_tokens,
+            o200k: OnceCell::new(),
+            cl100k: OnceCell::new(),
+        }
+    }
+
+    /// Prompt tokens with `kind`'s tokenizer (counted on first use).
+    pub fn tokens(&self, kind: TokenizerKind) -> u64 {
+        let cell = match kind {
+            TokenizerKind::O200kBase => &self.o200k,
+            TokenizerKind::Cl100kBase => &self.cl100k,
+        };
+        *cell.get_or_init(|| tokens::count_chat(kind, &self.messages))
+    }
+}
+
+/// A rule that matched, and the condition that made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleMatch {
+    /// Index into the route's rules.
+    pub rule: usize,
+    /// What matched, in words (`keyword "indemnity"`, `task complex`...).
+    pub why: String,
+}
+
+/// Whether `rule` holds for the job; `Some(why)` when it does.
+pub fn rule_matches(rule: &RuleConfig, job: &Job, prompt: &Prompt, tokens: u64) -> Option<String> {
+    let mut why = Vec::new();
+    if !rule.task.is_empty() {
+        let t = job.task.as_deref()?;
+        if !rule.task.iter().any(|x| x == t) {
+            return None;
+        }
+        why.push(format!("task {t}"));
+    }
+    if !rule.tenant.is_empty() {
+        let t = job.tenant.as_deref()?;
+        if !rule.tenant.iter().any(|x| x == t) {
+            return None;
+        }
+        why.push(format!("tenant {t}"));
+    }
+    for (key, want) in &rule.metadata {
+        let got = job.metadata.as_ref().and_then(|m| m.get(key))?;
+        if got != want {
+            return None;
+        }
+        why.push(format!("metadata.{key} = {want}"));
+    }
+    if let Some(min) = rule.min_tokens {
+        if tokens < min {
+            return None;
+        }
+        why.push(format!("{tokens} tokens >= {min}"));
+    }
+    if let Some(max) = rule.max_tokens {
+        if tokens > max {
+            return None;
+        }
+        why.push(format!("{tokens} tokens <= {max}"));
+    }
+    if let Some(re) = &rule.keywords {
+        let m = re.find(&prompt.content)?;
+        why.push(format!("keyword {:?}", m.as_str()));
+    }
+    if let Some(re) = &rule.regex {
+        let m = re.find(&prompt.content)?;
+        why.push(format!("regex matched {:?}", cut(m.as_str(), 40)));
+    }
+    if why.is_empty() {
+        why.push("no conditions".into());
+    }
+    Some(why.join(", "))
+}
+
+/// The first rule of `route` that holds, if any.
+pub fn classify_by_rules(
+    config: &Config,
+    route: &RouteConfig,
+    job: &Job,
+    prompt: &Prompt,
+) -> Option<RuleMatch> {
+    if route.rules.is_empty() {
+        return None;
+    }
+    let tokens = prompt.tokens(rule_tokenizer(config, route));
+    route.rules.iter().enumerate().find_map(|(i, r)| {
+        rule_matches(r, job, prompt, tokens).map(|why| RuleMatch { rule: i, why })
+    })
+}
+
+/// The tokenizer of token-count rules: the one of the default class's first model.
+pub fn rule_tokenizer(config: &Config, route: &RouteConfig) -> TokenizerKind {
+    route.variants[0].classes[route.default_class]
+        .models
+        .first()
+        .map_or(TokenizerKind::O200kBase, |&m| config.models[m].tokenizer)
+}
+
+/// A uniform number in [0, 1) from a 64-bit hash.
+fn unit(h: u64) -> f64 {
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The variant of `route` for a job key, and the key's bucket in [0, 1).
+pub fn pick_variant(route: &RouteConfig, key: &str) -> (usize, f64) {
+    let u = unit(xxhash_rust::xxh3::xxh3_64_with_seed(
+        key.as_bytes(),
+        route.hash_seed,
+    ));
+    let total: f64 = route.variants.iter().map(|v| v.weight).sum();
+    let mut acc = 0.0;
+    for (i, v) in route.variants.iter().enumerate() {
+        acc += v.weight / total;
+        if u < acc {
+            return (i, u);
+        }
+    }
+    (route.variants.len() - 1, u)
+}
+
+/// The classifier call for a job: the route's instructions, then the job's own messages.
+pub fn classifier_request(route: &RouteConfig, job: &Job) -> Option<(usize, ChatRequest)> {
+    let c = route.classifier.as_ref()?;
+    let mut messages = vec![ChatMessage {
+        role: "system".into(),
+        content: c.prompt.clone(),
+    }];
+    messages.extend(job.chat_messages());
+    Some((
+        c.model,
+        ChatRequest {
+            messages,
+            max_tokens: Some(c.max_tokens),
+            temperature: Some(0.0),
+            top_p: None,
+            seed: None,
+            stop: None,
+            response_format: None,
+        },
+    ))
+}
+
+/// The class a classifier answer names, if it is one of the labels (case, surrounding
+/// whitespace, quotes and a final full stop are forgiven; anything else is off-label).
+pub fn parse_label(route: &RouteConfig, answer: &str) -> Option<usize> {
+    let quote = |c: char| c == '"' || c == '\'' || c == '`';
+    let a = answer
+        .trim()
+        .trim_end_matches('.')
+        .trim_matches(quote)
+        .trim_end_matches('.')
+        .trim();
+    let c = route.classifier.as_ref()?;
+    c.labels
+        .iter()
+        .copied()
+        .find(|&l| route.classes[l].eq_ignore_ascii_case(a))
+}
+
+/// How the class was chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClassChoice {
+    /// A rule matched.
+    Rule(RuleMatch),
+    /// The classifier answered a valid label.
+    Classifier(usize),
+    /// Nothing chose; the route's default class, with why (`no rule matched`...).
+    Default(String),
+}
+
+/// What a model looked like to the router.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Considered {
+    /// Model index.
+    pub model: usize,
+    /// Prompt tokens with the model's tokenizer.
+    pub prompt_tokens: u64,
+    /// Output tokens the estimate assumes.
+    pub expected_output_tokens: u64,
+    /// Estimated cost of one call, in USD.
+    pub estimated_cost_usd: f64,
+    /// Median latency used, and whether it was observed (or configured).
+    pub p50: Option<(Duration, bool)>,
+    /// `None` when kept; the reason when dropped.
+    pub dropped: Option<String>,
+}
+
+/// A routing decision and its trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Route index in [`Config::routes`].
+    pub route: usize,
+    /// Variant index, and the key's bucket.
+    pub variant: (usize, f64),
+    /// Class index.
+    pub class: usize,
+    /// How the class was chosen.
+    pub choice: ClassChoice,
+    /// The class's strategy.
+    pub strategy: Strategy,
+    /// Every model of the class, in config order, with its verdict.
+    pub considered: Vec<Considered>,
+    /// Kept models (indices), in the order to try them.
+    pub candidates: Vec<usize>,
+    /// A note on the latency ceiling, when it could not be met by anyone.
+    pub latency_note: Option<String>,
+    /// Cost already spent before the decision (the classifier call), in USD.
+    pub spent_usd: f64,
+    /// What the result envelope reports.
+    pub record: RouteDecision,
+}
+
+impl Decision {
+    /// The estimate for candidate `model`.
+    pub fn considered(&self, model: usize) -> Option<&Considered> {
+        self.considered.iter().find(|c| c.model == model)
+    }
+}
+
+/// No model may serve the job.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("no allowed model: {}", .decision.record.dropped.iter().map(|d| format!("{} ({})", d.model, d.reason)).collect::<Vec<_>>().join("; "))]
+pub struct Unsatisfiable {
+    /// The decision, with every dropped model.
+    pub decision: Box<Decision>,
+}
+
+/// The inputs of [`decide`] besides config and job.
+#[derive(Debug, Clone, Copy)]
+pub struct DecideInput<'a> {
+    /// The step.
+    pub step: &'a StepConfig,
+    /// The job's prompt.
+    pub prompt: &'a Prompt,
+    /// The routing key (record key, else job id).
+    pub key: &'a str,
+    /// The variant and bucket from [`pick_variant`].
+    pub variant: (usize, f64),
+    /// How the class was chosen.
+    pub choice: &'a ClassChoice,
+    /// USD spent before the decision (classification).
+    pub spent_usd: f64,
+}
+
+/// Stages 3 and 4: constraints and strategy for the chosen class. `observed` gives a model's
+/// observed median latency, if it has one.
+pub fn decide(
+    config: &Config,
+    job: &Job,
+    input: DecideInput<'_>,
+    classifier: Option<ClassifierCall>,
+    observed: &dyn Fn(usize) -> Option<Duration>,
+) -> Result<Decision, Unsatisfiable> {
+    let route_idx = input.step.route;
+    let route = &config.routes[route_idx];
+    let class = match input.choice {
+        ClassChoice::Rule(m) => route.rules[m.rule].class,
+        ClassChoice::Classifier(c) => *c,
+        ClassChoice::Default(_) => route.default_class,
     };
-    let mut order = vec![first];
-    for &m in std::iter::once(&step.default_model).chain(&step.fallback_models) {
-        if !order.contains(&m) {
-            order.push(m);
-        }
-    }
-    let mut candidates = Vec::new();
-    let mut dropped = Vec::new();
-    for m in order {
+    let variant = &route.variants[input.variant.0];
+    let cc: &ClassConfig = &variant.classes[class];
+    let policy = job.policy.clone().unwrap_or_default();
+    let mut required = cc.requires.clone();
+    required.extend(
+        job_capabilities(job)
+            .into_iter()
+            .filter(|c| !cc.requires.contains(c)),
+    );
+    let max_out = input.prompt.max_output_tokens;
+    let expected_out = u64::from(
+        cc.expected_output_tokens
+            .unwrap_or(max_out.unwrap_or(DEFAULT_EXPECTED_OUTPUT_TOKENS))
+            .min(max_out.unwrap_or(u32::MAX)),
+    );
+    let reserved_out = max_out.map_or(expected_out, u64::from);
+    let budget = policy.max_cost_usd.map(|m| m - input.spent_usd);
+
+    let mut considered = Vec::with_capacity(cc.models.len());
+    for &m in &cc.models {
         let model = &config.models[m];
-        match forbidden_reason(model, job) {
-            None => candidates.push(m),
-            Some(reason) => dropped.push(DroppedModel {
-                model: model.name.clone(),
-                reason,
-            }),
+        let prompt_tokens = input.prompt.tokens(model.tokenizer);
+        let estimated_cost_usd = model.cost_usd(prompt_tokens, expected_out);
+        let p50 = observed(m)
+            .map(|d| (d, true))
+            .or(model.expected_latency.map(|d| (d, false)));
+        let missing: Vec<&str> = required
+            .iter()
+            .filter(|c| !model.capabilities.contains(c))
+            .map(|c| c.as_str())
+            .collect();
+        let dropped = if let Some(r) = forbidden_reason(model, job) {
+            Some(r)
+        } else if !missing.is_empty() {
+            Some(format!("lacks capability {}", missing.join(", ")))
+        } else if prompt_tokens + reserved_out > u64::from(model.context_window) {
+            Some(format!(
+                "{prompt_tokens} prompt + {reserved_out} output tokens exceed its context window of {}",
+                model.context_window
+            ))
+        } else {
+            match (budget, policy.max_cost_usd) {
+                (Some(b), Some(max)) if estimated_cost_usd > b => Some(format!(
+                    "estimated ${} exceeds max_cost_usd {}{}",
+                    usd(estimated_cost_usd),
+                    max,
+                    if input.spent_usd > 0.0 {
+                        format!(" (${} already spent)", usd(input.spent_usd))
+                    } else {
+                        String::new()
+                    }
+                )),
+                _ => None,
+            }
+        };
+        considered.push(Considered {
+            model: m,
+            prompt_tokens,
+            expected_output_tokens: expected_out,
+            estimated_cost_usd,
+            p50,
+            dropped,
+        });
+    }
+
+    // The latency ceiling is a preference: it drops slow models only while others remain.
+    let mut latency_note = None;
+    if let Some(max) = policy.max_latency_ms {
+        let limit = Duration::from_millis(max);
+        let slow = |c: &Considered| c.p50.is_some_and(|(d, _)| d > limit);
+        let any_fast = considered.iter().any(|c| c.dropped.is_none() && !slow(c));
+        if any_fast {
+            for c in considered.iter_mut().filter(|c| c.dropped.is_none()) {
+                if let Some((d, observed)) = c.p50.filter(|(d, _)| *d > limit) {
+                    c.dropped = Some(format!(
+                        "{} p50 {} ms exceeds max_latency_ms {max}",
+                        if observed { "observed" } else { "expected" },
+                        d.as_millis()
+                    ));
+                }
+            }
+        } else if considered.iter().any(|c| c.dropped.is_none()) {
+            latency_note = Some(format!(
+                "no allowed model meets max_latency_ms {max}; kept them all"
+            ));
         }
     }
-    let decision = RouteDecision {
+
+    let mut candidates: Vec<&Considered> =
+        considered.iter().filter(|c| c.dropped.is_none()).collect();
+    match cc.strategy {
+        Strategy::Priority => {}
+        Strategy::Cheapest => {
+            candidates.sort_by(|a, b| a.estimated_cost_usd.total_cmp(&b.estimated_cost_usd))
+        }
+        Strategy::Fastest => candidates.sort_by_key(|c| c.p50.map_or(Duration::MAX, |(d, _)| d)),
+        Strategy::Weighted => {
+            // Efraimidis–Spirakis: a weighted draw without replacement, u^(1/w) descending,
+            // with u from the job key, so the order is deterministic per key.
+            let seed = route.hash_seed ^ (class as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let score = |c: &Considered| {
+                let w = cc
+                    .models
+                    .iter()
+                    .position(|&m| m == c.model)
+                    .map_or(1.0, |i| cc.weights[i]);
+                let mut bytes = input.key.as_bytes().to_vec();
+                bytes.extend_from_slice(&(c.model as u64).to_le_bytes());
+                let u =
+                    unit(xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, seed)).max(f64::MIN_POSITIVE);
+                u.powf(1.0 / w)
+            };
+            candidates.sort_by(|a, b| score(b).total_cmp(&score(a)));
+        }
+    }
+    let candidates: Vec<usize> = candidates.iter().map(|c| c.model).collect();
+
+    let rule = match input.choice {
+        ClassChoice::Rule(m) => route.rules[m.rule].name.clone(),
+        ClassChoice::Classifier(_) => "classifier".to_string(),
+        ClassChoice::Default(why) => format!("default ({why})"),
+    };
+    let first = candidates
+        .first()
+        .or(cc.models.first())
+        .and_then(|m| considered.iter().find(|c| c.model == *m));
+    let record = RouteDecision {
+        route: route.name.clone(),
+        class: route.classes[class].clone(),
         rule,
+        variant: variant.name.clone(),
+        classifier,
+        prompt_tokens: first.map_or(0, |c| c.prompt_tokens),
         candidates: candidates
             .iter()
             .map(|&m| config.models[m].name.clone())
             .collect(),
-        dropped,
+        estimated_cost_usd: candidates
+            .iter()
+            .filter_map(|&m| considered.iter().find(|c| c.model == m))
+            .map(|c| round_usd(c.estimated_cost_usd))
+            .collect(),
+        dropped: considered
+            .iter()
+            .filter_map(|c| {
+                c.dropped.as_ref().map(|r| DroppedModel {
+                    model: config.models[c.model].name.clone(),
+                    reason: r.clone(),
+                })
+            })
+            .collect(),
     };
-    if candidates.is_empty() {
-        return Err(Unsatisfiable { decision });
-    }
-    Ok(Route {
+    let decision = Decision {
+        route: route_idx,
+        variant: input.variant,
+        class,
+        choice: input.choice.clone(),
+        strategy: cc.strategy,
+        considered,
         candidates,
-        decision,
-    })
+        latency_note,
+        spent_usd: input.spent_usd,
+        record,
+    };
+    if decision.candidates.is_empty() {
+        return Err(Unsatisfiable {
+            decision: Box::new(decision),
+        });
+    }
+    Ok(decision)
+}
+
+/// The most output tokens a call on `model` may produce within the job's remaining budget, or
+/// `None` when the job has no cost ceiling. Zero means the prompt alone exceeds the budget.
+pub fn output_cap_within_budget(
+    model: &ModelConfig,
+    prompt_tokens: u64,
+    remaining_usd: Option<f64>,
+) -> Option<u64> {
+    let remaining = remaining_usd?;
+    let left = remaining - model.cost_usd(prompt_tokens, 0);
+    if left <= 0.0 {
+        return Some(0);
+    }
+    if model.price_output_per_mtok <= 0.0 {
+        return None;
+    }
+    Some((left * 1_000_000.0 / model.price_output_per_mtok).floor() as u64)
+}
+
+/// A decision made without calling anything: the classifier's answer is `assumed_label` when
+/// given (and the default class otherwise), and latency is each model's configured expectation.
+/// What `baton route --explain` shows, and what unit tests exercise.
+pub fn decide_offline(
+    config: &Config,
+    step: &StepConfig,
+    job: &Job,
+    key: &str,
+    assumed_label: Option<&str>,
+) -> Result<Decision, Unsatisfiable> {
+    let route = &config.routes[step.route];
+    let prompt = Prompt::new(step, job);
+    let variant = pick_variant(route, key);
+    let (choice, classifier) = match classify_by_rules(config, route, job, &prompt) {
+        Some(m) => (ClassChoice::Rule(m), None),
+        None => match &route.classifier {
+            None => (ClassChoice::Default("no rule matched".into()), None),
+            Some(c) => {
+                let call = ClassifierCall {
+                    model: config.models[c.model].name.clone(),
+                    answer: assumed_label.map(str::to_string),
+                    valid: false,
+                    error: None,
+                    cost_usd: 0.0,
+                };
+                match assumed_label.map(|a| (a, parse_label(route, a))) {
+                    Some((_, Some(l))) => (
+                        ClassChoice::Classifier(l),
+                        Some(ClassifierCall {
+                            valid: true,
+                            ..call
+                        }),
+                    ),
+                    Some((a, None)) => (
+                        ClassChoice::Default(format!("classifier answered off-label {a:?}")),
+                        Some(ClassifierCall {
+                            error: Some("off-label answer".into()),
+                            ..call
+                        }),
+                    ),
+                    None => (
+                        ClassChoice::Default("classifier not called offline".into()),
+                        None,
+                    ),
+                }
+            }
+        },
+    };
+    decide(
+        config,
+        job,
+        DecideInput {
+            step,
+            prompt: &prompt,
+            key,
+            variant,
+            choice: &choice,
+            spent_usd: 0.0,
+        },
+        classifier,
+        &|_| None,
+    )
+}
+
+/// `s` cut to `n` characters.
+pub fn cut(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// A classifier answer as kept in the decision.
+pub fn answer_excerpt(answer: &str) -> String {
+    cut(answer.trim(), MAX_ANSWER_CHARS)
+}
+
+/// A USD amount rounded to a billionth, as reported.
+pub fn round_usd(v: f64) -> f64 {
+    (v * 1e9).round() / 1e9
+}
+
+/// A USD amount for humans: enough digits to tell estimates apart.
+pub fn usd(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v >= 0.01 {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.6}")
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Sensitivity;
-    use crate::envelope::Policy;
-
-    fn config() -> Config {
-        Config::from_toml(crate::demo::SAMPLE_CONFIG, None).unwrap()
-    }
-
-    fn job(task: Option<&str>, sensitivity: Option<Sensitivity>, residency: Option<&str>) -> Job {
-        Job {
-            id: "j".into(),
-            pipeline: None,
-            task: task.map(Into::into),
-            tenant: None,
-            messages: None,
-            input: Some("hi".into()),
-            params: None,
-            policy: Some(Policy {
-                sensitivity,
-                residency: residency.map(Into::into),
-                ..Policy::default()
-            }),
-            response_format: None,
-            conversation_id: None,
-            metadata: None,
-        }
-    }
-
-    /// task, sensitivity, residency, expected rule, expected candidates.
-    type Case<'a> = (
-        Option<&'a str>,
-        Option<Sensitivity>,
-        Option<&'a str>,
-        &'a str,
-        Vec<&'a str>,
-    );
-
-    #[test]
-    fn table_of_decisions() {
-        let c = config();
-        let step = &c.steps[0];
-        let cases: Vec<Case> = vec![
-            (
-                None,
-                None,
-                None,
-                "default",
-                vec!["cheap-fast", "premium", "on-prem"],
-            ),
-            (
-                Some("simple"),
-                None,
-                None,
-                "task:simple",
-                vec!["cheap-fast", "premium", "on-prem"],
-            ),
-            (
-                Some("complex"),
-                None,
-                None,
-                "task:complex",
-                vec!["premium", "cheap-fast", "on-prem"],
-            ),
-            (
-                Some("unknown"),
-                None,
-                None,
-                "default",
-                vec!["cheap-fast", "premium", "on-prem"],
-            ),
-            (
-                Some("complex"),
-                Some(Sensitivity::Confidential),
-                None,
-                "task:complex",
-                vec!["premium", "on-prem"],
-            ),
-            (
-                None,
-                Some(Sensitivity::Restricted),
-                None,
-                "default",
-                vec!["on-prem"],
-            ),
-            (
-                Some("complex"),
-                Some(Sensitivity::Restricted),
-                None,
-                "task:complex",
-                vec!["on-prem"],
-            ),
-            (
-                None,
-                None,
-                Some("eu"),
-                "default",
-                vec!["premium", "on-prem"],
-            ),
-        ];
-        for (task, sens, res, rule, want) in cases {
-            let r = route(&c, step, &job(task, sens, res)).unwrap();
-            assert_eq!(r.decision.rule, rule, "{task:?} {sens:?} {res:?}");
-            assert_eq!(r.decision.candidates, want, "{task:?} {sens:?} {res:?}");
-        }
-    }
-
-    #[test]
-    fn restricted_never_reaches_a_cloud_model() {
-        let c = config();
-        let r = route(
-            &c,
-            &c.steps[0],
-            &job(Some("complex"), Some(Sensitivity::Restricted), None),
-        )
-        .unwrap();
-        for m in &r.candidates {
-            assert!(c.models[*m]
-                .sensitivities
-                .contains(&Sensitivity::Restricted));
-        }
-        assert!(r.decision.dropped.iter().any(|d| d.model == "premium"));
-    }
-
-    #[test]
-    fn nothing_allowed_is_unsatisfiable() {
-        let c = Config::from_toml(
-            r#"
-            [models.cloud]
-            base_url = "http://127.0.0.1:1/v1"
-            residency = "us"
-            [pipelines.p]
-            steps = [{ name = "s", model = "cloud" }]
-            "#,
-            None,
-        )
-        .unwrap();
-        let e = route(
-            &c,
-            &c.steps[0],
-            &job(None, Some(Sensitivity::Restricted), None),
-        )
-        .unwrap_err();
-        assert!(e.decision.candidates.is_empty());
-        assert!(
-            e.to_string()
-                .contains("cloud (sensitivity restricted not allowed)"),
-            "{e}"
-        );
-        let e = route(&c, &c.steps[0], &job(None, None, Some("eu"))).unwrap_err();
-        assert!(
-            e.to_string().contains("residency eu required, model is us"),
-            "{e}"
-        );
-    }
-}
+mod tests;

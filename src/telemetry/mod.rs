@@ -43,6 +43,8 @@ pub mod names {
     pub const PRODUCE_RETRIES: &str = "baton_produce_retries_total";
     /// Records delivered again within one assignment and skipped (already handled).
     pub const REDELIVERIES: &str = "baton_redeliveries_skipped_total";
+    /// Counter: routing decisions, by first-choice model and A/B variant.
+    pub const ROUTED: &str = "baton_routed_total";
 }
 
 /// Label keys (the closed set of DESIGN.md, plus `partition` for the lag gauge).
@@ -57,6 +59,8 @@ pub mod labels {
     pub const STEP: &str = "step";
     /// Outcome.
     pub const OUTCOME: &str = "outcome";
+    /// A/B variant (`none` for routes without variants).
+    pub const VARIANT: &str = "variant";
     /// Error class.
     pub const ERROR_CLASS: &str = "error_class";
     /// Partition number (lag only).
@@ -113,6 +117,10 @@ fn describe() {
     describe_counter!(OUTPUT_TOKENS, "Output (completion) tokens billed.");
     describe_counter!(COST, "Cost billed, in USD.");
     describe_gauge!(IN_FLIGHT, "Jobs in flight in this worker.");
+    describe_counter!(
+        ROUTED,
+        "Routing decisions, by first-choice model and A/B variant."
+    );
     describe_gauge!(
         CONSUMER_LAG,
         "Consumer lag per input partition (librdkafka statistics)."
@@ -167,6 +175,11 @@ pub fn provider_usage(model: &ModelConfig, pipeline: &str, usage: Usage, cost_us
     // The metrics crate's counters are integers; cost is fractional USD, so it is a gauge that
     // only ever increases (Prometheus `rate()` works on it the same way).
     gauge!(COST, MODEL => m, PROVIDER => p, PIPELINE => pipeline.to_string()).increment(cost_usd);
+}
+
+/// A job was routed: its first-choice model and variant.
+pub fn routed(pipeline: &str, step: &str, model: &str, variant: Option<&str>) {
+    counter!(ROUTED, PIPELINE => pipeline.to_string(), STEP => step.to_string(), MODEL => model.to_string(), VARIANT => variant.unwrap_or("none").to_string()).increment(1);
 }
 
 /// The in-flight gauge.

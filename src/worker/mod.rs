@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, StepConfig, TopicNames};
-use crate::envelope::{decode_job, ErrorClass};
+use crate::envelope::{decode_job, ErrorClass, Job};
 use crate::kafka::headers;
 use crate::pipeline::{next_step_job, StepFailure, StepOutcome, StepRunner};
 use crate::telemetry;
@@ -626,6 +626,14 @@ fn key_as_id(msg: &OwnedMessage) -> String {
         .unwrap_or_default()
 }
 
+/// The key that keeps a job's A/B variant sticky: the record key, else the job id.
+fn routing_key(msg: &OwnedMessage, job: &Job) -> String {
+    match msg.key() {
+        Some(k) if !k.is_empty() => String::from_utf8_lossy(k).into_owned(),
+        _ => job.id.clone(),
+    }
+}
+
 /// Processes one record to its terminal output.
 async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken) -> Ended {
     let started = Instant::now();
@@ -668,8 +676,9 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
             .await;
         }
     };
+    let key = routing_key(msg, &job);
     let outcome = tokio::select! {
-        o = shared.runner.run(step, &job) => o,
+        o = shared.runner.run(step, &job, &key) => o,
         _ = cancel.cancelled() => return Ended::Abandoned,
     };
     let failure = match outcome {
@@ -677,7 +686,13 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
             let key = msg
                 .key()
                 .map_or_else(|| job.id.as_bytes().to_vec(), <[u8]>::to_vec);
-            let hdrs = headers::common(&job.id, &step_label, result.attempts, &traceparent);
+            let mut hdrs = headers::common(&job.id, &step_label, result.attempts, &traceparent);
+            if let Some(v) = &result.variant {
+                hdrs = hdrs.insert(rdkafka::message::Header {
+                    key: headers::VARIANT,
+                    value: Some(v.as_bytes()),
+                });
+            }
             let (payload, outcome) = if step.is_last {
                 (serde_json::to_vec(&result), "result")
             } else {

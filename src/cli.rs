@@ -44,6 +44,9 @@ pub enum Command {
     Topics(TopicsCommand),
     /// Validate a config file and print what it defines.
     Check(CheckArgs),
+    /// Show how jobs would be routed: class, rule, variant, each model kept or dropped and why,
+    /// estimated tokens and cost, and the final order. Calls nothing.
+    Route(RouteArgs),
     /// Measure worker throughput, CPU per 1,000 jobs and peak RSS against a real broker.
     Bench(crate::bench::BenchArgs),
 }
@@ -132,6 +135,32 @@ pub struct CheckArgs {
     pub config: PathBuf,
 }
 
+/// `baton route`
+#[derive(Debug, Args)]
+pub struct RouteArgs {
+    /// Print the whole decision trace (otherwise one line per job).
+    #[arg(long)]
+    pub explain: bool,
+    /// The config file.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The step, as `pipeline.step`; the first step of the job's pipeline (or of the first
+    /// pipeline) when absent.
+    #[arg(long)]
+    pub step: Option<String>,
+    /// Routing key (the record key); the job's `conversation_id`, else its `id`, when absent.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Assume the route's classifier answers this (the classifier is not called).
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Print the decision as the result envelope's `route` object (JSON) instead.
+    #[arg(long)]
+    pub json: bool,
+    /// A job envelope (JSON), a JSON Lines file of them, or - for stdin.
+    pub job: String,
+}
+
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -176,13 +205,19 @@ pub enum CliError {
     /// Topics differ from their declarations.
     #[error("{0} topic(s) differ from their declarations")]
     Drift(usize),
+    /// The command line names something that does not exist or cannot be read.
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl CliError {
     /// The process exit code.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Config(_) | CliError::ConfigKey(_) | CliError::MockConfig(_) => 2,
+            CliError::Config(_)
+            | CliError::ConfigKey(_)
+            | CliError::MockConfig(_)
+            | CliError::Usage(_) => 2,
             CliError::Drift(_) => 3,
             _ => 1,
         }
@@ -296,17 +331,145 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             );
             for s in &config.steps {
                 println!(
-                    "  step {}.{}: consumes {} -> {}",
-                    s.pipeline, s.name, s.topic, s.output_topic
+                    "  step {}.{}: consumes {} -> {} (route {})",
+                    s.pipeline, s.name, s.topic, s.output_topic, config.routes[s.route].name
                 );
+            }
+            for r in &config.routes {
+                println!("  route {}:", r.name);
+                for v in &r.variants {
+                    let indent = match &v.name {
+                        Some(n) => {
+                            println!("    variant {n} (weight {}):", v.weight);
+                            "      "
+                        }
+                        None => "    ",
+                    };
+                    for (c, cc) in r.classes.iter().zip(&v.classes) {
+                        println!(
+                            "{indent}class {c}{}: {} [{}]",
+                            if r.classes[r.default_class] == *c {
+                                " (default)"
+                            } else {
+                                ""
+                            },
+                            cc.models
+                                .iter()
+                                .map(|&m| config.models[m].name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            cc.strategy.as_str()
+                        );
+                    }
+                }
+                if !r.sensitivities.is_empty() {
+                    println!(
+                        "    every class can serve: {}",
+                        r.sensitivities
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
             }
             Ok(())
         }
+        Command::Route(args) => route(args),
         Command::Bench(args) => {
             crate::bench::run(args).await?;
             Ok(())
         }
     }
+}
+
+fn route(args: RouteArgs) -> Result<(), CliError> {
+    let config = Config::load(&args.config)?;
+    let text = if args.job == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(&args.job)?
+    };
+    let trimmed = text.trim();
+    // One pretty-printed job, or JSON Lines.
+    let jobs: Vec<&str> = if serde_json::from_str::<serde_json::Value>(trimmed).is_ok() {
+        vec![trimmed]
+    } else {
+        trimmed.lines().filter(|l| !l.trim().is_empty()).collect()
+    };
+    for (n, raw) in jobs.iter().enumerate() {
+        let job: crate::envelope::Job = serde_json::from_str(raw)
+            .map_err(|e| CliError::Usage(format!("job {}: not a job envelope: {e}", n + 1)))?;
+        let step = match &args.step {
+            Some(s) => config
+                .steps
+                .iter()
+                .find(|st| format!("{}.{}", st.pipeline, st.name) == *s)
+                .ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "unknown step {s:?} (steps: {})",
+                        config
+                            .steps
+                            .iter()
+                            .map(|st| format!("{}.{}", st.pipeline, st.name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?,
+            None => match &job.pipeline {
+                Some(p) => config
+                    .steps
+                    .iter()
+                    .find(|st| &st.pipeline == p)
+                    .ok_or_else(|| {
+                        CliError::Usage(format!("job {}: unknown pipeline {p:?}", job.id))
+                    })?,
+                None => &config.steps[0],
+            },
+        };
+        let key = args.key.clone().unwrap_or_else(|| {
+            job.conversation_id
+                .clone()
+                .unwrap_or_else(|| job.id.clone())
+        });
+        let decision =
+            match crate::router::decide_offline(&config, step, &job, &key, args.class.as_deref()) {
+                Ok(d) => d,
+                Err(e) => *e.decision,
+            };
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string(&decision.record).expect("decisions serialize")
+            );
+        } else if args.explain {
+            if n > 0 {
+                println!();
+            }
+            print!(
+                "{}",
+                crate::router::explain::render(&config, step, &job, &key, &decision)
+            );
+        } else {
+            println!(
+                "{}: class {} ({}){} -> {}",
+                job.id,
+                decision.record.class,
+                decision.record.rule,
+                decision
+                    .record
+                    .variant
+                    .as_deref()
+                    .map_or(String::new(), |v| format!(", variant {v}")),
+                if decision.candidates.is_empty() {
+                    "policy_unsatisfiable".to_string()
+                } else {
+                    decision.record.candidates.join(" -> ")
+                }
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn run_worker(args: RunArgs) -> Result<(), CliError> {

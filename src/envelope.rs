@@ -149,6 +149,7 @@ pub struct Output {
 
 /// How the job was routed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RouteDecision {
     /// The route's name.
     pub route: String,

@@ -62,7 +62,14 @@ fn a_result_envelope_validates() {
         "model": "cheap-fast", "provider": "openai",
         "usage": { "input_tokens": 12, "output_tokens": 4, "total_tokens": 16 },
         "cost_usd": 0.0000042, "latency_ms": 230, "attempts": 1,
-        "route": { "rule": "task:simple", "candidates": ["cheap-fast", "premium"] },
+        "variant": "control",
+        "route": {
+            "route": "support", "class": "simple", "rule": "classifier", "variant": "control",
+            "classifier": { "model": "triage", "answer": "simple", "valid": true, "cost_usd": 0.0000012 },
+            "prompt_tokens": 12, "candidates": ["cheap-fast", "premium"],
+            "estimated_cost_usd": [0.0000018, 0.000036],
+            "dropped": [{ "model": "on-prem", "reason": "lacks capability json_schema" }]
+        },
         "started_at": "2026-11-24T10:00:00.000Z", "finished_at": "2026-11-24T10:00:00.230Z",
         "metadata": { "a": 1 }
     }))

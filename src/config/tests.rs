@@ -32,7 +32,8 @@ fn minimal_config_gets_defaults() {
 #[test]
 fn the_sample_config_is_valid() {
     let c = Config::from_toml(crate::demo::SAMPLE_CONFIG, None).unwrap();
-    assert_eq!(c.models.len(), 3);
+    assert_eq!(c.models.len(), 4);
+    assert_eq!(c.routes[c.steps[0].route].name, "support");
     assert_eq!(c.steps[0].topic, "support.answer");
 }
 
@@ -140,4 +141,111 @@ fn overrides_that_would_break_delivery_guarantees_are_refused() {
     );
     assert!(e.contains("kafka.producer.acks: managed by baton"), "{e}");
     assert!(!e.contains("fetch.min.bytes"), "{e}");
+}
+
+const ROUTED: &str = r#"
+[models.cloud]
+base_url = "http://127.0.0.1:1/v1"
+residency = "us"
+[models.local]
+base_url = "http://127.0.0.1:1/v1"
+residency = "on_prem"
+sensitivities = ["public", "internal", "confidential", "restricted"]
+
+[routes.r]
+default_class = "simple"
+sensitivities = ["internal", "restricted"]
+[[routes.r.rules]]
+name = "legal"
+keywords = ["contract"]
+class = "complex"
+[routes.r.classes.simple]
+models = ["cloud", "local"]
+[routes.r.classes.complex]
+models = ["local"]
+[routes.r.classifier]
+model = "cloud"
+[[routes.r.variants]]
+name = "a"
+weight = 9
+[[routes.r.variants]]
+name = "b"
+weight = 1
+classes.simple.models = ["local", "cloud"]
+
+[pipelines.p]
+steps = [{ name = "s", route = "r" }]
+"#;
+
+#[test]
+fn a_routed_config_is_valid_and_resolved() {
+    let c = Config::from_toml(ROUTED, None).unwrap();
+    let r = &c.routes[c.steps[0].route];
+    assert_eq!(r.name, "r");
+    assert_eq!(r.classes, vec!["simple", "complex"]);
+    assert_eq!(r.variants.len(), 2);
+    assert_eq!(r.variants[1].classes[0].models, vec![1, 0]);
+    assert_eq!(r.variants[1].classes[1].models, vec![1]);
+    assert_eq!(r.classifier.as_ref().unwrap().labels, vec![0, 1]);
+}
+
+/// Each `baton check` error names its key path.
+#[test]
+fn route_errors_name_their_key_path() {
+    let cases: &[(&str, &str, &str)] = &[
+        // unknown model, with its line
+        (
+            r#"models = ["local"]"#,
+            r#"models = ["local", "gpt5"]"#,
+            "routes.r.classes.complex.models[1] (line 20): unknown model \"gpt5\"",
+        ),
+        // a declared sensitivity no candidate may receive
+        (
+            r#"models = ["local"]"#,
+            r#"models = ["cloud"]"#,
+            "routes.r.classes.complex.models: class \"complex\" has no candidate allowed to receive restricted data",
+        ),
+        (
+            r#"classes.simple.models = ["local", "cloud"]"#,
+            r#"classes.simple.models = ["cloud"]"#,
+            "routes.r.variants[1].classes.simple.models: class \"simple\" has no candidate allowed to receive restricted data",
+        ),
+        // non-positive weights
+        ("weight = 1\n", "weight = 0\n", "routes.r.variants[1].weight: must be positive, got 0"),
+        (
+            "default_class = \"simple\"",
+            "default_class = \"simple\"\nstrategy = \"weighted\"\nweights = { cloud = -1, local = 1 }",
+            "routes.r.weights.cloud: must be positive, got -1",
+        ),
+        (
+            "default_class = \"simple\"",
+            "default_class = \"simple\"\nstrategy = \"weighted\"\nweights = { local = 1 }",
+            "routes.r.weights: strategy \"weighted\" needs a weight for \"cloud\"",
+        ),
+        // duplicate names
+        ("name = \"b\"", "name = \"a\"", "routes.r.variants[1].name: duplicate variant name \"a\""),
+        (
+            r#"models = ["cloud", "local"]"#,
+            r#"models = ["cloud", "local", "cloud"]"#,
+            "routes.r.classes.simple.models[2] (line 18): duplicate model \"cloud\" in the list",
+        ),
+        // unknown classes and tags
+        ("class = \"complex\"", "class = \"hard\"", "routes.r.rules[0].class (line 16): unknown class \"hard\""),
+        ("model = \"cloud\"\n[[", "model = \"cloud\"\nlabels = [\"simple\", \"urgent\"]\n[[", "routes.r.classifier.labels[1]: unknown class \"urgent\""),
+        ("default_class = \"simple\"", "default_class = \"easy\"", "routes.r.default_class: unknown class \"easy\""),
+        ("residency = \"us\"", "residency = \"us\"\ncapabilities = [\"vison\"]", "models.cloud.capabilities (line 5)"),
+        ("keywords = [\"contract\"]", "regex = \"(unclosed\"", "routes.r.rules[0].regex: invalid regular expression"),
+        // steps
+        ("route = \"r\"", "route = \"q\"", "pipelines.p.steps[0].route (line 32): unknown route \"q\""),
+        ("route = \"r\"", "route = \"r\", model = \"cloud\"", "pipelines.p.steps[0]: set either `route` or `model`"),
+    ];
+    for (from, to, want) in cases {
+        assert!(ROUTED.contains(from), "{from}");
+        let text = ROUTED.replacen(from, to, 1);
+        let e = errors(&text);
+        assert!(
+            e.iter().any(|x| x.starts_with(want)),
+            "want {want:?}, got {e:?}"
+        );
+    }
 }

@@ -139,7 +139,7 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
         "  providers: simulated by baton mock-llm at {} (latency, 5xx, 429s, a content filter)",
         mock.base_url()
     );
-    println!("  config:    examples/support.toml: cheap-fast (simple), premium (complex), on-prem (restricted)");
+    println!("  config:    examples/support.toml: route \"support\" (rules, then the triage classifier): simple -> cheap-fast, complex -> premium, restricted -> on-prem; 10% A/B variant");
     println!(
         "  real run:  baton topics apply --config examples/support.toml --bootstrap HOST:PORT"
     );
@@ -283,14 +283,29 @@ fn collect_outputs(
     Ok((results, dead))
 }
 
-/// How jobs were routed: rule, first choice, the model that answered, and how many models a
-/// policy constraint removed.
+/// The rule column: a rule's name, `classifier`, or `default` with its reason in short.
+fn short_rule(rule: &str) -> String {
+    match rule.strip_prefix("default (") {
+        Some(why) => {
+            let why = why.trim_end_matches(')');
+            let why = why.split([':', '(']).next().unwrap_or(why).trim();
+            format!("default: {why}")
+        }
+        None => rule.to_string(),
+    }
+}
+
+/// How jobs were routed: class, what decided it, variant, first choice, the model that
+/// answered, and how many models a constraint removed.
 fn print_routes(report: &DemoReport) {
-    let mut routes: BTreeMap<(String, String, String, usize), usize> = BTreeMap::new();
+    type Key = (String, String, String, String, String, usize);
+    let mut routes: BTreeMap<Key, usize> = BTreeMap::new();
     for r in &report.results {
         let first = r.route.candidates.first().cloned().unwrap_or_default();
         let key = (
-            r.route.rule.clone(),
+            r.route.class.clone(),
+            short_rule(&r.route.rule),
+            r.variant.clone().unwrap_or_else(|| "-".into()),
             first,
             r.model.clone(),
             r.route.dropped.len(),
@@ -298,10 +313,10 @@ fn print_routes(report: &DemoReport) {
         *routes.entry(key).or_default() += 1;
     }
     println!(
-        "{:<14} {:<12} {:<12} {:>6}  note",
-        "route rule", "first choice", "answered by", "jobs"
+        "{:<8} {:<38} {:<14} {:<12} {:<12} {:>5}  note",
+        "class", "decided by", "variant", "first choice", "answered by", "jobs"
     );
-    for ((rule, first, model, dropped), n) in &routes {
+    for ((class, rule, variant, first, model, dropped), n) in &routes {
         let mut notes = Vec::new();
         if dropped > &0 {
             notes.push(format!("{dropped} model(s) dropped by policy"));
@@ -310,10 +325,37 @@ fn print_routes(report: &DemoReport) {
             notes.push("fallback".to_string());
         }
         println!(
-            "{rule:<14} {first:<12} {model:<12} {n:>6}  {}",
+            "{class:<8} {rule:<38} {variant:<14} {first:<12} {model:<12} {n:>5}  {}",
             notes.join(", ")
         );
     }
+}
+
+/// The A/B split: jobs and cost per variant.
+fn print_variants(report: &DemoReport) {
+    let mut by: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+    for r in &report.results {
+        let e = by
+            .entry(r.variant.clone().unwrap_or_else(|| "-".into()))
+            .or_default();
+        e.0 += 1;
+        e.1 += r.cost_usd;
+    }
+    if by.len() < 2 {
+        return;
+    }
+    let total: usize = by.values().map(|(n, _)| n).sum();
+    let list: Vec<String> = by
+        .iter()
+        .map(|(v, (n, cost))| {
+            format!(
+                "{v} {n} jobs ({:.0}%, {:.6} USD/job)",
+                100.0 * *n as f64 / total as f64,
+                cost / *n as f64
+            )
+        })
+        .collect();
+    println!("A/B variants (sticky per ticket key): {}", list.join("; "));
 }
 
 /// The `q` quantile of sorted values (nearest rank).
@@ -328,6 +370,19 @@ pub fn quantile(sorted: &[u64], q: f64) -> u64 {
 fn print_summary(report: &DemoReport, config: &Config, elapsed: Duration) {
     println!();
     print_routes(report);
+    print_variants(report);
+    let classified: Vec<f64> = report
+        .results
+        .iter()
+        .filter_map(|r| r.route.classifier.as_ref().map(|c| c.cost_usd))
+        .collect();
+    if !classified.is_empty() {
+        println!(
+            "classifier calls: {} ({:.6} USD, included in the job costs below)",
+            classified.len(),
+            classified.iter().sum::<f64>()
+        );
+    }
     println!();
     println!(
         "{:<12} {:>6} {:>12} {:>9} {:>9} {:>10}",
@@ -341,7 +396,10 @@ fn print_summary(report: &DemoReport, config: &Config, elapsed: Duration) {
             .collect();
         let mut lat: Vec<u64> = rs.iter().map(|r| r.latency_ms).collect();
         lat.sort_unstable();
-        let cost: f64 = rs.iter().map(|r| r.cost_usd).sum();
+        if rs.is_empty() {
+            continue;
+        }
+        let cost: f64 = rs.iter().map(|r| r.cost_usd).sum::<f64>() + 0.0;
         let fallbacks = rs
             .iter()
             .filter(|r| r.route.candidates.first() != Some(&r.model))

@@ -1,6 +1,7 @@
 //! The demo's sample support tickets: a deterministic mix of simple and complex questions,
-//! confidential and restricted data, long tickets that overflow the cheap model's window, a
-//! couple the content filter refuses, and a handful of malformed records.
+//! confidential and restricted data, tickets with a cost ceiling (one no model can meet), long
+//! tickets that overflow the cheap model's window, a couple the content filter refuses, and a
+//! handful of malformed records. Tickets carry no `task`: the route classifies them.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -59,14 +60,17 @@ pub fn generate(n: usize, seed: u64) -> Vec<SampleRecord> {
         let value = if i % bad_every == bad_every / 2 {
             broken_record(&id, i / bad_every)
         } else if i % 97 == 13 {
-            job(&id, "simple", None, &fill(FILTERED))
+            job(&id, None, None, &fill(FILTERED))
+        } else if i % 89 == 41 {
+            // A cost ceiling no model can meet: dead-lettered as policy_unsatisfiable.
+            job(&id, None, Some(0.000_001), &fill(pick(&mut rng, COMPLEX)))
         } else if i % 53 == 7 {
             let log: String = (0..160)
                 .map(|k| format!("ERR sync worker {k}: timeout talking to upstream\n"))
                 .collect();
             job(
                 &id,
-                "simple",
+                None,
                 None,
                 &format!("The sync keeps failing. Full log below.\n{log}"),
             )
@@ -75,21 +79,24 @@ pub fn generate(n: usize, seed: u64) -> Vec<SampleRecord> {
             if roll < 0.07 {
                 job(
                     &id,
-                    "complex",
                     Some("restricted"),
+                    None,
                     &fill(pick(&mut rng, RESTRICTED)),
                 )
             } else if roll < 0.12 {
                 job(
                     &id,
-                    "complex",
                     Some("confidential"),
+                    None,
                     &fill(pick(&mut rng, CONFIDENTIAL)),
                 )
+            } else if roll < 0.17 {
+                // A tight budget: premium is too expensive, the router picks a cheaper model.
+                job(&id, None, Some(0.001), &fill(pick(&mut rng, COMPLEX)))
             } else if roll < 0.40 {
-                job(&id, "complex", None, &fill(pick(&mut rng, COMPLEX)))
+                job(&id, None, None, &fill(pick(&mut rng, COMPLEX)))
             } else {
-                job(&id, "simple", None, &fill(pick(&mut rng, SIMPLE)))
+                job(&id, None, None, &fill(pick(&mut rng, SIMPLE)))
             }
         };
         out.push(SampleRecord { key: id, value });
@@ -101,17 +108,19 @@ fn pick<'a>(rng: &mut StdRng, from: &[&'a str]) -> &'a str {
     from[rng.gen_range(0..from.len())]
 }
 
-fn job(id: &str, task: &str, sensitivity: Option<&str>, text: &str) -> Vec<u8> {
+fn job(id: &str, sensitivity: Option<&str>, max_cost_usd: Option<f64>, text: &str) -> Vec<u8> {
     let mut j = json!({
         "id": id,
         "pipeline": "support",
-        "task": task,
         "tenant": "acme",
         "input": text,
         "metadata": { "source": "demo", "channel": "email" },
     });
     if let Some(s) = sensitivity {
-        j["policy"] = json!({ "sensitivity": s });
+        j["policy"]["sensitivity"] = s.into();
+    }
+    if let Some(c) = max_cost_usd {
+        j["policy"]["max_cost_usd"] = c.into();
     }
     serde_json::to_vec(&j).expect("json values serialize")
 }

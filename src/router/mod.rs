@@ -19,6 +19,7 @@
 //! Every stage leaves a trace ([`Decision::considered`]) that `baton route --explain` prints
 //! and the result envelope summarizes ([`RouteDecision`]).
 
+pub mod explain;
 pub mod latency;
 pub mod tokens;
 

@@ -1,0 +1,179 @@
+//! The decision trace `baton route --explain` prints: which step and route, the prompt's
+//! tokens, the class and the rule that gave it (and the rules that did not), the variant and
+//! the key's bucket, every model with why it was kept or dropped and its estimate, and the
+//! final order.
+
+use std::fmt::Write;
+
+use super::{usd, ClassChoice, Decision, Prompt};
+use crate::config::{Config, StepConfig};
+use crate::envelope::Job;
+
+/// The trace of `decision` for `job` on `step`, as lines of text.
+pub fn render(
+    config: &Config,
+    step: &StepConfig,
+    job: &Job,
+    key: &str,
+    decision: &Decision,
+) -> String {
+    let route = &config.routes[decision.route];
+    let prompt = Prompt::new(step, job);
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "job {} on {}.{} (topic {}), route {:?}, key {:?}",
+        job.id, step.pipeline, step.name, step.topic, route.name, key
+    );
+    let policy = job.policy.clone().unwrap_or_default();
+    let _ = writeln!(
+        o,
+        "policy: sensitivity {}, residency {}, max_cost_usd {}, max_latency_ms {}",
+        job.sensitivity().as_str(),
+        policy.residency.as_deref().unwrap_or("any"),
+        policy
+            .max_cost_usd
+            .map_or("none".to_string(), |v| v.to_string()),
+        policy
+            .max_latency_ms
+            .map_or("none".to_string(), |v| v.to_string())
+    );
+
+    // Classification.
+    let _ = writeln!(o, "\nclass: {}", route.classes[decision.class]);
+    let rule_tokens = prompt.tokens(super::rule_tokenizer(config, route));
+    for (i, rule) in route.rules.iter().enumerate() {
+        let verdict = match &decision.choice {
+            ClassChoice::Rule(m) if m.rule == i => format!("MATCHED ({})", m.why),
+            ClassChoice::Rule(m) if m.rule < i => "not checked (an earlier rule matched)".into(),
+            _ => match super::rule_matches(rule, job, &prompt, rule_tokens) {
+                Some(_) => "matches".into(),
+                None => "no match".into(),
+            },
+        };
+        let _ = writeln!(
+            o,
+            "  rule {:<24} -> {:<12} {}",
+            rule.name, route.classes[rule.class], verdict
+        );
+    }
+    match (&decision.choice, &decision.record.classifier) {
+        (ClassChoice::Rule(_), _) => {}
+        (_, Some(call)) => {
+            let _ = writeln!(
+                o,
+                "  classifier {} answered {:?}: {}",
+                call.model,
+                call.answer.as_deref().unwrap_or(""),
+                if call.valid {
+                    "a valid label".to_string()
+                } else {
+                    call.error.clone().unwrap_or_else(|| "invalid".into())
+                }
+            );
+        }
+        (_, None) => {
+            if let Some(c) = &route.classifier {
+                let _ = writeln!(
+                    o,
+                    "  classifier {} would be asked (labels: {}); not called here: pass --class LABEL to assume its answer",
+                    config.models[c.model].name,
+                    c.labels
+                        .iter()
+                        .map(|&l| route.classes[l].as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+    }
+    let _ = writeln!(o, "  => {}", decision.record.rule);
+
+    // Variant.
+    let (v, bucket) = decision.variant;
+    if route.variants.len() > 1 || route.variants[0].name.is_some() {
+        let total: f64 = route.variants.iter().map(|v| v.weight).sum();
+        let split = route
+            .variants
+            .iter()
+            .map(|v| {
+                format!(
+                    "{} {:.1}%",
+                    v.name.as_deref().unwrap_or("-"),
+                    100.0 * v.weight / total
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            o,
+            "\nvariant: {} (key bucket {:.4} of [{split}])",
+            route.variants[v].name.as_deref().unwrap_or("-"),
+            bucket
+        );
+    }
+
+    // Models.
+    let cc = &route.variants[v].classes[decision.class];
+    let _ = writeln!(
+        o,
+        "\nmodels (class {}, strategy {}):",
+        route.classes[decision.class],
+        decision.strategy.as_str()
+    );
+    for c in &decision.considered {
+        let m = &config.models[c.model];
+        let latency = match c.p50 {
+            Some((d, true)) => format!("p50 {} ms observed", d.as_millis()),
+            Some((d, false)) => format!("p50 {} ms expected", d.as_millis()),
+            None => "p50 unknown".into(),
+        };
+        let _ = writeln!(
+            o,
+            "  {:<16} {:<8} {} in + {} out tokens ({}) = ${}, {}{}",
+            m.name,
+            if c.dropped.is_some() {
+                "dropped"
+            } else {
+                "kept"
+            },
+            c.prompt_tokens,
+            c.expected_output_tokens,
+            m.tokenizer.as_str(),
+            usd(c.estimated_cost_usd),
+            latency,
+            c.dropped
+                .as_ref()
+                .map_or(String::new(), |r| format!("\n  {:<16} {:<8} {r}", "", "")),
+        );
+    }
+    if !cc.requires.is_empty() {
+        let _ = writeln!(
+            o,
+            "  (the class requires {})",
+            cc.requires
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if let Some(note) = &decision.latency_note {
+        let _ = writeln!(o, "  note: {note}");
+    }
+    let _ = writeln!(
+        o,
+        "\norder: {}",
+        if decision.candidates.is_empty() {
+            "none: policy_unsatisfiable (the job would be dead-lettered)".to_string()
+        } else {
+            decision
+                .candidates
+                .iter()
+                .map(|&m| config.models[m].name.as_str())
+                .collect::<Vec<_>>()
+                .join(" -> ")
+        }
+    );
+    o
+}

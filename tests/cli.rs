@@ -87,9 +87,74 @@ fn check_accepts_the_shipped_example() {
 }
 
 #[test]
+fn route_explain_traces_the_decision() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/support.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, v: serde_json::Value| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let legal = write(
+        "legal.json",
+        serde_json::json!({"id": "t1", "input": "Does the MSA cap our liability?",
+            "policy": {"sensitivity": "confidential"}}),
+    );
+    let o = baton(&["route", "--explain", "--config", example, &legal]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    for want in [
+        "job t1 on support.answer",
+        "class: complex",
+        "legal-terms",
+        "MATCHED (keyword \"MSA\")",
+        "variant: ",
+        "models (class complex, strategy priority):",
+        "premium          kept",
+        "order: premium -> on-prem",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+
+    // Restricted data: the cloud models are dropped with the reason, on-prem serves.
+    let restricted = write(
+        "restricted.json",
+        serde_json::json!({"id": "t2", "input": "Patient record 12: summarize.",
+            "policy": {"sensitivity": "restricted"}}),
+    );
+    let o = baton(&["route", "--explain", "--config", example, &restricted]);
+    let out = text(&o);
+    assert!(out.contains("sensitivity restricted not allowed"), "{out}");
+    assert!(out.contains("order: on-prem\n"), "{out}");
+
+    // An impossible budget: every model dropped by the ceiling, and said so.
+    let broke = write(
+        "broke.json",
+        serde_json::json!({"id": "t3", "input": "Hello", "policy": {"max_cost_usd": 0.0000001}}),
+    );
+    let o = baton(&["route", "--explain", "--config", example, &broke]);
+    let out = text(&o);
+    assert!(out.contains("exceeds max_cost_usd"), "{out}");
+    assert!(out.contains("order: none: policy_unsatisfiable"), "{out}");
+
+    // The classifier's answer can be assumed; --json prints the result's `route` object.
+    let plain = write("plain.json", serde_json::json!({"id": "t4", "input": "My SSO broke."}));
+    let o = baton(&["route", "--json", "--class", "complex", "--config", example, &plain]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["class"], "complex");
+    assert_eq!(v["rule"], "classifier");
+    assert_eq!(v["classifier"]["model"], "triage");
+    assert_eq!(v["candidates"][0], "premium");
+
+    let o = baton(&["route", "--config", example, "--step", "nope.x", &plain]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("unknown step \"nope.x\""));
+}
+
+#[test]
 fn every_subcommand_has_help() {
     for sub in [
-        "demo", "run", "mock-llm", "produce", "consume", "topics", "check", "bench",
+        "demo", "run", "mock-llm", "produce", "consume", "topics", "check", "route", "bench",
     ] {
         let o = baton(&[sub, "--help"]);
         assert!(o.status.success(), "{sub} --help: {}", text(&o));
@@ -259,6 +324,7 @@ async fn metrics_and_health_are_served() {
         "baton_jobs_in_flight",
         "baton_consumer_lag{pipeline=\"p\",step=\"s\",partition=",
         "# HELP baton_cost_usd_total",
+        "baton_routed_total{pipeline=\"p\",step=\"s\",model=\"m\",variant=\"none\"} 20",
     ] {
         assert!(body.contains(want), "missing {want:?} in:\n{body}");
     }

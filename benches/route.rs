@@ -37,7 +37,7 @@ fn main() {
         "{:>14} {:>10} {:>10} {:>10} {:>12}",
         "prompt tokens", "p50 µs", "p99 µs", "mean µs", "tokenize µs"
     );
-    for target in [1_000u64, 10_000] {
+    for target in [10u64, 1_000, 10_000] {
         let text = text_of(target);
         let job: baton::envelope::Job = serde_json::from_value(serde_json::json!({
             "id": "bench", "input": text, "policy": {"max_cost_usd": 0.5, "max_latency_ms": 2000}
@@ -45,7 +45,7 @@ fn main() {
         .expect("job");
         let iterations = match (quick, target) {
             (true, _) => 200,
-            (false, 1_000) => 5_000,
+            (false, 10 | 1_000) => 5_000,
             (false, _) => 1_000,
         };
         // Warm up the tokenizers' lazy tables.

@@ -391,6 +391,13 @@ pub fn decode_job(
         }
         _ => {}
     }
+    if let Some(c) = job.policy.as_ref().and_then(|p| p.max_cost_usd) {
+        if c < 0.0 {
+            return Err(DecodeError::Envelope(format!(
+                "`policy.max_cost_usd` must not be negative, got {c}"
+            )));
+        }
+    }
     if let Some(p) = &job.pipeline {
         if p != pipeline {
             let why = if known_pipelines.iter().any(|k| k == p) {

@@ -138,8 +138,13 @@ fn route_explain_traces_the_decision() {
     assert!(out.contains("order: none: policy_unsatisfiable"), "{out}");
 
     // The classifier's answer can be assumed; --json prints the result's `route` object.
-    let plain = write("plain.json", serde_json::json!({"id": "t4", "input": "My SSO broke."}));
-    let o = baton(&["route", "--json", "--class", "complex", "--config", example, &plain]);
+    let plain = write(
+        "plain.json",
+        serde_json::json!({"id": "t4", "input": "My SSO broke."}),
+    );
+    let o = baton(&[
+        "route", "--json", "--class", "complex", "--config", example, &plain,
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["class"], "complex");
     assert_eq!(v["rule"], "classifier");

@@ -222,3 +222,98 @@ async fn support_triage_splits_by_the_rules_and_bills_mock_usage_times_prices() 
         "results bill {total_cost}, mock-llm reported usage worth {mock_cost}"
     );
 }
+
+const BUDGET_MOCK: &str = r#"
+seed = 3
+[default]
+latency = { fixed_ms = 10 }
+output_tokens = [100, 100]
+"#;
+
+const BUDGET_CONFIG: &str = r#"
+[kafka]
+bootstrap_servers = "{BOOTSTRAP}"
+group_id = "{GROUP}"
+
+[topics]
+prefix = "{PREFIX}"
+
+[worker]
+metrics_listen = "off"
+
+[models.m]
+base_url = "{MOCK}"
+price_input_per_mtok = 0.0
+price_output_per_mtok = 1000.0
+
+[[pipelines.p.steps]]
+name = "draft"
+model = "m"
+max_tokens = 100
+
+[[pipelines.p.steps]]
+name = "polish"
+model = "m"
+max_tokens = 100
+"#;
+
+/// A job's cost ceiling covers its whole pipeline: what the first step billed travels with the
+/// job, and the second step refuses to exceed the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cost_ceiling_holds_across_the_steps_of_a_pipeline() {
+    let mock = mock(BUDGET_MOCK).await;
+    let world = World::new("budget", &mock.base_url(), BUDGET_CONFIG).await;
+    let draft = world.config.steps[0].topic.clone();
+    let polish = world.config.steps[1].topic.clone();
+    // Each call bills 100 output tokens at $1,000 per million: $0.10.
+    let job = |id: &str, max_cost: Option<f64>| {
+        let mut v = serde_json::json!({ "id": id, "input": "write a reply" });
+        if let Some(c) = max_cost {
+            v["policy"] = serde_json::json!({ "max_cost_usd": c });
+        }
+        (
+            Some(id.as_bytes().to_vec()),
+            serde_json::to_vec(&v).unwrap(),
+        )
+    };
+    produce(
+        &draft,
+        vec![
+            job("free", None),
+            job("roomy", Some(0.25)),
+            job("tight", Some(0.15)),
+        ],
+    )
+    .await;
+    let _worker = world.worker();
+    let mut out = Reader::new(&[world.results(), format!("{polish}.dlq"), polish.clone()]);
+    assert!(out.read_until(Duration::from_secs(60), |r| {
+        r.iter().filter(|m| m.topic() != polish).count() >= 3
+    }));
+    let by_topic = |t: &str| -> Vec<&rdkafka::message::OwnedMessage> {
+        out.records.iter().filter(|m| m.topic() == t).collect()
+    };
+    use rdkafka::Message;
+    // The forwarded jobs carry what the first step billed.
+    for m in by_topic(&polish) {
+        let spent: f64 = header(m, "baton-job-cost-usd").unwrap().parse().unwrap();
+        assert!((spent - 0.1).abs() < 1e-9, "{spent}");
+    }
+    let mut results = result_ids(
+        &by_topic(&world.results())
+            .into_iter()
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    results.sort();
+    assert_eq!(results, vec!["free", "roomy"]);
+    let dead = by_topic(&format!("{polish}.dlq"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(header(dead[0], "baton-job-id").as_deref(), Some("tight"));
+    assert_eq!(
+        header(dead[0], "baton-error-class").as_deref(),
+        Some("policy_unsatisfiable")
+    );
+    let why = header(dead[0], "baton-error").unwrap();
+    assert!(why.contains("already spent"), "{why}");
+}

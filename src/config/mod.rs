@@ -542,6 +542,18 @@ impl Config {
                         "step names may use only letters, digits, '-' and '_'",
                     ));
                 }
+                if s.route.is_some() && (!s.fallbacks.is_empty() || !s.task_models.is_empty()) {
+                    let key = if s.fallbacks.is_empty() {
+                        "task_models"
+                    } else {
+                        "fallbacks"
+                    };
+                    errs.push(err(
+                        &format!("{spath}.{key}"),
+                        None,
+                        "only with `model`: a step with a `route` takes its candidates (and their order, which is the fallback chain) from the route",
+                    ));
+                }
                 let route = match (&s.route, &s.model) {
                     (Some(r), None) => match route_index.get(r.get_ref()) {
                         Some(&i) => i,

@@ -132,6 +132,9 @@ fn named_route(
         found
     };
 
+    // Variants inherit the route's classes: an inherited problem is found once per variant
+    // and reported once.
+    let errs_before = errs.len();
     let route_models = resolve_list(&format!("{path}.models"), &r.models, text, raw, index, errs);
     let base = |c: &str| r.classes.get(c).cloned().unwrap_or_default();
 
@@ -187,16 +190,7 @@ fn named_route(
                 (format!("{vpath}.models"), ids.clone())
             } else if let Some(m) = &b.models {
                 let p = format!("{path}.classes.{c}.models");
-                // Resolved (and reported) once, for the first variant only.
-                let mut sink = Vec::new();
-                let ids = resolve_list(
-                    &p,
-                    m,
-                    text,
-                    raw,
-                    index,
-                    if variants.is_empty() { errs } else { &mut sink },
-                );
+                let ids = resolve_list(&p, m, text, raw, index, errs);
                 (p, ids)
             } else {
                 (format!("{path}.models"), route_models.clone())
@@ -224,7 +218,6 @@ fn named_route(
                 weights_map,
                 &model_ids,
                 models,
-                variants.is_empty(),
                 errs,
             );
             let mut requires = b.requires.clone();
@@ -234,7 +227,7 @@ fn named_route(
                     .copied()
                     .filter(|c| !b.requires.contains(c)),
             );
-            if model_ids.is_empty() && (variants.is_empty() || o.models.is_some()) {
+            if model_ids.is_empty() {
                 errs.push(err(
                     &models_path,
                     None,
@@ -289,6 +282,24 @@ fn named_route(
             weight: v.map_or(1.0, |(_, v)| v.weight),
             classes,
         });
+    }
+
+    let total: f64 = variants.iter().map(|v| v.weight).sum();
+    if !total.is_finite() {
+        errs.push(err(
+            &format!("{path}.variants"),
+            None,
+            "the weights' sum overflows; use smaller weights",
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut i = errs_before;
+    while i < errs.len() {
+        if seen.insert(errs[i].to_string()) {
+            i += 1;
+        } else {
+            errs.remove(i);
+        }
     }
 
     let mut rules = Vec::new();
@@ -383,11 +394,8 @@ fn class_weights(
     map: &IndexMap<String, f64>,
     ids: &[usize],
     models: &[ModelConfig],
-    report: bool,
     errs: &mut Vec<ConfigError>,
 ) -> Vec<f64> {
-    let mut sink = Vec::new();
-    let errs = if report { errs } else { &mut sink };
     for (name, w) in map {
         if !(*w > 0.0 && w.is_finite()) {
             errs.push(err(
@@ -454,7 +462,17 @@ fn rule_config(
             })
             .collect::<Vec<_>>()
             .join("|");
-        regex::Regex::new(&format!("(?i)(?:{alternation})")).ok()
+        match regex::Regex::new(&format!("(?i)(?:{alternation})")) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                errs.push(err(
+                    &format!("{rpath}.keywords"),
+                    None,
+                    &format!("cannot be matched: {e}"),
+                ));
+                None
+            }
+        }
     };
     let regex = rule
         .regex

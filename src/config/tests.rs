@@ -238,6 +238,18 @@ fn route_errors_name_their_key_path() {
         // steps
         ("route = \"r\"", "route = \"q\"", "pipelines.p.steps[0].route (line 32): unknown route \"q\""),
         ("route = \"r\"", "route = \"r\", model = \"cloud\"", "pipelines.p.steps[0]: set either `route` or `model`"),
+        ("route = \"r\"", "route = \"r\", fallbacks = [\"local\"]", "pipelines.p.steps[0].fallbacks: only with `model`"),
+        // a later variant is checked as thoroughly as the first
+        (
+            "classes.simple.models = [\"local\", \"cloud\"]",
+            "strategy = \"weighted\"\nclasses.simple.weights = { local = -1, cloud = 1 }\nclasses.complex.weights = { local = 1 }",
+            "routes.r.variants[1].classes.simple.weights.local: must be positive, got -1",
+        ),
+        (
+            "classes.simple.models = [\"local\", \"cloud\"]",
+            "models = []",
+            "routes.r.variants[1].models: class \"simple\" has no candidate models",
+        ),
     ];
     for (from, to, want) in cases {
         assert!(ROUTED.contains(from), "{from}");

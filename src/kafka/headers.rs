@@ -27,8 +27,11 @@ pub const ORIGINAL_OFFSET: &str = "baton-original-offset";
 pub const FAILED_AT: &str = "baton-failed-at";
 /// Dead letters: the last model tried, empty when none was.
 pub const LAST_MODEL: &str = "baton-last-model";
-/// Results: the route's A/B variant, when it has variants.
+/// Results and dead letters: the route's A/B variant, when it has variants.
 pub const VARIANT: &str = "baton-variant";
+/// Records baton writes for a job: what the job has been billed so far (USD), so a pipeline's
+/// later steps keep its cost ceiling.
+pub const JOB_COST: &str = "baton-job-cost-usd";
 
 /// A header list baton can read: borrowed from a consumer or owned by a detached message.
 pub trait RawHeaders {
@@ -154,6 +157,8 @@ pub struct DeadLetterInfo<'a> {
     pub offset: i64,
     /// Last model tried, if any.
     pub last_model: Option<&'a str>,
+    /// The job's A/B variant, if its route has variants.
+    pub variant: Option<&'a str>,
 }
 
 /// Headers of a dead letter: the original record's own headers (minus any baton headers they
@@ -194,7 +199,8 @@ pub fn dead_letter<H: RawHeaders + ?Sized>(
         (FAILED_AT, &now),
         (LAST_MODEL, info.last_model.unwrap_or("")),
     ];
-    dead.into_iter().fold(
+    let dead = dead.into_iter().chain(info.variant.map(|v| (VARIANT, v)));
+    dead.fold(
         with_common(out, job_id, step, attempt, traceparent),
         |h, (key, value)| {
             h.insert(Header {
@@ -256,6 +262,7 @@ mod tests {
             partition: 0,
             offset: 1,
             last_model: None,
+            variant: None,
         };
         let dl = dead_letter(Some(&h), "j", "p.s", 0, "tp", &info);
         let mut keys = Vec::new();
@@ -283,12 +290,14 @@ mod tests {
             partition: 2,
             offset: 7,
             last_model: None,
+            variant: Some("b"),
         };
         let h = dead_letter(Some(&original), "j", "p.s", 0, "tp", &info);
         assert_eq!(get(Some(&h), "app").as_deref(), Some("x"));
         assert_eq!(get(Some(&h), ERROR_CLASS).as_deref(), Some("invalid_json"));
         assert_eq!(get(Some(&h), ORIGINAL_PARTITION).as_deref(), Some("2"));
         assert_eq!(get(Some(&h), ORIGINAL_OFFSET).as_deref(), Some("7"));
+        assert_eq!(get(Some(&h), VARIANT).as_deref(), Some("b"));
         let mut classes = 0;
         for_each_raw(&h, |k, _| {
             classes += usize::from(k == ERROR_CLASS.as_bytes())

@@ -44,6 +44,8 @@ pub struct StepFailure {
     pub last_model: Option<String>,
     /// Provider calls made.
     pub attempts: u32,
+    /// The job's A/B variant, when its route has variants.
+    pub variant: Option<String>,
 }
 
 /// What a step needs: the config and one provider client per model (same indices).
@@ -62,6 +64,12 @@ impl StepRunner {
             providers.len(),
             "one provider per model"
         );
+        // Load the tokenizers now rather than on the first job (tens of milliseconds each).
+        let mut kinds: Vec<_> = config.models.iter().map(|m| m.tokenizer).collect();
+        kinds.dedup();
+        for k in kinds {
+            router::tokens::count_text(k, "warm up");
+        }
         StepRunner {
             latency: Arc::new(LatencyBook::new(config.models.len())),
             config,
@@ -107,51 +115,42 @@ impl StepRunner {
         step: &StepConfig,
         route: &RouteConfig,
         job: &Job,
+        spent_before: f64,
+        variant: Option<&str>,
     ) -> (ClassChoice, Option<ClassifierCall>, f64) {
-        let Some((m, mut request)) = router::classifier_request(route, job) else {
+        let gated = router::gated_classifier_request(&self.config, route, job, spent_before);
+        let Some(gated) = gated else {
             return (ClassChoice::Default("no rule matched".into()), None, 0.0);
         };
-        let model = &self.config.models[m];
+        let Some(c) = route.classifier.as_ref() else {
+            return (ClassChoice::Default("no rule matched".into()), None, 0.0);
+        };
+        let model = &self.config.models[c.model];
         let mut call = ClassifierCall {
             model: model.name.clone(),
             ..ClassifierCall::default()
         };
-        let skip = |reason: String, mut call: ClassifierCall| {
-            call.error = Some(reason.clone());
-            (
-                ClassChoice::Default(format!("classifier skipped: {reason}")),
-                Some(call),
-                0.0,
-            )
-        };
-        // The classifier sees the job's data: the job's hard constraints bind it too.
-        if let Some(reason) = router::forbidden_reason(model, job) {
-            return skip(format!("{} not allowed ({reason})", model.name), call);
-        }
-        let budget = job.policy.as_ref().and_then(|p| p.max_cost_usd);
-        if budget.is_some() {
-            let tokens = router::tokens::count_chat(model.tokenizer, &request.messages);
-            let cap = router::output_cap_within_budget(model, tokens, budget);
-            match cap {
-                Some(c) if c < 1 => {
-                    return skip("max_cost_usd leaves no budget for it".into(), call)
-                }
-                Some(c) => {
-                    request.max_tokens =
-                        Some(request.max_tokens.map_or(c, |t| u64::from(t).min(c)) as u32)
-                }
-                None => {}
+        let (m, request) = match gated {
+            Ok(r) => r,
+            Err(reason) => {
+                call.error = Some(reason.clone());
+                return (
+                    ClassChoice::Default(format!("classifier skipped: {reason}")),
+                    Some(call),
+                    0.0,
+                );
             }
-        }
+        };
         let started = Instant::now();
         let result = self.providers[m].complete(&request).await;
         let elapsed = started.elapsed();
         match result {
             Ok(c) => {
-                self.latency.record(m, elapsed);
+                // Not recorded in the latency window: a one-word answer is not the model's
+                // latency for real work.
                 let cost = model.usage_cost_usd(&c.usage);
-                telemetry::provider_call(model, &step.pipeline, &step.name, "ok", elapsed);
-                telemetry::provider_usage(model, &step.pipeline, c.usage, cost);
+                telemetry::provider_call(model, &step.pipeline, &step.name, variant, "ok", elapsed);
+                telemetry::provider_usage(model, &step.pipeline, variant, c.usage, cost);
                 call.cost_usd = router::round_usd(cost);
                 call.answer = Some(router::answer_excerpt(&c.text));
                 match router::parse_label(route, &c.text) {
@@ -174,6 +173,7 @@ impl StepRunner {
                     model,
                     &step.pipeline,
                     &step.name,
+                    variant,
                     e.class().as_str(),
                     elapsed,
                 );
@@ -189,7 +189,16 @@ impl StepRunner {
 
     /// Runs `job` through `step`; `key` is the record key (the job id when the record has none),
     /// which keeps a job's A/B variant sticky.
-    pub async fn run(&self, step: &StepConfig, job: &Job, key: &str) -> StepOutcome {
+    ///
+    /// `spent_before` is what earlier steps of the pipeline billed for this job: the job's cost
+    /// ceiling covers the whole pipeline.
+    pub async fn run(
+        &self,
+        step: &StepConfig,
+        job: &Job,
+        key: &str,
+        spent_before: f64,
+    ) -> StepOutcome {
         let started = Instant::now();
         let started_at = crate::util::now_rfc3339();
         let route = &self.config.routes[step.route];
@@ -198,7 +207,10 @@ impl StepRunner {
         let (choice, classifier, mut cost) =
             match router::classify_by_rules(&self.config, route, job, &prompt) {
                 Some(m) => (ClassChoice::Rule(m), None, 0.0),
-                None => self.classify(step, route, job).await,
+                None => {
+                    let v = route.variants[variant.0].name.as_deref();
+                    self.classify(step, route, job, spent_before, v).await
+                }
             };
         let latency = &self.latency;
         let decided = router::decide(
@@ -210,7 +222,7 @@ impl StepRunner {
                 key,
                 variant,
                 choice: &choice,
-                spent_usd: cost,
+                spent_usd: spent_before + cost,
             },
             classifier,
             &|m| latency.p50(m),
@@ -223,6 +235,7 @@ impl StepRunner {
                     message: e.to_string(),
                     last_model: None,
                     attempts: 0,
+                    variant: e.decision.record.variant.clone(),
                 })
             }
         };
@@ -253,7 +266,7 @@ impl StepRunner {
                 match router::output_cap_within_budget(
                     model,
                     prompt_tokens,
-                    max_cost.map(|m| m - cost),
+                    max_cost.map(|m| m - spent_before - cost),
                 ) {
                     Some(cap) if cap < 1 => {
                         out_of_budget = Some(model.name.clone());
@@ -278,8 +291,16 @@ impl StepRunner {
                         self.latency.record(m, elapsed);
                         let call_cost = model.usage_cost_usd(&c.usage);
                         cost += call_cost;
-                        telemetry::provider_call(model, &step.pipeline, &step.name, "ok", elapsed);
-                        telemetry::provider_usage(model, &step.pipeline, c.usage, call_cost);
+                        let v = variant_name.as_deref();
+                        telemetry::provider_call(
+                            model,
+                            &step.pipeline,
+                            &step.name,
+                            v,
+                            "ok",
+                            elapsed,
+                        );
+                        telemetry::provider_usage(model, &step.pipeline, v, c.usage, call_cost);
                         let json = parse_json(&c.text);
                         return StepOutcome::Done(Box::new(JobResult {
                             id: job.id.clone(),
@@ -310,9 +331,14 @@ impl StepRunner {
                             model,
                             &step.pipeline,
                             &step.name,
+                            variant_name.as_deref(),
                             e.class().as_str(),
                             elapsed,
                         );
+                        // A model that times out is at least that slow.
+                        if matches!(e, ProviderError::Timeout(_)) {
+                            self.latency.record(m, elapsed);
+                        }
                         let disposition = e.disposition();
                         let wait = match (disposition, e.retry_after()) {
                             (Disposition::RetrySameModel, Some(ra))
@@ -345,6 +371,7 @@ impl StepRunner {
                 message: format!("{} (model {})", e, self.config.models[m].name),
                 last_model: Some(self.config.models[m].name.clone()),
                 attempts,
+                variant: variant_name.clone(),
             }),
             (None, model) => StepOutcome::Failed(StepFailure {
                 class: ErrorClass::PolicyUnsatisfiable,
@@ -355,6 +382,7 @@ impl StepRunner {
                 ),
                 last_model: model,
                 attempts,
+                variant: variant_name,
             }),
         }
     }

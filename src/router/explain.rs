@@ -132,10 +132,10 @@ pub fn render(
             o,
             "  {:<16} {:<8} {} in + {} out tokens ({}) = ${}, {}{}",
             m.name,
-            if c.dropped.is_some() {
-                "dropped"
-            } else {
-                "kept"
+            match (&c.dropped, &c.demoted) {
+                (Some(_), _) => "dropped",
+                (None, Some(_)) => "last",
+                (None, None) => "kept",
             },
             c.prompt_tokens,
             c.expected_output_tokens,
@@ -144,6 +144,7 @@ pub fn render(
             latency,
             c.dropped
                 .as_ref()
+                .or(c.demoted.as_ref())
                 .map_or(String::new(), |r| format!("\n  {:<16} {:<8} {r}", "", "")),
         );
     }

@@ -49,9 +49,13 @@ impl LatencyBook {
             samples.pop_front();
         }
         samples.push_back(us);
-        let mut sorted: Vec<u64> = samples.iter().copied().collect();
-        let mid = (sorted.len() - 1) / 2;
-        let (_, median, _) = sorted.select_nth_unstable(mid);
+        // On the stack: this runs once per call, it must not allocate.
+        let mut scratch = [0u64; WINDOW];
+        let n = samples.len();
+        for (slot, v) in scratch.iter_mut().zip(samples.iter()) {
+            *slot = *v;
+        }
+        let (_, median, _) = scratch[..n].select_nth_unstable((n - 1) / 2);
         w.p50_us.store(*median, Ordering::Relaxed);
     }
 

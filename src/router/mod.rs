@@ -12,9 +12,10 @@
 //!    the job's cost ceiling (exact prompt tokens plus expected output tokens, times prices).
 //!    These are hard: a model failing one is dropped, and the list handed on (fallbacks
 //!    included) holds only allowed models. No allowed model is `policy_unsatisfiable`.
-//!    `max_latency_ms` is a preference: models whose median (observed over a sliding window,
-//!    or configured before any call) exceeds it are dropped unless that would leave none.
-//! 4. **Strategy** orders the survivors: cheapest, fastest, priority, or weighted.
+//! 4. **Strategy** orders the survivors: cheapest, fastest, priority, or weighted. Then
+//!    `max_latency_ms`, a preference rather than a constraint: models whose median (observed
+//!    over a sliding window, or configured before any call) exceeds it move to the end of the
+//!    list, so they still serve as fallbacks.
 //!
 //! Every stage leaves a trace ([`Decision::considered`]) that `baton route --explain` prints
 //! and the result envelope summarizes ([`RouteDecision`]).
@@ -247,6 +248,44 @@ pub fn classifier_request(route: &RouteConfig, job: &Job) -> Option<(usize, Chat
     ))
 }
 
+/// The classifier call a job may be given: `None` when the route has no classifier,
+/// `Some(Err(why))` when the job's constraints rule it out (the classifier sees the job's data,
+/// so sensitivity, residency, its context window and the cost ceiling bind it like any model),
+/// else the model and the request, its output capped to what the budget leaves.
+pub fn gated_classifier_request(
+    config: &Config,
+    route: &RouteConfig,
+    job: &Job,
+    spent_usd: f64,
+) -> Option<Result<(usize, ChatRequest), String>> {
+    let (m, mut request) = classifier_request(route, job)?;
+    let model = &config.models[m];
+    if let Some(reason) = forbidden_reason(model, job) {
+        return Some(Err(format!("{} not allowed ({reason})", model.name)));
+    }
+    let tokens = tokens::count_chat(model.tokenizer, &request.messages);
+    let out = u64::from(request.max_tokens.unwrap_or(0));
+    if tokens + out > u64::from(model.context_window) {
+        return Some(Err(format!(
+            "{tokens} prompt tokens exceed {}'s context window",
+            model.name
+        )));
+    }
+    let budget = job
+        .policy
+        .as_ref()
+        .and_then(|p| p.max_cost_usd)
+        .map(|b| b - spent_usd);
+    match output_cap_within_budget(model, tokens, budget) {
+        Some(cap) if cap < 1 => Some(Err("max_cost_usd leaves no budget for it".into())),
+        Some(cap) => {
+            request.max_tokens = Some(out.min(cap) as u32);
+            Some(Ok((m, request)))
+        }
+        None => Some(Ok((m, request))),
+    }
+}
+
 /// The class a classifier answer names, if it is one of the labels (case, surrounding
 /// whitespace, quotes and a final full stop are forgiven; anything else is off-label).
 pub fn parse_label(route: &RouteConfig, answer: &str) -> Option<usize> {
@@ -290,6 +329,8 @@ pub struct Considered {
     pub p50: Option<(Duration, bool)>,
     /// `None` when kept; the reason when dropped.
     pub dropped: Option<String>,
+    /// Why a kept model was moved to the end of the list (it exceeds `max_latency_ms`).
+    pub demoted: Option<String>,
 }
 
 /// A routing decision and its trace.
@@ -427,29 +468,26 @@ pub fn decide(
             estimated_cost_usd,
             p50,
             dropped,
+            demoted: None,
         });
     }
 
-    // The latency ceiling is a preference: it drops slow models only while others remain.
+    // The latency ceiling is a preference: slow models go last, still there as fallbacks.
     let mut latency_note = None;
     if let Some(max) = policy.max_latency_ms {
         let limit = Duration::from_millis(max);
-        let slow = |c: &Considered| c.p50.is_some_and(|(d, _)| d > limit);
-        let any_fast = considered.iter().any(|c| c.dropped.is_none() && !slow(c));
-        if any_fast {
-            for c in considered.iter_mut().filter(|c| c.dropped.is_none()) {
-                if let Some((d, observed)) = c.p50.filter(|(d, _)| *d > limit) {
-                    c.dropped = Some(format!(
-                        "{} p50 {} ms exceeds max_latency_ms {max}",
-                        if observed { "observed" } else { "expected" },
-                        d.as_millis()
-                    ));
-                }
+        for c in considered.iter_mut().filter(|c| c.dropped.is_none()) {
+            if let Some((d, observed)) = c.p50.filter(|(d, _)| *d > limit) {
+                c.demoted = Some(format!(
+                    "{} p50 {} ms exceeds max_latency_ms {max}",
+                    if observed { "observed" } else { "expected" },
+                    d.as_millis()
+                ));
             }
-        } else if considered.iter().any(|c| c.dropped.is_none()) {
-            latency_note = Some(format!(
-                "no allowed model meets max_latency_ms {max}; kept them all"
-            ));
+        }
+        let kept = considered.iter().filter(|c| c.dropped.is_none());
+        if kept.clone().count() > 0 && kept.clone().all(|c| c.demoted.is_some()) {
+            latency_note = Some(format!("no allowed model meets max_latency_ms {max}"));
         }
     }
 
@@ -464,15 +502,18 @@ pub fn decide(
         Strategy::Weighted => {
             // Efraimidis–Spirakis: a weighted draw without replacement, u^(1/w) descending,
             // with u from the job key, so the order is deterministic per key.
-            let seed = route.hash_seed ^ (class as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let seed =
+                route.hash_seed ^ xxhash_rust::xxh3::xxh3_64(route.classes[class].as_bytes());
             let score = |c: &Considered| {
                 let w = cc
                     .models
                     .iter()
                     .position(|&m| m == c.model)
                     .map_or(1.0, |i| cc.weights[i]);
+                // The model's name, not its index: editing other models keeps every key's order.
                 let mut bytes = input.key.as_bytes().to_vec();
-                bytes.extend_from_slice(&(c.model as u64).to_le_bytes());
+                bytes.push(0);
+                bytes.extend_from_slice(config.models[c.model].name.as_bytes());
                 let u =
                     unit(xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, seed)).max(f64::MIN_POSITIVE);
                 u.powf(1.0 / w)
@@ -480,6 +521,8 @@ pub fn decide(
             candidates.sort_by(|a, b| score(b).total_cmp(&score(a)));
         }
     }
+    // Stable: within each group the strategy's order stands.
+    candidates.sort_by_key(|c| c.demoted.is_some());
     let candidates: Vec<usize> = candidates.iter().map(|c| c.model).collect();
 
     let rule = match input.choice {
@@ -570,11 +613,23 @@ pub fn decide_offline(
     let variant = pick_variant(route, key);
     let (choice, classifier) = match classify_by_rules(config, route, job, &prompt) {
         Some(m) => (ClassChoice::Rule(m), None),
-        None => match &route.classifier {
+        None => match gated_classifier_request(config, route, job, 0.0) {
             None => (ClassChoice::Default("no rule matched".into()), None),
-            Some(c) => {
+            Some(Err(reason)) => (
+                ClassChoice::Default(format!("classifier skipped: {reason}")),
+                Some(ClassifierCall {
+                    model: route
+                        .classifier
+                        .as_ref()
+                        .map(|c| config.models[c.model].name.clone())
+                        .unwrap_or_default(),
+                    error: Some(reason),
+                    ..ClassifierCall::default()
+                }),
+            ),
+            Some(Ok((m, _))) => {
                 let call = ClassifierCall {
-                    model: config.models[c.model].name.clone(),
+                    model: config.models[m].name.clone(),
                     answer: assumed_label.map(str::to_string),
                     valid: false,
                     error: None,

@@ -219,7 +219,7 @@ fn table_of_decisions() {
         (
             serde_json::json!({"policy": {"residency": "eu"}}),
             "simple",
-            "default (classifier not called offline)",
+            "default (classifier skipped: mini not allowed (residency eu required, model is us))",
             vec!["onprem", "premium"],
         ),
         // A JSON Schema answer needs the capability: on-prem has none.
@@ -322,19 +322,85 @@ fn latency_ceiling_prefers_fast_models_but_never_empties_the_list() {
         )
         .unwrap()
     };
-    // Expected latencies: mini 300, on-prem 600, premium 900.
+    // Expected latencies: mini 300, on-prem 600, premium 900. Slow models go last, kept as
+    // fallbacks.
     let d = run(&|_| None, &j);
-    assert_eq!(d.record.candidates, vec!["mini", "onprem"]);
-    assert!(d.record.dropped[0].reason.contains("expected p50 900 ms"));
+    assert_eq!(d.record.candidates, vec!["mini", "onprem", "premium"]);
+    assert!(d.record.dropped.is_empty());
+    let premium = c.models.iter().position(|m| m.name == "premium").unwrap();
+    let demoted = d.considered(premium).unwrap().demoted.clone().unwrap();
+    assert!(
+        demoted.contains("expected p50 900 ms exceeds max_latency_ms 700"),
+        "{demoted}"
+    );
+    assert!(d.latency_note.is_none());
     // Observed medians replace expectations: now mini is the slow one.
     let mini = c.models.iter().position(|m| m.name == "mini").unwrap();
     let d = run(&|m| (m == mini).then(|| Duration::from_millis(2000)), &j);
-    assert_eq!(d.record.candidates, vec!["onprem"]);
-    // Nobody meets 100 ms: all kept, fastest first, with a note.
+    assert_eq!(d.record.candidates, vec!["onprem", "premium", "mini"]);
+    assert!(d
+        .considered(mini)
+        .unwrap()
+        .demoted
+        .as_ref()
+        .unwrap()
+        .contains("observed p50 2000 ms"));
+    // Nobody meets 100 ms: the strategy's order stands, with a note.
     let j = job(serde_json::json!({"policy": {"max_latency_ms": 100}}));
     let d = run(&|_| None, &j);
     assert_eq!(d.record.candidates, vec!["mini", "onprem", "premium"]);
     assert!(d.latency_note.is_some());
+}
+
+#[test]
+fn weighted_order_survives_edits_to_other_models() {
+    let c = config();
+    // A model added before the others shifts every index, not the order of any key.
+    let edited = CONFIG.replacen(
+        "[models.mini]",
+        "[models.aaa]\nbase_url = \"http://127.0.0.1:1/v1\"\n\n[models.mini]",
+        1,
+    );
+    let e = Config::from_toml(&edited, None).unwrap();
+    for i in 0..500 {
+        let j = job(serde_json::json!({"id": format!("k{i}")}));
+        assert_eq!(
+            decide_for(&c, "spread", &j).unwrap().record.candidates,
+            decide_for(&e, "spread", &j).unwrap().record.candidates
+        );
+    }
+}
+
+#[test]
+fn the_classifier_is_bound_by_the_jobs_constraints_offline_too() {
+    let c = config();
+    let s = step(&c, "support");
+    // mini (the classifier) may not receive confidential data: no call, default class, even
+    // when an answer is assumed.
+    let j = job(serde_json::json!({"policy": {"sensitivity": "confidential"}}));
+    let d = decide_offline(&c, s, &j, "job-1", Some("complex")).unwrap();
+    assert_eq!(d.record.class, "simple");
+    assert!(
+        d.record
+            .rule
+            .starts_with("default (classifier skipped: mini not allowed"),
+        "{}",
+        d.record.rule
+    );
+    let call = d.record.classifier.unwrap();
+    assert!(!call.valid && call.error.is_some());
+    // A budget too small for even the classification call skips it as well.
+    let j = job(serde_json::json!({"policy": {"max_cost_usd": 0.0000001}}));
+    let (m, _) = classifier_request(&c.routes[s.route], &j).unwrap();
+    assert_eq!(c.models[m].name, "mini");
+    let gated = gated_classifier_request(&c, &c.routes[s.route], &j, 0.0).unwrap();
+    assert_eq!(gated.unwrap_err(), "max_cost_usd leaves no budget for it");
+    // Within budget, the call's output is capped to what the budget leaves.
+    let j = job(serde_json::json!({"policy": {"max_cost_usd": 0.00001}}));
+    let (_, r) = gated_classifier_request(&c, &c.routes[s.route], &j, 0.0)
+        .unwrap()
+        .unwrap();
+    assert!(r.max_tokens.unwrap() <= 8);
 }
 
 #[test]

@@ -158,23 +158,30 @@ pub fn provider_call(
     model: &ModelConfig,
     pipeline: &str,
     step: &str,
+    variant: Option<&str>,
     outcome: &'static str,
     elapsed: Duration,
 ) {
     let (m, p) = (model.name.clone(), model.provider.as_str());
-    counter!(PROVIDER_REQUESTS, MODEL => m.clone(), PROVIDER => p, PIPELINE => pipeline.to_string(), STEP => step.to_string(), OUTCOME => outcome).increment(1);
+    counter!(PROVIDER_REQUESTS, MODEL => m.clone(), PROVIDER => p, PIPELINE => pipeline.to_string(), STEP => step.to_string(), VARIANT => variant.unwrap_or("none").to_string(), OUTCOME => outcome).increment(1);
     histogram!(PROVIDER_LATENCY, MODEL => m, PROVIDER => p, OUTCOME => outcome)
         .record(elapsed.as_secs_f64());
 }
 
 /// Usage and cost of a billed call.
-pub fn provider_usage(model: &ModelConfig, pipeline: &str, usage: Usage, cost_usd: f64) {
+pub fn provider_usage(
+    model: &ModelConfig,
+    pipeline: &str,
+    variant: Option<&str>,
+    usage: Usage,
+    cost_usd: f64,
+) {
     let (m, p) = (model.name.clone(), model.provider.as_str());
     counter!(INPUT_TOKENS, MODEL => m.clone(), PROVIDER => p).increment(usage.input_tokens);
     counter!(OUTPUT_TOKENS, MODEL => m.clone(), PROVIDER => p).increment(usage.output_tokens);
     // The metrics crate's counters are integers; cost is fractional USD, so it is a gauge that
     // only ever increases (Prometheus `rate()` works on it the same way).
-    gauge!(COST, MODEL => m, PROVIDER => p, PIPELINE => pipeline.to_string()).increment(cost_usd);
+    gauge!(COST, MODEL => m, PROVIDER => p, PIPELINE => pipeline.to_string(), VARIANT => variant.unwrap_or("none").to_string()).increment(cost_usd);
 }
 
 /// A job was routed: its first-choice model and variant.

@@ -603,6 +603,7 @@ async fn internal_error(
         message: &format!("internal error while processing: {what}"),
         last_model: None,
         attempts: 0,
+        variant: None,
     };
     let label = format!("{}.{}", step.pipeline, step.name);
     dead_letter(
@@ -662,6 +663,7 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
                 message: &e.to_string(),
                 last_model: None,
                 attempts: 0,
+                variant: None,
             };
             return dead_letter(
                 shared,
@@ -677,8 +679,13 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
         }
     };
     let key = routing_key(msg, &job);
+    // What earlier steps of this job's pipeline billed (absent or unreadable: nothing).
+    let spent_before = headers::get(msg.headers(), headers::JOB_COST)
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .unwrap_or(0.0);
     let outcome = tokio::select! {
-        o = shared.runner.run(step, &job, &key) => o,
+        o = shared.runner.run(step, &job, &key, spent_before) => o,
         _ = cancel.cancelled() => return Ended::Abandoned,
     };
     let failure = match outcome {
@@ -693,6 +700,11 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
                     value: Some(v.as_bytes()),
                 });
             }
+            let job_cost = (spent_before + result.cost_usd).to_string();
+            hdrs = hdrs.insert(rdkafka::message::Header {
+                key: headers::JOB_COST,
+                value: Some(job_cost.as_bytes()),
+            });
             let (payload, outcome) = if step.is_last {
                 (serde_json::to_vec(&result), "result")
             } else {
@@ -729,6 +741,7 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
                         "the broker rejected the output ({} bytes) for good: {e}",
                         payload.len()
                     ),
+                    variant: result.variant.clone(),
                     last_model: Some(result.model.clone()),
                     attempts: result.attempts,
                 },
@@ -742,6 +755,7 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
         message: &failure.message,
         last_model: failure.last_model.as_deref(),
         attempts: failure.attempts,
+        variant: failure.variant.as_deref(),
     };
     dead_letter(
         shared,
@@ -762,6 +776,7 @@ struct DeadLetter<'a> {
     message: &'a str,
     last_model: Option<&'a str>,
     attempts: u32,
+    variant: Option<&'a str>,
 }
 
 /// Publishes the original record (bytes and key untouched) to `<topic>.dlq` with the
@@ -789,6 +804,7 @@ async fn dead_letter(
             partition: msg.partition(),
             offset: msg.offset(),
             last_model: f.last_model,
+            variant: f.variant,
         };
         let hdrs = headers::dead_letter(
             msg.headers(),

@@ -339,7 +339,8 @@ pub struct RawRule {
     pub task: Option<OneOrMany>,
     /// The job's `tenant` is one of these.
     pub tenant: Option<OneOrMany>,
-    /// Each key of the job's `metadata` equals the given value.
+    /// Each key of the job's `metadata` (or dotted path into it, `customer.plan`) equals the
+    /// given value.
     #[serde(default)]
     pub metadata: IndexMap<String, toml::Value>,
     /// The content contains one of these words (case-insensitive, whole words).

@@ -115,10 +115,12 @@ impl StepRunner {
         step: &StepConfig,
         route: &RouteConfig,
         job: &Job,
+        prompt: &Prompt,
         spent_before: f64,
         variant: Option<&str>,
     ) -> (ClassChoice, Option<ClassifierCall>, f64) {
-        let gated = router::gated_classifier_request(&self.config, route, job, spent_before);
+        let gated =
+            router::gated_classifier_request(&self.config, route, job, prompt, spent_before);
         let Some(gated) = gated else {
             return (ClassChoice::Default("no rule matched".into()), None, 0.0);
         };
@@ -209,7 +211,8 @@ impl StepRunner {
                 Some(m) => (ClassChoice::Rule(m), None, 0.0),
                 None => {
                     let v = route.variants[variant.0].name.as_deref();
-                    self.classify(step, route, job, spent_before, v).await
+                    self.classify(step, route, job, &prompt, spent_before, v)
+                        .await
                 }
             };
         let latency = &self.latency;

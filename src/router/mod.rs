@@ -24,7 +24,7 @@ pub mod explain;
 pub mod latency;
 pub mod tokens;
 
-use std::cell::OnceCell;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::config::{
@@ -85,16 +85,24 @@ pub struct Prompt {
     pub content: String,
     /// Output tokens the request caps the answer at, if it does.
     pub max_output_tokens: Option<u32>,
-    o200k: OnceCell<u64>,
-    cl100k: OnceCell<u64>,
+    /// How many of `messages` come before the job's own (the step's system prompt).
+    lead: usize,
+    /// Per tokenizer: tokens of the job's own messages, framing included (the part of the count
+    /// the answer and the classification calls share, so a long prompt is tokenized once).
+    own_o200k: OnceLock<u64>,
+    own_cl100k: OnceLock<u64>,
+    /// Per tokenizer: the whole prompt.
+    all_o200k: OnceLock<u64>,
+    all_cl100k: OnceLock<u64>,
 }
 
 impl Prompt {
     /// The prompt of `job` on `step`.
     pub fn new(step: &StepConfig, job: &Job) -> Prompt {
         let request = crate::pipeline::build_request(step, job);
-        let own = job.chat_messages();
-        let content = match own.as_slice() {
+        let lead = usize::from(step.system_prompt.is_some());
+        let own = &request.messages[lead..];
+        let content = match own {
             [one] => one.content.clone(),
             many => many
                 .iter()
@@ -106,18 +114,37 @@ impl Prompt {
             messages: request.messages,
             content,
             max_output_tokens: request.max_tokens,
-            o200k: OnceCell::new(),
-            cl100k: OnceCell::new(),
+            lead,
+            own_o200k: OnceLock::new(),
+            own_cl100k: OnceLock::new(),
+            all_o200k: OnceLock::new(),
+            all_cl100k: OnceLock::new(),
         }
     }
 
-    /// Prompt tokens with `kind`'s tokenizer (counted on first use).
+    /// Tokens of the job's own messages with `kind`'s tokenizer, framing included, without the
+    /// reply priming (counted on first use).
+    pub fn own_tokens(&self, kind: TokenizerKind) -> u64 {
+        let cell = match kind {
+            TokenizerKind::O200kBase => &self.own_o200k,
+            TokenizerKind::Cl100kBase => &self.own_cl100k,
+        };
+        *cell.get_or_init(|| {
+            tokens::count_chat(kind, &self.messages[self.lead..]) - tokens::REPLY_PRIMING
+        })
+    }
+
+    /// Prompt tokens of the step's call with `kind`'s tokenizer (counted on first use).
     pub fn tokens(&self, kind: TokenizerKind) -> u64 {
         let cell = match kind {
-            TokenizerKind::O200kBase => &self.o200k,
-            TokenizerKind::Cl100kBase => &self.cl100k,
+            TokenizerKind::O200kBase => &self.all_o200k,
+            TokenizerKind::Cl100kBase => &self.all_cl100k,
         };
-        *cell.get_or_init(|| tokens::count_chat(kind, &self.messages))
+        *cell.get_or_init(|| {
+            let lead =
+                tokens::count_chat(kind, &self.messages[..self.lead]) - tokens::REPLY_PRIMING;
+            lead + self.own_tokens(kind) + tokens::REPLY_PRIMING
+        })
     }
 }
 
@@ -148,7 +175,7 @@ pub fn rule_matches(rule: &RuleConfig, job: &Job, prompt: &Prompt, tokens: u64) 
         why.push(format!("tenant {t}"));
     }
     for (key, want) in &rule.metadata {
-        let got = job.metadata.as_ref().and_then(|m| m.get(key))?;
+        let got = metadata_value(job.metadata.as_ref()?, key)?;
         if got != want {
             return None;
         }
@@ -178,6 +205,15 @@ pub fn rule_matches(rule: &RuleConfig, job: &Job, prompt: &Prompt, tokens: u64) 
         why.push("no conditions".into());
     }
     Some(why.join(", "))
+}
+
+/// The metadata value at `key`: a top-level key, or a dotted path into nested objects
+/// (`customer.plan`).
+fn metadata_value<'a>(meta: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    meta.get(key).or_else(|| {
+        key.split('.')
+            .try_fold(meta, |v, part| v.as_object().and_then(|o| o.get(part)))
+    })
 }
 
 /// The first rule of `route` that holds, if any.
@@ -256,6 +292,7 @@ pub fn gated_classifier_request(
     config: &Config,
     route: &RouteConfig,
     job: &Job,
+    prompt: &Prompt,
     spent_usd: f64,
 ) -> Option<Result<(usize, ChatRequest), String>> {
     let (m, mut request) = classifier_request(route, job)?;
@@ -263,7 +300,9 @@ pub fn gated_classifier_request(
     if let Some(reason) = forbidden_reason(model, job) {
         return Some(Err(format!("{} not allowed ({reason})", model.name)));
     }
-    let tokens = tokens::count_chat(model.tokenizer, &request.messages);
+    // The classifier's instructions, then the job's messages (counted once for both calls).
+    let tokens = tokens::count_chat(model.tokenizer, &request.messages[..1])
+        + prompt.own_tokens(model.tokenizer);
     let out = u64::from(request.max_tokens.unwrap_or(0));
     if tokens + out > u64::from(model.context_window) {
         return Some(Err(format!(
@@ -613,7 +652,7 @@ pub fn decide_offline(
     let variant = pick_variant(route, key);
     let (choice, classifier) = match classify_by_rules(config, route, job, &prompt) {
         Some(m) => (ClassChoice::Rule(m), None),
-        None => match gated_classifier_request(config, route, job, 0.0) {
+        None => match gated_classifier_request(config, route, job, &prompt, 0.0) {
             None => (ClassChoice::Default("no rule matched".into()), None),
             Some(Err(reason)) => (
                 ClassChoice::Default(format!("classifier skipped: {reason}")),

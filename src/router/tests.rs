@@ -57,6 +57,11 @@ metadata = { plan = "enterprise" }
 class = "complex"
 
 [[routes.triage.rules]]
+name = "gold-customer"
+metadata = { "customer.tier" = "gold" }
+class = "complex"
+
+[[routes.triage.rules]]
 name = "legal-words"
 keywords = ["indemnity", "MSA", "GDPR"]
 class = "complex"
@@ -169,6 +174,12 @@ fn table_of_decisions() {
             serde_json::json!({"metadata": {"plan": "enterprise"}}),
             "complex",
             "enterprise-plan",
+            vec!["premium", "onprem", "mini"],
+        ),
+        (
+            serde_json::json!({"metadata": {"customer": {"tier": "gold"}}}),
+            "complex",
+            "gold-customer",
             vec!["premium", "onprem", "mini"],
         ),
         (
@@ -393,11 +404,12 @@ fn the_classifier_is_bound_by_the_jobs_constraints_offline_too() {
     let j = job(serde_json::json!({"policy": {"max_cost_usd": 0.0000001}}));
     let (m, _) = classifier_request(&c.routes[s.route], &j).unwrap();
     assert_eq!(c.models[m].name, "mini");
-    let gated = gated_classifier_request(&c, &c.routes[s.route], &j, 0.0).unwrap();
+    let gated =
+        gated_classifier_request(&c, &c.routes[s.route], &j, &Prompt::new(s, &j), 0.0).unwrap();
     assert_eq!(gated.unwrap_err(), "max_cost_usd leaves no budget for it");
     // Within budget, the call's output is capped to what the budget leaves.
     let j = job(serde_json::json!({"policy": {"max_cost_usd": 0.00001}}));
-    let (_, r) = gated_classifier_request(&c, &c.routes[s.route], &j, 0.0)
+    let (_, r) = gated_classifier_request(&c, &c.routes[s.route], &j, &Prompt::new(s, &j), 0.0)
         .unwrap()
         .unwrap();
     assert!(r.max_tokens.unwrap() <= 8);

@@ -10,7 +10,7 @@ use crate::envelope::ChatMessage;
 /// Tokens OpenAI adds per chat message (role and separators).
 const PER_MESSAGE: u64 = 4;
 /// Tokens OpenAI adds to prime the reply.
-const REPLY_PRIMING: u64 = 3;
+pub const REPLY_PRIMING: u64 = 3;
 
 /// Tokens in `text`.
 pub fn count_text(kind: TokenizerKind, text: &str) -> u64 {

@@ -121,70 +121,41 @@ impl StepRunner {
     ) -> (ClassChoice, Option<ClassifierCall>, f64) {
         let gated =
             router::gated_classifier_request(&self.config, route, job, prompt, spent_before);
-        let Some(gated) = gated else {
-            return (ClassChoice::Default("no rule matched".into()), None, 0.0);
-        };
-        let Some(c) = route.classifier.as_ref() else {
+        let (Some(gated), Some(c)) = (gated, route.classifier.as_ref()) else {
             return (ClassChoice::Default("no rule matched".into()), None, 0.0);
         };
         let model = &self.config.models[c.model];
-        let mut call = ClassifierCall {
-            model: model.name.clone(),
-            ..ClassifierCall::default()
-        };
         let (m, request) = match gated {
             Ok(r) => r,
-            Err(reason) => {
-                call.error = Some(reason.clone());
-                return (
-                    ClassChoice::Default(format!("classifier skipped: {reason}")),
-                    Some(call),
-                    0.0,
-                );
+            Err(why) => {
+                let (choice, call) = router::classifier_skipped(&model.name, why);
+                return (choice, Some(call), 0.0);
             }
         };
         let started = Instant::now();
         let result = self.providers[m].complete(&request).await;
         let elapsed = started.elapsed();
+        let outcome = result
+            .as_ref()
+            .map_or_else(|e| e.class().as_str(), |_| "ok");
+        telemetry::provider_call(model, &step.pipeline, &step.name, variant, outcome, elapsed);
+        // Not recorded in the latency window: a one-word answer is not the model's latency for
+        // real work.
         match result {
             Ok(c) => {
-                // Not recorded in the latency window: a one-word answer is not the model's
-                // latency for real work.
                 let cost = model.usage_cost_usd(&c.usage);
-                telemetry::provider_call(model, &step.pipeline, &step.name, variant, "ok", elapsed);
                 telemetry::provider_usage(model, &step.pipeline, variant, c.usage, cost);
-                call.cost_usd = router::round_usd(cost);
-                call.answer = Some(router::answer_excerpt(&c.text));
-                match router::parse_label(route, &c.text) {
-                    Some(label) => {
-                        call.valid = true;
-                        (ClassChoice::Classifier(label), Some(call), cost)
-                    }
-                    None => {
-                        call.error = Some("off-label answer".into());
-                        (
-                            ClassChoice::Default("classifier answered off-label".into()),
-                            Some(call),
-                            cost,
-                        )
-                    }
-                }
+                let (choice, call) = router::classifier_answered(route, &model.name, &c.text, cost);
+                (choice, Some(call), cost)
             }
             Err(e) => {
-                telemetry::provider_call(
-                    model,
-                    &step.pipeline,
-                    &step.name,
-                    variant,
-                    e.class().as_str(),
-                    elapsed,
-                );
-                call.error = Some(format!("{} ({})", e.class().as_str(), e));
-                (
-                    ClassChoice::Default(format!("classifier failed: {}", e.class().as_str())),
-                    Some(call),
-                    0.0,
-                )
+                let call = ClassifierCall {
+                    model: model.name.clone(),
+                    error: Some(format!("{} ({})", e.class().as_str(), e)),
+                    ..ClassifierCall::default()
+                };
+                let why = format!("classifier failed: {}", e.class().as_str());
+                (ClassChoice::Default(why), Some(call), 0.0)
             }
         }
     }

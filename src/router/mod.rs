@@ -325,6 +325,43 @@ pub fn gated_classifier_request(
     }
 }
 
+/// How the class was chosen when the classifier was not asked: `why` it was skipped.
+pub fn classifier_skipped(model: &str, why: String) -> (ClassChoice, ClassifierCall) {
+    (
+        ClassChoice::Default(format!("classifier skipped: {why}")),
+        ClassifierCall {
+            model: model.to_string(),
+            error: Some(why),
+            ..ClassifierCall::default()
+        },
+    )
+}
+
+/// How the class was chosen from the classifier's `answer` (which cost `cost_usd`): its label,
+/// or the default class when the answer is off-label.
+pub fn classifier_answered(
+    route: &RouteConfig,
+    model: &str,
+    answer: &str,
+    cost_usd: f64,
+) -> (ClassChoice, ClassifierCall) {
+    let label = parse_label(route, answer);
+    let call = ClassifierCall {
+        model: model.to_string(),
+        answer: Some(answer_excerpt(answer)),
+        valid: label.is_some(),
+        error: label.is_none().then(|| "off-label answer".to_string()),
+        cost_usd: round_usd(cost_usd),
+    };
+    match label {
+        Some(l) => (ClassChoice::Classifier(l), call),
+        None => (
+            ClassChoice::Default("classifier answered off-label".into()),
+            call,
+        ),
+    }
+}
+
 /// The class a classifier answer names, if it is one of the labels (case, surrounding
 /// whitespace, quotes and a final full stop are forgiven; anything else is off-label).
 pub fn parse_label(route: &RouteConfig, answer: &str) -> Option<usize> {
@@ -652,44 +689,23 @@ pub fn decide_offline(
     let variant = pick_variant(route, key);
     let (choice, classifier) = match classify_by_rules(config, route, job, &prompt) {
         Some(m) => (ClassChoice::Rule(m), None),
-        None => match gated_classifier_request(config, route, job, &prompt, 0.0) {
-            None => (ClassChoice::Default("no rule matched".into()), None),
-            Some(Err(reason)) => (
-                ClassChoice::Default(format!("classifier skipped: {reason}")),
-                Some(ClassifierCall {
-                    model: route
-                        .classifier
-                        .as_ref()
-                        .map(|c| config.models[c.model].name.clone())
-                        .unwrap_or_default(),
-                    error: Some(reason),
-                    ..ClassifierCall::default()
-                }),
-            ),
-            Some(Ok((m, _))) => {
-                let call = ClassifierCall {
-                    model: config.models[m].name.clone(),
-                    answer: assumed_label.map(str::to_string),
-                    valid: false,
-                    error: None,
-                    cost_usd: 0.0,
-                };
-                match assumed_label.map(|a| (a, parse_label(route, a))) {
-                    Some((_, Some(l))) => (
-                        ClassChoice::Classifier(l),
-                        Some(ClassifierCall {
-                            valid: true,
-                            ..call
-                        }),
-                    ),
-                    Some((a, None)) => (
-                        ClassChoice::Default(format!("classifier answered off-label {a:?}")),
-                        Some(ClassifierCall {
-                            error: Some("off-label answer".into()),
-                            ..call
-                        }),
-                    ),
-                    None => (
+        None => match (
+            gated_classifier_request(config, route, job, &prompt, 0.0),
+            route.classifier.as_ref(),
+        ) {
+            (None, _) | (_, None) => (ClassChoice::Default("no rule matched".into()), None),
+            (Some(gated), Some(c)) => {
+                let model = &config.models[c.model].name;
+                match (gated, assumed_label) {
+                    (Err(why), _) => {
+                        let (choice, call) = classifier_skipped(model, why);
+                        (choice, Some(call))
+                    }
+                    (Ok(_), Some(answer)) => {
+                        let (choice, call) = classifier_answered(route, model, answer, 0.0);
+                        (choice, Some(call))
+                    }
+                    (Ok(_), None) => (
                         ClassChoice::Default("classifier not called offline".into()),
                         None,
                     ),

@@ -8,7 +8,8 @@
 //! Module map:
 //! - [`config`]: the TOML config, read in two phases (raw, then validated with key paths).
 //! - [`envelope`]: job and result envelopes, record decoding and the error classes.
-//! - [`router`]: which models may serve a job, hard policy constraints first.
+//! - [`router`]: classify a job and order the models that may serve it, policy first.
+//! - [`fallback`]: what a failed call means for its model (circuit breakers).
 //! - [`providers`]: provider clients behind one error taxonomy.
 //! - [`pipeline`]: one job through one step: route, call, retry, result or failure.
 //! - [`worker`]: the consume loop, completion tracking, rebalance and shutdown.
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod envelope;
+pub mod fallback;
 pub mod kafka;
 pub mod mock_llm;
 pub mod pipeline;

@@ -397,6 +397,10 @@ pub struct Config {
     pub worker: WorkerSettings,
     /// Models in config order.
     pub models: Vec<ModelConfig>,
+    /// Circuit breaker settings, the same for every model.
+    pub circuit_breaker: crate::fallback::BreakerSettings,
+    /// How long bad credentials or an unknown model id take a model out of rotation.
+    pub out_of_rotation: Duration,
     /// Routes: the named ones in config order, then one per step that names its models inline.
     pub routes: Vec<RouteConfig>,
     /// Every pipeline step, in config order.
@@ -688,6 +692,35 @@ impl Config {
             },
         };
 
+        let cb = &raw.circuit_breaker;
+        if cb.consecutive_failures == 0 {
+            errs.push(err(
+                "circuit_breaker.consecutive_failures",
+                None,
+                "must be at least 1",
+            ));
+        }
+        if !(cb.failure_rate > 0.0 && cb.failure_rate <= 1.0) {
+            errs.push(err(
+                "circuit_breaker.failure_rate",
+                None,
+                &format!("must be within (0, 1], got {}", cb.failure_rate),
+            ));
+        }
+        for (key, v) in [
+            ("window_ms", cb.window_ms),
+            ("cooldown_ms", cb.cooldown_ms),
+            ("out_of_rotation_ms", cb.out_of_rotation_ms),
+        ] {
+            if v == 0 {
+                errs.push(err(
+                    &format!("circuit_breaker.{key}"),
+                    None,
+                    "must be positive",
+                ));
+            }
+        }
+
         let declarations = match &raw.topics.declarations {
             None => TopicDeclarations::builtin(),
             Some(p) => {
@@ -735,6 +768,14 @@ impl Config {
                 metrics_listen,
             },
             models,
+            circuit_breaker: crate::fallback::BreakerSettings {
+                consecutive_failures: cb.consecutive_failures,
+                failure_rate: cb.failure_rate,
+                min_calls: cb.min_calls,
+                window: Duration::from_millis(cb.window_ms),
+                cooldown: Duration::from_millis(cb.cooldown_ms),
+            },
+            out_of_rotation: Duration::from_millis(cb.out_of_rotation_ms),
             routes,
             steps,
             pipelines: raw.pipelines.keys().cloned().collect(),

@@ -26,6 +26,9 @@ pub struct RawConfig {
     /// `[models.<name>]`, in file order.
     #[serde(default)]
     pub models: IndexMap<String, RawModel>,
+    /// `[circuit_breaker]`
+    #[serde(default)]
+    pub circuit_breaker: RawBreaker,
     /// `[routes.<name>]`, in file order.
     #[serde(default)]
     pub routes: IndexMap<String, RawRoute>,
@@ -388,4 +391,60 @@ pub struct RawVariant {
     /// Per-class overrides.
     #[serde(default)]
     pub classes: IndexMap<String, RawClass>,
+}
+
+/// `[circuit_breaker]`: one circuit per model, these settings for all.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    /// Failures in a row that open a model's circuit.
+    #[serde(default = "d_consecutive")]
+    pub consecutive_failures: u32,
+    /// Failure share within `window_ms` that opens it, once `min_calls` were made.
+    #[serde(default = "d_rate")]
+    pub failure_rate: f64,
+    /// Calls within the window before `failure_rate` applies.
+    #[serde(default = "d_min_calls")]
+    pub min_calls: u32,
+    /// The failure-rate window.
+    #[serde(default = "d_window_ms")]
+    pub window_ms: u64,
+    /// How long an open circuit skips its model before one probe call.
+    #[serde(default = "d_cooldown_ms")]
+    pub cooldown_ms: u64,
+    /// How long bad credentials (401/403) or an unknown model id (404) take a model out.
+    #[serde(default = "d_out_ms")]
+    pub out_of_rotation_ms: u64,
+}
+
+impl Default for RawBreaker {
+    fn default() -> Self {
+        RawBreaker {
+            consecutive_failures: d_consecutive(),
+            failure_rate: d_rate(),
+            min_calls: d_min_calls(),
+            window_ms: d_window_ms(),
+            cooldown_ms: d_cooldown_ms(),
+            out_of_rotation_ms: d_out_ms(),
+        }
+    }
+}
+
+fn d_consecutive() -> u32 {
+    5
+}
+fn d_rate() -> f64 {
+    0.5
+}
+fn d_min_calls() -> u32 {
+    20
+}
+fn d_window_ms() -> u64 {
+    60_000
+}
+fn d_cooldown_ms() -> u64 {
+    30_000
+}
+fn d_out_ms() -> u64 {
+    300_000
 }

@@ -261,3 +261,23 @@ fn route_errors_name_their_key_path() {
         );
     }
 }
+
+#[test]
+fn circuit_breaker_settings_are_checked() {
+    let c = Config::from_toml(MINIMAL, None).unwrap();
+    assert_eq!(c.circuit_breaker.consecutive_failures, 5);
+    assert_eq!(c.out_of_rotation, Duration::from_secs(300));
+    let e = errors(&format!(
+        "{MINIMAL}\n[circuit_breaker]\nfailure_rate = 1.5\ncooldown_ms = 0\n"
+    ));
+    assert!(
+        e.iter()
+            .any(|x| x.starts_with("circuit_breaker.failure_rate: must be within (0, 1], got 1.5")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|x| x.starts_with("circuit_breaker.cooldown_ms: must be positive")),
+        "{e:?}"
+    );
+}

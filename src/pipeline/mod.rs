@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::config::{Config, RouteConfig, StepConfig};
 use crate::envelope::{ClassifierCall, ErrorClass, Job, JobResult, Output};
+use crate::fallback::{Admission, CircuitState, Circuits};
 use crate::providers::{ChatRequest, Disposition, Provider, ProviderError};
 use crate::router::latency::LatencyBook;
 use crate::router::{self, ClassChoice, DecideInput, Prompt};
@@ -54,6 +55,7 @@ pub struct StepRunner {
     config: Arc<Config>,
     providers: Arc<Vec<Provider>>,
     latency: Arc<LatencyBook>,
+    circuits: Arc<Circuits>,
 }
 
 impl StepRunner {
@@ -72,6 +74,11 @@ impl StepRunner {
         }
         StepRunner {
             latency: Arc::new(LatencyBook::new(config.models.len())),
+            circuits: Arc::new(Circuits::new(
+                config.models.len(),
+                config.circuit_breaker,
+                config.out_of_rotation,
+            )),
             config,
             providers: Arc::new(providers),
         }
@@ -132,9 +139,17 @@ impl StepRunner {
                 return (choice, Some(call), 0.0);
             }
         };
+        let admission = self.circuits.admit(m, Instant::now());
+        if let Admission::Skip(_) = admission {
+            telemetry::circuit_skip(&model.name, &step.pipeline, &step.name);
+            let why = format!("{}'s circuit is open", model.name);
+            let (choice, call) = router::classifier_skipped(&model.name, why);
+            return (choice, Some(call), 0.0);
+        }
         let started = Instant::now();
         let result = self.providers[m].complete(&request).await;
         let elapsed = started.elapsed();
+        self.record_circuit(m, admission, result.as_ref().err());
         let outcome = result
             .as_ref()
             .map_or_else(|e| e.class().as_str(), |_| "ok");
@@ -157,6 +172,26 @@ impl StepRunner {
                 let why = format!("classifier failed: {}", e.class().as_str());
                 (ClassChoice::Default(why), Some(call), 0.0)
             }
+        }
+    }
+
+    /// Tells model `m`'s circuit how a call admitted as `admission` went.
+    fn record_circuit(&self, m: usize, admission: Admission, error: Option<&ProviderError>) {
+        let now = Instant::now();
+        let changed = match error {
+            None => self.circuits.succeeded(m, now, admission),
+            Some(e) => self.circuits.failed(m, now, admission, e),
+        };
+        if let Some(state) = changed {
+            let name = &self.config.models[m].name;
+            match state {
+                CircuitState::Open => tracing::warn!(
+                    model = %name,
+                    "circuit opened: calls skip this model until a probe succeeds"
+                ),
+                _ => tracing::info!(model = %name, ?state, "circuit changed"),
+            }
+            telemetry::circuit_state(name, state);
         }
     }
 
@@ -230,6 +265,7 @@ impl StepRunner {
         let mut attempts = 0u32;
         let mut last: Option<(usize, ProviderError)> = None;
         let mut out_of_budget = None;
+        let mut circuit_open: Vec<String> = Vec::new();
         'models: for &m in &decision.candidates {
             let model = &self.config.models[m];
             let mut backoff = attempt_backoff();
@@ -256,10 +292,17 @@ impl StepRunner {
                     }
                     None => {}
                 }
+                let admission = self.circuits.admit(m, Instant::now());
+                if let Admission::Skip(_) = admission {
+                    telemetry::circuit_skip(&model.name, &step.pipeline, &step.name);
+                    circuit_open.push(model.name.clone());
+                    continue 'models;
+                }
                 attempts += 1;
                 let call_started = Instant::now();
                 let result = self.providers[m].complete(&request).await;
                 let elapsed = call_started.elapsed();
+                self.record_circuit(m, admission, result.as_ref().err());
                 match result {
                     Ok(c) => {
                         self.latency.record(m, elapsed);
@@ -338,6 +381,18 @@ impl StepRunner {
                     }
                 }
             }
+        }
+        if last.is_none() && !circuit_open.is_empty() {
+            return StepOutcome::Failed(StepFailure {
+                class: ErrorClass::ProviderUnavailable,
+                message: format!(
+                    "every allowed model's circuit is open ({})",
+                    circuit_open.join(", ")
+                ),
+                last_model: circuit_open.last().cloned(),
+                attempts,
+                variant: variant_name,
+            });
         }
         match (last, out_of_budget) {
             (Some((m, e)), _) => StepOutcome::Failed(StepFailure {

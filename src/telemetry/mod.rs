@@ -45,6 +45,10 @@ pub mod names {
     pub const REDELIVERIES: &str = "baton_redeliveries_skipped_total";
     /// Counter: routing decisions, by first-choice model and A/B variant.
     pub const ROUTED: &str = "baton_routed_total";
+    /// Gauge: each model's circuit (0 closed, 1 half-open, 2 open).
+    pub const CIRCUIT_STATE: &str = "baton_circuit_state";
+    /// Counter: calls not made because the model's circuit was open.
+    pub const CIRCUIT_SKIPS: &str = "baton_circuit_skips_total";
 }
 
 /// Label keys (the closed set of DESIGN.md, plus `partition` for the lag gauge).
@@ -117,6 +121,14 @@ fn describe() {
     describe_counter!(OUTPUT_TOKENS, "Output (completion) tokens billed.");
     describe_counter!(COST, "Cost billed, in USD.");
     describe_gauge!(IN_FLIGHT, "Jobs in flight in this worker.");
+    describe_gauge!(
+        CIRCUIT_STATE,
+        "Circuit breaker state per model: 0 closed, 1 half-open, 2 open."
+    );
+    describe_counter!(
+        CIRCUIT_SKIPS,
+        "Calls not made because the model's circuit was open (the next candidate served)."
+    );
     describe_counter!(
         ROUTED,
         "Routing decisions, by first-choice model and A/B variant."
@@ -187,6 +199,16 @@ pub fn provider_usage(
 /// A job was routed: its first-choice model and variant.
 pub fn routed(pipeline: &str, step: &str, model: &str, variant: Option<&str>) {
     counter!(ROUTED, PIPELINE => pipeline.to_string(), STEP => step.to_string(), MODEL => model.to_string(), VARIANT => variant.unwrap_or("none").to_string()).increment(1);
+}
+
+/// A model's circuit changed state.
+pub fn circuit_state(model: &str, state: crate::fallback::CircuitState) {
+    gauge!(CIRCUIT_STATE, MODEL => model.to_string()).set(state.gauge());
+}
+
+/// A call skipped `model` because its circuit was open.
+pub fn circuit_skip(model: &str, pipeline: &str, step: &str) {
+    counter!(CIRCUIT_SKIPS, MODEL => model.to_string(), PIPELINE => pipeline.to_string(), STEP => step.to_string()).increment(1);
 }
 
 /// The in-flight gauge.

@@ -1,0 +1,355 @@
+//! A circuit breaker per model: stop sending calls to a model that keeps failing, let one probe
+//! decide when it may have recovered.
+//!
+//! Closed (calls flow) → open after `consecutive_failures` failures in a row, or when at least
+//! `min_calls` calls within `window` failed at `failure_rate` or more. Open (calls skip the
+//! model, so the next candidate serves) for `cooldown`; then half-open: exactly one call is let
+//! through as a probe. Its success closes the circuit; its failure opens it for another
+//! cooldown. A probe that never reports (its job was cancelled) is replaced after a cooldown.
+//!
+//! Only the model's own failures count (timeouts, connection errors, 5xx, malformed answers).
+//! A request the provider refused for the request's sake (a 400, a content filter, a prompt too
+//! long) shows the model is up. Bad credentials trip the circuit at once for longer
+//! ([`Breaker::trip`]): the model leaves rotation until someone fixes the key.
+//!
+//! Pure state with the clock passed in, so tests drive time.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// When a circuit opens and how long it stays open.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerSettings {
+    /// Failures in a row that open the circuit.
+    pub consecutive_failures: u32,
+    /// Failure share (0..=1) within `window` that opens it, once `min_calls` calls were made.
+    pub failure_rate: f64,
+    /// Calls within `window` before `failure_rate` applies.
+    pub min_calls: u32,
+    /// The sliding window of the failure rate.
+    pub window: Duration,
+    /// How long an open circuit skips the model before a probe.
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            min_calls: 20,
+            window: Duration::from_secs(60),
+            cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The state a dashboard shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    /// Calls flow.
+    Closed,
+    /// One probe call decides.
+    HalfOpen,
+    /// Calls skip the model.
+    Open,
+}
+
+impl CircuitState {
+    /// The gauge value: 0 closed, 1 half-open, 2 open.
+    pub fn gauge(self) -> f64 {
+        match self {
+            CircuitState::Closed => 0.0,
+            CircuitState::HalfOpen => 1.0,
+            CircuitState::Open => 2.0,
+        }
+    }
+}
+
+/// Whether a call may go to the model now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Call it.
+    Call,
+    /// Call it: this is the probe of a half-open circuit.
+    Probe,
+    /// Skip it; the circuit is open (or a probe is out) for about this long.
+    Skip(Duration),
+}
+
+/// How a call went, for the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// The model answered (or refused the request for the request's sake): it is up.
+    Healthy,
+    /// The model failed (timeout, connection, 5xx, malformed answer).
+    Failed,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { probe_since: Instant },
+}
+
+#[derive(Debug)]
+struct Inner {
+    phase: Phase,
+    consecutive: u32,
+    recent: VecDeque<(Instant, bool)>,
+}
+
+/// One model's circuit.
+#[derive(Debug)]
+pub struct Breaker {
+    settings: BreakerSettings,
+    inner: Mutex<Inner>,
+}
+
+impl Breaker {
+    /// A closed circuit.
+    pub fn new(settings: BreakerSettings) -> Self {
+        Breaker {
+            settings,
+            inner: Mutex::new(Inner {
+                phase: Phase::Closed,
+                consecutive: 0,
+                recent: VecDeque::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a call may go out at `now`.
+    pub fn admit(&self, now: Instant) -> Admission {
+        let mut s = self.lock();
+        match s.phase {
+            Phase::Closed => Admission::Call,
+            Phase::Open { until } if now < until => Admission::Skip(until - now),
+            Phase::Open { .. } => {
+                s.phase = Phase::HalfOpen { probe_since: now };
+                Admission::Probe
+            }
+            Phase::HalfOpen { probe_since } => {
+                let stale = probe_since + self.settings.cooldown;
+                if now >= stale {
+                    // The last probe never reported: send another.
+                    s.phase = Phase::HalfOpen { probe_since: now };
+                    Admission::Probe
+                } else {
+                    Admission::Skip(stale - now)
+                }
+            }
+        }
+    }
+
+    /// Records how a call admitted as `admission` went; returns the state when it changed.
+    pub fn record(
+        &self,
+        now: Instant,
+        admission: Admission,
+        outcome: CallOutcome,
+    ) -> Option<CircuitState> {
+        let mut s = self.lock();
+        let failed = outcome == CallOutcome::Failed;
+        if admission == Admission::Probe || matches!(s.phase, Phase::HalfOpen { .. }) {
+            if admission != Admission::Probe {
+                // A call admitted before the circuit opened: the probe decides, not it.
+                return None;
+            }
+            s.recent.clear();
+            s.consecutive = 0;
+            s.phase = if failed {
+                Phase::Open {
+                    until: now + self.settings.cooldown,
+                }
+            } else {
+                Phase::Closed
+            };
+            return Some(if failed {
+                CircuitState::Open
+            } else {
+                CircuitState::Closed
+            });
+        }
+        if let Phase::Open { .. } = s.phase {
+            // Late results of calls admitted while closed change nothing.
+            return None;
+        }
+        s.recent.push_back((now, failed));
+        while s
+            .recent
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > self.settings.window)
+        {
+            s.recent.pop_front();
+        }
+        s.consecutive = if failed { s.consecutive + 1 } else { 0 };
+        let calls = s.recent.len() as u32;
+        let failures = s.recent.iter().filter(|(_, f)| *f).count() as f64;
+        let rate_trips = calls >= self.settings.min_calls
+            && failures / f64::from(calls) >= self.settings.failure_rate;
+        if failed && (s.consecutive >= self.settings.consecutive_failures || rate_trips) {
+            s.phase = Phase::Open {
+                until: now + self.settings.cooldown,
+            };
+            s.recent.clear();
+            s.consecutive = 0;
+            return Some(CircuitState::Open);
+        }
+        None
+    }
+
+    /// Opens the circuit now for `duration` (bad credentials take the model out of rotation).
+    pub fn trip(&self, now: Instant, duration: Duration) -> CircuitState {
+        let mut s = self.lock();
+        s.phase = Phase::Open {
+            until: now + duration,
+        };
+        s.recent.clear();
+        s.consecutive = 0;
+        CircuitState::Open
+    }
+
+    /// The state at `now` (an open circuit past its cooldown reads half-open: the next call
+    /// probes).
+    pub fn state(&self, now: Instant) -> CircuitState {
+        match self.lock().phase {
+            Phase::Closed => CircuitState::Closed,
+            Phase::Open { until } if now < until => CircuitState::Open,
+            Phase::Open { .. } | Phase::HalfOpen { .. } => CircuitState::HalfOpen,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use CallOutcome::{Failed, Healthy};
+
+    fn settings() -> BreakerSettings {
+        BreakerSettings {
+            consecutive_failures: 3,
+            failure_rate: 0.5,
+            min_calls: 10,
+            window: Duration::from_secs(10),
+            cooldown: Duration::from_secs(5),
+        }
+    }
+
+    fn call(b: &Breaker, t: Instant, outcome: CallOutcome) -> Option<CircuitState> {
+        let a = b.admit(t);
+        assert_ne!(a, Admission::Skip(Duration::ZERO));
+        b.record(t, a, outcome)
+    }
+
+    #[test]
+    fn consecutive_failures_open_then_one_probe_closes() {
+        let b = Breaker::new(settings());
+        let t0 = Instant::now();
+        assert_eq!(call(&b, t0, Failed), None);
+        assert_eq!(call(&b, t0, Healthy), None); // the run restarts
+        assert_eq!(call(&b, t0, Failed), None);
+        assert_eq!(call(&b, t0, Failed), None);
+        assert_eq!(call(&b, t0, Failed), Some(CircuitState::Open));
+        // Open: the model is skipped for the cooldown.
+        assert_eq!(
+            b.admit(t0 + Duration::from_secs(1)),
+            Admission::Skip(Duration::from_secs(4))
+        );
+        assert_eq!(b.state(t0 + Duration::from_secs(1)), CircuitState::Open);
+        // After the cooldown exactly one probe goes out.
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(b.admit(t1), Admission::Probe);
+        assert!(matches!(b.admit(t1), Admission::Skip(_)));
+        assert_eq!(
+            b.record(t1, Admission::Probe, Healthy),
+            Some(CircuitState::Closed)
+        );
+        assert_eq!(b.admit(t1), Admission::Call);
+    }
+
+    #[test]
+    fn a_failed_probe_opens_for_another_cooldown() {
+        let b = Breaker::new(settings());
+        let t0 = Instant::now();
+        b.trip(t0, Duration::from_secs(5));
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(b.admit(t1), Admission::Probe);
+        assert_eq!(
+            b.record(t1, Admission::Probe, Failed),
+            Some(CircuitState::Open)
+        );
+        assert!(matches!(
+            b.admit(t1 + Duration::from_secs(4)),
+            Admission::Skip(_)
+        ));
+        assert_eq!(b.admit(t1 + Duration::from_secs(5)), Admission::Probe);
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_is_replaced() {
+        let b = Breaker::new(settings());
+        let t0 = Instant::now();
+        b.trip(t0, Duration::from_secs(1));
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(b.admit(t1), Admission::Probe);
+        // Its job was cancelled; after a cooldown another probe goes.
+        assert!(matches!(
+            b.admit(t1 + Duration::from_secs(4)),
+            Admission::Skip(_)
+        ));
+        assert_eq!(b.admit(t1 + Duration::from_secs(5)), Admission::Probe);
+    }
+
+    #[test]
+    fn the_failure_rate_opens_once_enough_calls_were_made() {
+        let b = Breaker::new(settings());
+        let t0 = Instant::now();
+        // Alternating: never 3 in a row, but 50% of 10 calls.
+        let mut opened = None;
+        for i in 0..10 {
+            let outcome = if i % 2 == 0 { Failed } else { Healthy };
+            if let Some(s) = call(&b, t0 + Duration::from_millis(i), outcome) {
+                opened = Some((i, s));
+            }
+        }
+        assert_eq!(opened, None, "the 10th call is a success");
+        assert_eq!(
+            call(&b, t0 + Duration::from_millis(10), Failed),
+            Some(CircuitState::Open)
+        );
+    }
+
+    #[test]
+    fn old_calls_leave_the_window() {
+        let b = Breaker::new(settings());
+        let t0 = Instant::now();
+        for i in 0..9 {
+            let outcome = if i % 2 == 0 { Failed } else { Healthy };
+            call(&b, t0, outcome);
+        }
+        // 11 s later the window holds only new calls: one failure among two is not enough.
+        let t1 = t0 + Duration::from_secs(11);
+        assert_eq!(call(&b, t1, Healthy), None);
+        assert_eq!(call(&b, t1, Failed), None);
+        assert_eq!(b.state(t1), CircuitState::Closed);
+    }
+
+    #[test]
+    fn late_results_of_earlier_calls_do_not_close_an_open_circuit() {
+        let b = Breaker::new(settings());
+        let t0 = Instant::now();
+        let early = b.admit(t0);
+        for _ in 0..3 {
+            call(&b, t0, Failed);
+        }
+        assert_eq!(b.record(t0, early, Healthy), None);
+        assert_eq!(b.state(t0), CircuitState::Open);
+    }
+}

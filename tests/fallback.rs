@@ -1,0 +1,128 @@
+//! Failure handling against a real broker and mock-llm's fault modes.
+
+mod common;
+
+use std::time::Duration;
+
+use baton::mock_llm::ModelBehavior;
+use common::*;
+
+const MOCK: &str = r#"
+seed = 5
+[default]
+latency = { fixed_ms = 20 }
+"#;
+
+const CONFIG: &str = r#"
+[kafka]
+bootstrap_servers = "{BOOTSTRAP}"
+group_id = "{GROUP}"
+
+[topics]
+prefix = "{PREFIX}"
+
+[worker]
+metrics_listen = "off"
+provider_attempts = 2
+
+[circuit_breaker]
+consecutive_failures = 3
+cooldown_ms = 4000
+
+[models.primary]
+base_url = "{MOCK}"
+[models.backup]
+base_url = "{MOCK}"
+
+[[pipelines.p.steps]]
+name = "s"
+model = "primary"
+fallbacks = ["backup"]
+"#;
+
+fn behavior(json: &str) -> ModelBehavior {
+    ModelBehavior::from_json_slice(json.as_bytes(), "test").unwrap()
+}
+
+fn wave(prefix: &str, n: usize) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let id = format!("{prefix}-{i}");
+            (Some(id.clone().into_bytes()), job(&id, "hello"))
+        })
+        .collect()
+}
+
+/// Reads results until `ids` (by prefix) are all in; returns how many each model served.
+fn served(reader: &mut Reader, prefix: &str, n: usize) -> (usize, usize) {
+    let done = |r: &[rdkafka::message::OwnedMessage]| {
+        distinct(
+            &result_ids(r)
+                .into_iter()
+                .filter(|id| id.starts_with(&format!("{prefix}-")))
+                .collect::<Vec<_>>(),
+        ) >= n
+    };
+    assert!(
+        reader.read_until(Duration::from_secs(60), done),
+        "wave {prefix} incomplete"
+    );
+    let mut by = (0, 0);
+    for m in &reader.records {
+        let v = value(m);
+        if v["id"].as_str().unwrap().starts_with(&format!("{prefix}-")) {
+            match v["model"].as_str().unwrap() {
+                "primary" => by.0 += 1,
+                _ => by.1 += 1,
+            }
+        }
+    }
+    by
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outage_opens_the_circuit_and_a_probe_brings_the_model_back() {
+    let mock = mock(MOCK).await;
+    let world = World::new("circuit", &mock.base_url(), CONFIG).await;
+    let _worker = world.worker();
+    let mut results = Reader::new(&[world.results()]);
+    let primary_calls = |mock: &baton::mock_llm::MockLlm| {
+        mock.request_log()
+            .iter()
+            .filter(|r| r.model == "primary")
+            .count()
+    };
+
+    // The primary goes down. A first small wave finds out: each job tries it, fails over.
+    mock.set_model(
+        "primary",
+        behavior(r#"{"errors":[{"status":503,"rate":1.0}]}"#),
+    )
+    .unwrap();
+    produce(&world.input(), wave("a", 5)).await;
+    let (p, b) = served(&mut results, "a", 5);
+    assert_eq!((p, b), (0, 5), "the backup served every job");
+    let after_a = primary_calls(&mock);
+    assert!(after_a >= 3, "the outage was seen: {after_a} calls");
+
+    // The circuit is open: the next wave does not hammer the primary at all.
+    produce(&world.input(), wave("b", 200)).await;
+    let (p, b) = served(&mut results, "b", 200);
+    assert_eq!((p, b), (0, 200));
+    let during_b = primary_calls(&mock) - after_a;
+    assert!(
+        during_b <= 1,
+        "{during_b} calls reached the primary while its circuit was open"
+    );
+
+    // The primary recovers. After the cooldown one job probes it and closes the circuit...
+    mock.set_model("primary", behavior("{}")).unwrap();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    produce(&world.input(), wave("c", 1)).await;
+    let (p, _) = served(&mut results, "c", 1);
+    assert_eq!(p, 1, "the probe succeeded on the primary");
+    // ... and the primary serves again.
+    produce(&world.input(), wave("d", 100)).await;
+    let (p, b) = served(&mut results, "d", 100);
+    assert_eq!((p, b), (100, 0));
+}

@@ -126,3 +126,60 @@ async fn an_outage_opens_the_circuit_and_a_probe_brings_the_model_back() {
     let (p, b) = served(&mut results, "d", 100);
     assert_eq!((p, b), (100, 0));
 }
+
+const LIMITED: &str = r#"
+[kafka]
+bootstrap_servers = "{BOOTSTRAP}"
+group_id = "{GROUP}"
+
+[topics]
+prefix = "{PREFIX}"
+
+[worker]
+metrics_listen = "off"
+rate_limit_wait_ms = 300
+
+[models.primary]
+base_url = "{MOCK}"
+rate_limit = { requests_per_minute = 60, concurrency = 8 }
+[models.backup]
+base_url = "{MOCK}"
+
+[[pipelines.p.steps]]
+name = "s"
+model = "primary"
+fallbacks = ["backup"]
+"#;
+
+/// Nobody hammers a provider past its quota: calls beyond a model's requests per minute wait a
+/// bounded time, then go to the next candidate. mock-llm never answers 429 here; the limit is
+/// baton's own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_models_quota_holds_and_overflow_goes_to_the_next_candidate() {
+    let mock = mock(MOCK).await;
+    let world = World::new("quota", &mock.base_url(), LIMITED).await;
+    let _worker = world.worker();
+    let mut results = Reader::new(&[world.results()]);
+    let started = std::time::Instant::now();
+    produce(&world.input(), wave("q", 150)).await;
+    let (primary, backup) = served(&mut results, "q", 150);
+    let elapsed = started.elapsed().as_secs_f64();
+    let calls = mock
+        .request_log()
+        .iter()
+        .filter(|r| r.model == "primary")
+        .count();
+    // A full bucket of 60, plus one per second of the run.
+    let allowed = 60 + elapsed.ceil() as usize;
+    assert!(
+        calls <= allowed,
+        "{calls} calls to primary in {elapsed:.1}s (quota {allowed})"
+    );
+    assert_eq!(calls, primary, "every primary call answered a job");
+    assert!(primary >= 60, "the quota was used: {primary}");
+    assert_eq!(primary + backup, 150);
+    assert!(
+        backup >= 150 - allowed,
+        "the overflow went to the backup: {backup}"
+    );
+}

@@ -204,6 +204,8 @@ pub struct ModelConfig {
     pub capabilities: Vec<Capability>,
     /// Tokenizer for its prompt counts.
     pub tokenizer: TokenizerKind,
+    /// The provider's quota for it.
+    pub rate_limit: crate::fallback::limits::LimitSettings,
 }
 
 impl ModelConfig {
@@ -382,6 +384,8 @@ pub struct WorkerSettings {
     pub provider_attempts: u32,
     /// Address of `/metrics` and `/healthz`; `None` disables the listener.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How long a call may wait for rate-limit capacity before trying the next candidate.
+    pub rate_limit_wait: Duration,
 }
 
 /// The validated runtime configuration.
@@ -471,6 +475,19 @@ impl Config {
                     "must be positive",
                 ));
             }
+            for (key, v) in [
+                ("requests_per_minute", m.rate_limit.requests_per_minute),
+                ("tokens_per_minute", m.rate_limit.tokens_per_minute),
+                ("concurrency", m.rate_limit.concurrency),
+            ] {
+                if v == Some(0) {
+                    errs.push(err(
+                        &format!("{path}.rate_limit.{key}"),
+                        None,
+                        "must be positive (leave it out for no limit)",
+                    ));
+                }
+            }
             if m.timeout_ms == 0 {
                 errs.push(err(&format!("{path}.timeout_ms"), None, "must be positive"));
             }
@@ -504,6 +521,11 @@ impl Config {
                 tokenizer: m.tokenizer.unwrap_or_else(|| {
                     TokenizerKind::for_model(m.model.as_deref().unwrap_or(name))
                 }),
+                rate_limit: crate::fallback::limits::LimitSettings {
+                    requests_per_minute: m.rate_limit.requests_per_minute,
+                    tokens_per_minute: m.rate_limit.tokens_per_minute,
+                    concurrency: m.rate_limit.concurrency,
+                },
             });
         }
         if raw.models.is_empty() {
@@ -766,6 +788,7 @@ impl Config {
                 rebalance_timeout: Duration::from_millis(w.rebalance_timeout_ms),
                 provider_attempts: w.provider_attempts,
                 metrics_listen,
+                rate_limit_wait: Duration::from_millis(w.rate_limit_wait_ms),
             },
             models,
             circuit_breaker: crate::fallback::BreakerSettings {

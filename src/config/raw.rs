@@ -140,6 +140,13 @@ pub struct RawWorker {
     /// `/metrics` and `/healthz` address, or "off".
     #[serde(default = "d_metrics")]
     pub metrics_listen: Option<String>,
+    /// How long a call may wait for a model's rate-limit capacity before the next candidate.
+    #[serde(default = "d_rl_wait")]
+    pub rate_limit_wait_ms: u64,
+}
+
+fn d_rl_wait() -> u64 {
+    2_000
 }
 
 impl Default for RawWorker {
@@ -151,6 +158,7 @@ impl Default for RawWorker {
             rebalance_timeout_ms: d_rebalance(),
             provider_attempts: d_attempts(),
             metrics_listen: d_metrics(),
+            rate_limit_wait_ms: d_rl_wait(),
         }
     }
 }
@@ -213,6 +221,21 @@ pub struct RawModel {
     pub capabilities: Vec<Capability>,
     /// Tokenizer for exact prompt counts; chosen from the model id when absent.
     pub tokenizer: Option<TokenizerKind>,
+    /// The provider's quota for this model.
+    #[serde(default)]
+    pub rate_limit: RawRateLimit,
+}
+
+/// `rate_limit = { requests_per_minute = 500, tokens_per_minute = 200000, concurrency = 50 }`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Requests per minute.
+    pub requests_per_minute: Option<u32>,
+    /// Input plus output tokens per minute.
+    pub tokens_per_minute: Option<u32>,
+    /// Requests in flight at once.
+    pub concurrency: Option<u32>,
 }
 
 fn d_provider() -> ProviderKind {

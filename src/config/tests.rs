@@ -281,3 +281,23 @@ fn circuit_breaker_settings_are_checked() {
         "{e:?}"
     );
 }
+
+#[test]
+fn rate_limits_must_be_positive() {
+    let text = MINIMAL.replace(
+        "base_url = \"http://127.0.0.1:1/v1\"",
+        "base_url = \"http://127.0.0.1:1/v1\"\nrate_limit = { requests_per_minute = 0, concurrency = 4 }",
+    );
+    let e = errors(&text);
+    assert!(
+        e[0].starts_with("models.m.rate_limit.requests_per_minute: must be positive"),
+        "{e:?}"
+    );
+    let ok = MINIMAL.replace(
+        "base_url = \"http://127.0.0.1:1/v1\"",
+        "base_url = \"http://127.0.0.1:1/v1\"\nrate_limit = { tokens_per_minute = 90000 }",
+    );
+    let c = Config::from_toml(&ok, None).unwrap();
+    assert_eq!(c.models[0].rate_limit.tokens_per_minute, Some(90000));
+    assert_eq!(c.worker.rate_limit_wait, Duration::from_secs(2));
+}

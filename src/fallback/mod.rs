@@ -2,9 +2,11 @@
 //!
 //! [`breaker`] keeps one circuit per model; [`Circuits`] holds them (indexed like
 //! `Config::models`) and turns a provider error into what the circuit learns from it: a
-//! failure of the model, a sign it is up, or a reason to take it out of rotation.
+//! failure of the model, a sign it is up, or a reason to take it out of rotation. [`limits`]
+//! keeps each model under its provider's quota (requests and tokens per minute, concurrency).
 
 pub mod breaker;
+pub mod limits;
 
 use std::time::{Duration, Instant};
 

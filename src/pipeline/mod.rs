@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::config::{Config, RouteConfig, StepConfig};
 use crate::envelope::{ClassifierCall, ErrorClass, Job, JobResult, Output};
+use crate::fallback::limits::{Grant, ModelLimits};
 use crate::fallback::{Admission, CircuitState, Circuits};
 use crate::providers::{ChatRequest, Disposition, Provider, ProviderError};
 use crate::router::latency::LatencyBook;
@@ -56,6 +57,7 @@ pub struct StepRunner {
     providers: Arc<Vec<Provider>>,
     latency: Arc<LatencyBook>,
     circuits: Arc<Circuits>,
+    limits: Arc<Vec<ModelLimits>>,
 }
 
 impl StepRunner {
@@ -79,6 +81,13 @@ impl StepRunner {
                 config.circuit_breaker,
                 config.out_of_rotation,
             )),
+            limits: Arc::new(
+                config
+                    .models
+                    .iter()
+                    .map(|m| ModelLimits::new(m.rate_limit))
+                    .collect(),
+            ),
             config,
             providers: Arc::new(providers),
         }
@@ -146,10 +155,22 @@ impl StepRunner {
             let (choice, call) = router::classifier_skipped(&model.name, why);
             return (choice, Some(call), 0.0);
         }
+        let tokens = u64::from(request.max_tokens.unwrap_or(0))
+            + router::tokens::count_chat(model.tokenizer, &request.messages[..1])
+            + prompt.own_tokens(model.tokenizer);
+        let Some(grant) = self.capacity(m, tokens, step).await else {
+            let why = format!("no rate-limit capacity on {}", model.name);
+            let (choice, call) = router::classifier_skipped(&model.name, why);
+            return (choice, Some(call), 0.0);
+        };
         let started = Instant::now();
         let result = self.providers[m].complete(&request).await;
         let elapsed = started.elapsed();
         self.record_circuit(m, admission, result.as_ref().err());
+        if let Some(g) = grant {
+            let used = result.as_ref().map_or(0, |c| c.usage.total_tokens);
+            self.limits[m].settle(g, used);
+        }
         let outcome = result
             .as_ref()
             .map_or_else(|e| e.class().as_str(), |_| "ok");
@@ -171,6 +192,31 @@ impl StepRunner {
                 };
                 let why = format!("classifier failed: {}", e.class().as_str());
                 (ClassChoice::Default(why), Some(call), 0.0)
+            }
+        }
+    }
+
+    /// Waits for model `m`'s rate-limit capacity: `Some(None)` when it has no limits,
+    /// `Some(grant)` when capacity was granted, `None` when none came within the wait.
+    async fn capacity(&self, m: usize, tokens: u64, step: &StepConfig) -> Option<Option<Grant>> {
+        let limits = &self.limits[m];
+        if !limits.is_limited() {
+            return Some(None);
+        }
+        let name = &self.config.models[m].name;
+        let started = Instant::now();
+        match limits
+            .acquire(tokens, self.config.worker.rate_limit_wait)
+            .await
+        {
+            Ok(g) => {
+                telemetry::rate_limit_wait(name, started.elapsed());
+                Some(Some(g))
+            }
+            Err(e) => {
+                telemetry::rate_limit_wait(name, e.waited);
+                telemetry::rate_limit_saturated(name, &step.pipeline, &step.name);
+                None
             }
         }
     }
@@ -266,6 +312,7 @@ impl StepRunner {
         let mut last: Option<(usize, ProviderError)> = None;
         let mut out_of_budget = None;
         let mut circuit_open: Vec<String> = Vec::new();
+        let mut saturated: Vec<String> = Vec::new();
         'models: for &m in &decision.candidates {
             let model = &self.config.models[m];
             let mut backoff = attempt_backoff();
@@ -298,11 +345,25 @@ impl StepRunner {
                     circuit_open.push(model.name.clone());
                     continue 'models;
                 }
+                let estimate = prompt_tokens
+                    + u64::from(
+                        request
+                            .max_tokens
+                            .unwrap_or(router::DEFAULT_EXPECTED_OUTPUT_TOKENS),
+                    );
+                let Some(grant) = self.capacity(m, estimate, step).await else {
+                    saturated.push(model.name.clone());
+                    continue 'models;
+                };
                 attempts += 1;
                 let call_started = Instant::now();
                 let result = self.providers[m].complete(&request).await;
                 let elapsed = call_started.elapsed();
                 self.record_circuit(m, admission, result.as_ref().err());
+                let used = result.as_ref().map_or(0, |c| c.usage.total_tokens);
+                if let Some(g) = grant {
+                    self.limits[m].settle(g, used);
+                }
                 match result {
                     Ok(c) => {
                         self.latency.record(m, elapsed);
@@ -381,6 +442,19 @@ impl StepRunner {
                     }
                 }
             }
+        }
+        if last.is_none() && !saturated.is_empty() {
+            return StepOutcome::Failed(StepFailure {
+                class: ErrorClass::RateLimited,
+                message: format!(
+                    "no rate-limit capacity within {:?} on any allowed model ({})",
+                    self.config.worker.rate_limit_wait,
+                    saturated.join(", ")
+                ),
+                last_model: saturated.last().cloned(),
+                attempts,
+                variant: variant_name,
+            });
         }
         if last.is_none() && !circuit_open.is_empty() {
             return StepOutcome::Failed(StepFailure {

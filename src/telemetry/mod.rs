@@ -49,6 +49,10 @@ pub mod names {
     pub const CIRCUIT_STATE: &str = "baton_circuit_state";
     /// Counter: calls not made because the model's circuit was open.
     pub const CIRCUIT_SKIPS: &str = "baton_circuit_skips_total";
+    /// Histogram: time calls waited for a model's rate-limit capacity.
+    pub const RATE_LIMIT_WAIT: &str = "baton_rate_limit_wait_seconds";
+    /// Counter: calls that got no rate-limit capacity in time (the next candidate was tried).
+    pub const RATE_LIMIT_SATURATED: &str = "baton_rate_limit_saturated_total";
 }
 
 /// Label keys (the closed set of DESIGN.md, plus `partition` for the lag gauge).
@@ -121,6 +125,15 @@ fn describe() {
     describe_counter!(OUTPUT_TOKENS, "Output (completion) tokens billed.");
     describe_counter!(COST, "Cost billed, in USD.");
     describe_gauge!(IN_FLIGHT, "Jobs in flight in this worker.");
+    describe_histogram!(
+        RATE_LIMIT_WAIT,
+        Unit::Seconds,
+        "Time calls waited for a model's rate-limit capacity."
+    );
+    describe_counter!(
+        RATE_LIMIT_SATURATED,
+        "Calls that got no rate-limit capacity in time (the next candidate was tried)."
+    );
     describe_gauge!(
         CIRCUIT_STATE,
         "Circuit breaker state per model: 0 closed, 1 half-open, 2 open."
@@ -209,6 +222,16 @@ pub fn circuit_state(model: &str, state: crate::fallback::CircuitState) {
 /// A call skipped `model` because its circuit was open.
 pub fn circuit_skip(model: &str, pipeline: &str, step: &str) {
     counter!(CIRCUIT_SKIPS, MODEL => model.to_string(), PIPELINE => pipeline.to_string(), STEP => step.to_string()).increment(1);
+}
+
+/// A call waited `waited` for `model`'s rate-limit capacity.
+pub fn rate_limit_wait(model: &str, waited: Duration) {
+    histogram!(RATE_LIMIT_WAIT, MODEL => model.to_string()).record(waited.as_secs_f64());
+}
+
+/// A call got no capacity from `model` in time.
+pub fn rate_limit_saturated(model: &str, pipeline: &str, step: &str) {
+    counter!(RATE_LIMIT_SATURATED, MODEL => model.to_string(), PIPELINE => pipeline.to_string(), STEP => step.to_string()).increment(1);
 }
 
 /// The in-flight gauge.

@@ -479,7 +479,7 @@ async fn run_worker(args: RunArgs) -> Result<(), CliError> {
     let plan = crate::kafka::topics::plan(&config);
     let needed: Vec<_> = plan
         .into_iter()
-        .filter(|t| matches!(t.kind, "input" | "dlq" | "results"))
+        .filter(|t| matches!(t.kind, "input" | "retry" | "dlq" | "results"))
         .collect();
     let report = crate::kafka::admin::apply(&config.kafka.bootstrap_servers, &needed, true).await?;
     let missing: Vec<String> = report

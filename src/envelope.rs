@@ -286,6 +286,21 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// Whether a job that failed this way may succeed later, so it goes to a delayed retry
+    /// tier rather than straight to the dead-letter topic: the provider side was down, slow,
+    /// saturated or garbled. Everything else (bad input, policy, a request the provider
+    /// refuses on its merits, bad credentials) needs a person.
+    pub fn retry_later(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::ProviderTimeout
+                | ErrorClass::ProviderUnavailable
+                | ErrorClass::ProviderError
+                | ErrorClass::RateLimited
+                | ErrorClass::InvalidOutput
+        )
+    }
+
     /// The snake_case name used in headers and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -414,6 +429,18 @@ pub fn decode_job(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_provider_side_failures_are_retried_later() {
+        assert!(ErrorClass::ProviderTimeout.retry_later());
+        assert!(ErrorClass::RateLimited.retry_later());
+        assert!(ErrorClass::ProviderUnavailable.retry_later());
+        assert!(!ErrorClass::ContentFilter.retry_later());
+        assert!(!ErrorClass::BadRequest.retry_later());
+        assert!(!ErrorClass::PolicyUnsatisfiable.retry_later());
+        assert!(!ErrorClass::InvalidJson.retry_later());
+        assert!(!ErrorClass::AuthFailed.retry_later());
+    }
 
     fn decode(bytes: &[u8]) -> Result<Job, DecodeError> {
         decode_job(

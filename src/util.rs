@@ -22,3 +22,10 @@ pub fn raise_nofile_limit() {
         }
     }
 }
+
+/// Now as Unix time in milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

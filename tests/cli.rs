@@ -193,6 +193,9 @@ async fn topics_apply_creates_then_reports_ok_and_drift() {
     let out = text(&o);
     for t in [
         "p.s",
+        "p.s.retry.30s",
+        "p.s.retry.5m",
+        "p.s.retry.30m",
         "p.s.dlq",
         "baton.results",
         "baton.calls",
@@ -201,11 +204,11 @@ async fn topics_apply_creates_then_reports_ok_and_drift() {
     ] {
         assert!(out.contains(&format!("{prefix}{t} ")), "{t} in:\n{out}");
     }
-    assert_eq!(out.matches("created").count(), 6, "{out}");
+    assert_eq!(out.matches("created").count(), 9, "{out}");
 
     let o = baton(&["topics", "apply", "--config", p]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(text(&o).matches(" ok").count(), 6, "{}", text(&o));
+    assert_eq!(text(&o).matches(" ok").count(), 9, "{}", text(&o));
 
     // A declarations file that disagrees with the live topics: drift, exit 3.
     let decl = baton::kafka::topics::BUILTIN.replacen("partitions = 6", "partitions = 12", 1);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use baton::mock_llm::ModelBehavior;
 use common::*;
+use rdkafka::Message;
 
 const MOCK: &str = r#"
 seed = 5
@@ -182,4 +183,143 @@ async fn a_models_quota_holds_and_overflow_goes_to_the_next_candidate() {
         backup >= 150 - allowed,
         "the overflow went to the backup: {backup}"
     );
+}
+
+const RETRYING: &str = r#"
+[kafka]
+bootstrap_servers = "{BOOTSTRAP}"
+group_id = "{GROUP}"
+
+[topics]
+prefix = "{PREFIX}"
+
+[worker]
+metrics_listen = "off"
+provider_attempts = 1
+
+[retry]
+tiers = ["2s", "3s"]
+
+[circuit_breaker]
+consecutive_failures = 100000
+min_calls = 100000
+
+[models.only]
+base_url = "{MOCK}"
+
+[[pipelines.p.steps]]
+name = "s"
+model = "only"
+"#;
+
+/// The only model is down: jobs wait in the retry tiers (their partitions paused, no slot
+/// held), none is processed before it is due, and all complete once the model is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_wait_in_retry_tiers_and_complete_after_recovery() {
+    let mock = mock(MOCK).await;
+    mock.set_model(
+        "only",
+        behavior(r#"{"errors":[{"status":503,"rate":1.0}]}"#),
+    )
+    .unwrap();
+    let world = World::new("retry", &mock.base_url(), RETRYING).await;
+    let step = &world.config.steps[0];
+    let tier0 = step.retry_topics[0].clone();
+    let worker = world.worker();
+    let n = 40;
+    produce(&world.input(), wave("r", n)).await;
+
+    // Every job fails its first round and lands in the 2 s tier, due 2 s later.
+    let mut retries = Reader::new(std::slice::from_ref(&tier0));
+    assert!(
+        retries.read_until(Duration::from_secs(30), |r| r.len() >= n),
+        "{} retry records; mock saw {} calls; worker log:\n{}",
+        retries.records.len(),
+        mock.request_log().len(),
+        worker.log_text()
+    );
+    let mut dues: Vec<u64> = retries
+        .records
+        .iter()
+        .map(|m| header(m, "baton-retry-due").unwrap().parse().unwrap())
+        .collect();
+    for m in &retries.records {
+        assert_eq!(header(m, "baton-retry-tier").as_deref(), Some("0"));
+        assert_eq!(header(m, "baton-retry-count").as_deref(), Some("1"));
+        let history: serde_json::Value =
+            serde_json::from_str(&header(m, "baton-retry-history").unwrap()).unwrap();
+        assert_eq!(history[0]["error_class"], "provider_error");
+        assert_eq!(history[0]["model"], "only");
+    }
+
+    // The model comes back before the jobs are due.
+    mock.set_model("only", behavior("{}")).unwrap();
+    let mut results = Reader::new(&[world.results(), world.dlq()]);
+    assert!(results.read_until(Duration::from_secs(60), |r| distinct(&result_ids(r)) >= n));
+    assert!(
+        results.records.iter().all(|m| m.topic() == world.results()),
+        "nothing dead-lettered"
+    );
+
+    // None was processed before its due time: the k-th successful call comes no earlier than
+    // the k-th earliest due time.
+    let mut calls: Vec<u64> = mock
+        .request_log()
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.at_ms)
+        .collect();
+    calls.sort_unstable();
+    dues.sort_unstable();
+    assert_eq!(calls.len(), n, "one successful call per job");
+    for (k, (call, due)) in calls.iter().zip(&dues).enumerate() {
+        assert!(call >= due, "call {k} at {call} before due {due}");
+    }
+}
+
+/// Past the last tier the job is dead-lettered with its whole history.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_the_last_tier_the_dead_letter_carries_the_history() {
+    let mock = mock(MOCK).await;
+    mock.set_model(
+        "only",
+        behavior(r#"{"errors":[{"status":503,"rate":1.0}]}"#),
+    )
+    .unwrap();
+    let world = World::new("retry-dlq", &mock.base_url(), RETRYING).await;
+    let worker = world.worker();
+    produce(&world.input(), wave("x", 3)).await;
+    let mut dlq = Reader::new(&[world.dlq()]);
+    assert!(
+        dlq.read_until(Duration::from_secs(60), |r| r.len() >= 3),
+        "{} dead letters; mock saw {} calls; worker log:\n{}",
+        dlq.records.len(),
+        mock.request_log().len(),
+        worker.log_text()
+    );
+    for m in &dlq.records {
+        assert_eq!(
+            header(m, "baton-error-class").as_deref(),
+            Some("provider_error")
+        );
+        assert!(header(m, "baton-error")
+            .unwrap()
+            .contains("after 2 retry tiers"));
+        // One call per round: the input, then each tier.
+        assert_eq!(header(m, "baton-attempt").as_deref(), Some("3"));
+        let history: serde_json::Value =
+            serde_json::from_str(&header(m, "baton-retry-history").unwrap()).unwrap();
+        let topics: Vec<&str> = history
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["topic"].as_str().unwrap())
+            .collect();
+        assert_eq!(topics.len(), 3, "{history}");
+        assert!(topics[1].ends_with(".retry.2s") && topics[2].ends_with(".retry.3s"));
+        assert!(header(m, "baton-original-topic")
+            .unwrap()
+            .ends_with(".retry.3s"));
+    }
+    assert_eq!(mock.request_log().len(), 9);
 }

@@ -324,6 +324,8 @@ pub struct StepConfig {
     pub topic: String,
     /// Index into [`Config::routes`].
     pub route: usize,
+    /// Its retry topics, one per tier of [`Config::retry_tiers`]: `<topic>.retry.<delay>`.
+    pub retry_topics: Vec<String>,
     /// System prompt put before the job's messages, if any.
     pub system_prompt: Option<String>,
     /// Output token cap sent to the provider when the job does not set one.
@@ -332,6 +334,15 @@ pub struct StepConfig {
     pub output_topic: String,
     /// Whether this is the pipeline's last step.
     pub is_last: bool,
+}
+
+/// One tier of delayed retries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryTier {
+    /// As written (`30s`); the suffix of the tier's topics.
+    pub name: String,
+    /// How long a record waits in the tier before it is processed again.
+    pub delay: Duration,
 }
 
 /// Kafka client settings.
@@ -403,6 +414,8 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     /// Circuit breaker settings, the same for every model.
     pub circuit_breaker: crate::fallback::BreakerSettings,
+    /// Delays of the retry tiers, in order.
+    pub retry_tiers: Vec<RetryTier>,
     /// How long bad credentials or an unknown model id take a model out of rotation.
     pub out_of_rotation: Duration,
     /// Routes: the named ones in config order, then one per step that names its models inline.
@@ -532,6 +545,33 @@ impl Config {
             errs.push(err("models", None, "at least one model is required"));
         }
 
+        let mut retry_tiers: Vec<RetryTier> = Vec::new();
+        for (i, t) in raw.retry.tiers.iter().enumerate() {
+            let path = format!("retry.tiers[{i}]");
+            match humantime::parse_duration(t) {
+                Ok(d) if d.is_zero() => errs.push(err(&path, None, "must be positive")),
+                Ok(_) if !valid_topic_part(t) => errs.push(err(
+                    &path,
+                    None,
+                    &format!(
+                        "{t:?} names a topic: write it without spaces, e.g. \"90s\" or \"1h\""
+                    ),
+                )),
+                Ok(_) if retry_tiers.iter().any(|r| r.name == *t) => {
+                    errs.push(err(&path, None, &format!("duplicate tier {t:?}")))
+                }
+                Ok(delay) => retry_tiers.push(RetryTier {
+                    name: t.clone(),
+                    delay,
+                }),
+                Err(e) => errs.push(err(
+                    &path,
+                    None,
+                    &format!("not a duration ({e}); e.g. \"30s\", \"5m\", \"1h\""),
+                )),
+            }
+        }
+
         let mut routes = routes::named_routes(&raw, text, &model_index, &models, &mut errs);
         let route_index: HashMap<String, usize> = routes
             .iter()
@@ -648,6 +688,10 @@ impl Config {
                 steps.push(StepConfig {
                     pipeline: pname.clone(),
                     name: s.name.clone(),
+                    retry_topics: retry_tiers
+                        .iter()
+                        .map(|t| format!("{topic}.retry.{}", t.name))
+                        .collect(),
                     topic,
                     route,
                     system_prompt: s.system_prompt.clone(),
@@ -791,6 +835,7 @@ impl Config {
                 rate_limit_wait: Duration::from_millis(w.rate_limit_wait_ms),
             },
             models,
+            retry_tiers,
             circuit_breaker: crate::fallback::BreakerSettings {
                 consecutive_failures: cb.consecutive_failures,
                 failure_rate: cb.failure_rate,
@@ -805,14 +850,27 @@ impl Config {
         })
     }
 
-    /// The step consuming `topic`, if any.
-    pub fn step_for_topic(&self, topic: &str) -> Option<&StepConfig> {
-        self.steps.iter().find(|s| s.topic == topic)
+    /// The step consuming `topic` (its input topic or one of its retry topics), if any, and the
+    /// retry tier the topic is (`None` for the input topic).
+    pub fn step_for_topic(&self, topic: &str) -> Option<(&StepConfig, Option<usize>)> {
+        self.steps.iter().find_map(|s| {
+            if s.topic == topic {
+                Some((s, None))
+            } else {
+                s.retry_topics
+                    .iter()
+                    .position(|t| t == topic)
+                    .map(|i| (s, Some(i)))
+            }
+        })
     }
 
-    /// Every input topic the workers subscribe to.
+    /// Every topic the workers subscribe to: each step's input and its retry tiers.
     pub fn input_topics(&self) -> Vec<String> {
-        self.steps.iter().map(|s| s.topic.clone()).collect()
+        self.steps
+            .iter()
+            .flat_map(|s| std::iter::once(s.topic.clone()).chain(s.retry_topics.iter().cloned()))
+            .collect()
     }
 
     /// A model by name.

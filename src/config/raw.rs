@@ -29,6 +29,9 @@ pub struct RawConfig {
     /// `[circuit_breaker]`
     #[serde(default)]
     pub circuit_breaker: RawBreaker,
+    /// `[retry]`
+    #[serde(default)]
+    pub retry: RawRetry,
     /// `[routes.<name>]`, in file order.
     #[serde(default)]
     pub routes: IndexMap<String, RawRoute>,
@@ -470,4 +473,24 @@ fn d_cooldown_ms() -> u64 {
 }
 fn d_out_ms() -> u64 {
     300_000
+}
+
+/// `[retry]`: delayed retry topics for failures that outlast in-process attempts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Delays of the retry tiers, in order (`"30s"`, `"5m"`...); each is a topic
+    /// `<input>.retry.<delay>`. Empty: retryable failures are dead-lettered at once.
+    #[serde(default = "d_tiers")]
+    pub tiers: Vec<String>,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        RawRetry { tiers: d_tiers() }
+    }
+}
+
+fn d_tiers() -> Vec<String> {
+    vec!["30s".into(), "5m".into(), "30m".into()]
 }

@@ -114,7 +114,22 @@ model = "m"
     assert_eq!(c.steps[0].output_topic, "x-p.b");
     assert!(!c.steps[0].is_last);
     assert_eq!(c.steps[1].output_topic, "x-baton.results");
-    assert_eq!(c.input_topics(), vec!["x-p.a", "x-p.b"]);
+    assert_eq!(
+        c.input_topics(),
+        vec![
+            "x-p.a",
+            "x-p.a.retry.30s",
+            "x-p.a.retry.5m",
+            "x-p.a.retry.30m",
+            "x-p.b",
+            "x-p.b.retry.30s",
+            "x-p.b.retry.5m",
+            "x-p.b.retry.30m"
+        ]
+    );
+    let (step, tier) = c.step_for_topic("x-p.b.retry.5m").unwrap();
+    assert_eq!((step.name.as_str(), tier), ("b", Some(1)));
+    assert_eq!(c.step_for_topic("x-p.a").unwrap().1, None);
 }
 
 #[test]
@@ -300,4 +315,38 @@ fn rate_limits_must_be_positive() {
     let c = Config::from_toml(&ok, None).unwrap();
     assert_eq!(c.models[0].rate_limit.tokens_per_minute, Some(90000));
     assert_eq!(c.worker.rate_limit_wait, Duration::from_secs(2));
+}
+
+#[test]
+fn retry_tiers_are_durations_that_name_topics() {
+    let c = Config::from_toml(
+        &format!("{MINIMAL}\n[retry]\ntiers = [\"90s\", \"1h\"]\n"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.retry_tiers[1].delay, Duration::from_secs(3600));
+    assert_eq!(
+        c.steps[0].retry_topics,
+        vec!["p.s.retry.90s", "p.s.retry.1h"]
+    );
+    let none = Config::from_toml(&format!("{MINIMAL}\n[retry]\ntiers = []\n"), None).unwrap();
+    assert!(none.steps[0].retry_topics.is_empty());
+    let e = errors(&format!(
+        "{MINIMAL}\n[retry]\ntiers = [\"soon\", \"1h 30m\", \"1h\", \"1h\"]\n"
+    ));
+    assert!(
+        e.iter()
+            .any(|x| x.starts_with("retry.tiers[0]: not a duration")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|x| x.starts_with("retry.tiers[1]: \"1h 30m\" names a topic")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|x| x.starts_with("retry.tiers[3]: duplicate tier")),
+        "{e:?}"
+    );
 }

@@ -221,6 +221,9 @@ fn rebase_topics(config: &mut Config, prefix: &str) {
     let results = config.topics.results.clone();
     for s in &mut config.steps {
         add(&mut s.topic);
+        for t in &mut s.retry_topics {
+            add(t);
+        }
         if s.is_last {
             s.output_topic = results.clone();
         } else {

@@ -110,11 +110,16 @@ pub async fn apply(
                 Err((topic, code)) => return Err(AdminError::Create { topic, code }),
             }
         }
-        // Metadata can lag a topic created a moment ago (by another process, or a previous
-        // run): read it again until the topics the broker says exist show up, so they get
-        // their drift check.
+        // Metadata can lag a topic created a moment ago (here, by another process, or a
+        // previous run): read it again until every topic the broker says exists shows up, so
+        // the existing ones get their drift check and a worker started right after this
+        // returns finds all of them.
         for _ in 0..50 {
-            if already.iter().all(|t| existing.contains_key(t)) {
+            if already
+                .iter()
+                .chain(created.iter())
+                .all(|t| existing.contains_key(t))
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

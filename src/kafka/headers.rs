@@ -27,6 +27,15 @@ pub const ORIGINAL_OFFSET: &str = "baton-original-offset";
 pub const FAILED_AT: &str = "baton-failed-at";
 /// Dead letters: the last model tried, empty when none was.
 pub const LAST_MODEL: &str = "baton-last-model";
+/// Retry records: which tier (0-based) the record waits in.
+pub const RETRY_TIER: &str = "baton-retry-tier";
+/// Retry records: when the record is due (Unix time in milliseconds).
+pub const RETRY_DUE: &str = "baton-retry-due";
+/// Retry records: how many times the job has been sent to a retry tier.
+pub const RETRY_COUNT: &str = "baton-retry-count";
+/// Retry records and their dead letters: every failed round so far, as a JSON array of
+/// `{"at", "tier", "error_class", "model", "attempts"}`.
+pub const RETRY_HISTORY: &str = "baton-retry-history";
 /// Results and dead letters: the route's A/B variant, when it has variants.
 pub const VARIANT: &str = "baton-variant";
 /// Records baton writes for a job: what the job has been billed so far (USD), so a pipeline's
@@ -159,6 +168,77 @@ pub struct DeadLetterInfo<'a> {
     pub last_model: Option<&'a str>,
     /// The job's A/B variant, if its route has variants.
     pub variant: Option<&'a str>,
+    /// The retry history, when the job went through retry tiers first.
+    pub history: Option<&'a str>,
+}
+
+/// The original record's own headers, minus any baton headers (which the caller replaces).
+fn carried<H: RawHeaders + ?Sized>(original: Option<&H>) -> OwnedHeaders {
+    let mut kept: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+    if let Some(h) = original {
+        for_each_raw(h, |k, v| {
+            // A key that is not UTF-8 is kept, lossily: the record must still be written.
+            let key = String::from_utf8_lossy(k);
+            if !key.starts_with("baton-") && key != TRACEPARENT {
+                kept.push((key.into_owned(), v.map(<[u8]>::to_vec)));
+            }
+        });
+    }
+    kept.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
+        h.insert(Header {
+            key,
+            value: value.as_deref(),
+        })
+    })
+}
+
+/// Where a job waits before its next round.
+#[derive(Debug, Clone)]
+pub struct RetryInfo<'a> {
+    /// Tier index.
+    pub tier: usize,
+    /// Due time, Unix milliseconds.
+    pub due_ms: u64,
+    /// Rounds so far, this one included.
+    pub count: u32,
+    /// The history, this round included.
+    pub history: &'a str,
+    /// The job's A/B variant, if its route has variants.
+    pub variant: Option<&'a str>,
+}
+
+/// Headers of a record sent to a retry tier: the original record's own headers, the common
+/// ones, and the retry headers.
+pub fn retry<H: RawHeaders + ?Sized>(
+    original: Option<&H>,
+    job_id: &str,
+    step: &str,
+    attempt: u32,
+    traceparent: &str,
+    info: &RetryInfo<'_>,
+) -> OwnedHeaders {
+    let (tier, due, count) = (
+        info.tier.to_string(),
+        info.due_ms.to_string(),
+        info.count.to_string(),
+    );
+    [
+        (RETRY_TIER, tier.as_str()),
+        (RETRY_DUE, &due),
+        (RETRY_COUNT, &count),
+        (RETRY_HISTORY, info.history),
+    ]
+    .into_iter()
+    .chain(info.variant.map(|v| (VARIANT, v)))
+    .fold(
+        with_common(carried(original), job_id, step, attempt, traceparent),
+        |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        },
+    )
 }
 
 /// Headers of a dead letter: the original record's own headers (minus any baton headers they
@@ -171,22 +251,7 @@ pub fn dead_letter<H: RawHeaders + ?Sized>(
     traceparent: &str,
     info: &DeadLetterInfo<'_>,
 ) -> OwnedHeaders {
-    let mut kept: Vec<(String, Option<Vec<u8>>)> = Vec::new();
-    if let Some(h) = original {
-        for_each_raw(h, |k, v| {
-            // A key that is not UTF-8 is kept, lossily: the dead letter must still be written.
-            let key = String::from_utf8_lossy(k);
-            if !key.starts_with("baton-") && key != TRACEPARENT {
-                kept.push((key.into_owned(), v.map(<[u8]>::to_vec)));
-            }
-        });
-    }
-    let out = kept.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
-        h.insert(Header {
-            key,
-            value: value.as_deref(),
-        })
-    });
+    let out = carried(original);
     let partition = info.partition.to_string();
     let offset = info.offset.to_string();
     let now = crate::util::now_rfc3339();
@@ -199,7 +264,10 @@ pub fn dead_letter<H: RawHeaders + ?Sized>(
         (FAILED_AT, &now),
         (LAST_MODEL, info.last_model.unwrap_or("")),
     ];
-    let dead = dead.into_iter().chain(info.variant.map(|v| (VARIANT, v)));
+    let dead = dead
+        .into_iter()
+        .chain(info.variant.map(|v| (VARIANT, v)))
+        .chain(info.history.map(|h| (RETRY_HISTORY, h)));
     dead.fold(
         with_common(out, job_id, step, attempt, traceparent),
         |h, (key, value)| {
@@ -263,6 +331,7 @@ mod tests {
             offset: 1,
             last_model: None,
             variant: None,
+            history: None,
         };
         let dl = dead_letter(Some(&h), "j", "p.s", 0, "tp", &info);
         let mut keys = Vec::new();
@@ -291,6 +360,7 @@ mod tests {
             offset: 7,
             last_model: None,
             variant: Some("b"),
+            history: Some("[]"),
         };
         let h = dead_letter(Some(&original), "j", "p.s", 0, "tp", &info);
         assert_eq!(get(Some(&h), "app").as_deref(), Some("x"));

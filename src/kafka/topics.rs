@@ -30,6 +30,9 @@ pub struct TopicSpec {
 pub struct TopicDeclarations {
     /// Pipeline step input topics.
     pub input: TopicSpec,
+    /// Delayed retry tiers of an input topic (`<input>.retry.<delay>`); as `input` when absent.
+    #[serde(default)]
+    pub retry: Option<TopicSpec>,
     /// Dead-letter topics.
     pub dlq: TopicSpec,
     /// The results topic.
@@ -100,9 +103,15 @@ impl TopicDeclarations {
         Ok(d)
     }
 
-    fn kinds(&self) -> [(&'static str, &TopicSpec); 6] {
+    /// The spec of retry topics.
+    pub fn retry_spec(&self) -> &TopicSpec {
+        self.retry.as_ref().unwrap_or(&self.input)
+    }
+
+    fn kinds(&self) -> [(&'static str, &TopicSpec); 7] {
         [
             ("input", &self.input),
+            ("retry", self.retry_spec()),
             ("dlq", &self.dlq),
             ("results", &self.results),
             ("calls", &self.calls),
@@ -138,6 +147,9 @@ pub fn plan(config: &Config) -> Vec<PlannedTopic> {
     };
     for step in &config.steps {
         push(step.topic.clone(), "input", &d.input);
+        for t in &step.retry_topics {
+            push(t.clone(), "retry", d.retry_spec());
+        }
         push(TopicNames::dlq_of(&step.topic), "dlq", &d.dlq);
     }
     push(config.topics.results.clone(), "results", &d.results);

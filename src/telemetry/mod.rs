@@ -45,6 +45,10 @@ pub mod names {
     pub const REDELIVERIES: &str = "baton_redeliveries_skipped_total";
     /// Counter: routing decisions, by first-choice model and A/B variant.
     pub const ROUTED: &str = "baton_routed_total";
+    /// Counter: jobs sent to a delayed retry tier.
+    pub const RETRIES_SCHEDULED: &str = "baton_retry_scheduled_total";
+    /// Counter: retry records held until due (their partition paused meanwhile).
+    pub const RETRIES_HELD: &str = "baton_retry_held_total";
     /// Gauge: each model's circuit (0 closed, 1 half-open, 2 open).
     pub const CIRCUIT_STATE: &str = "baton_circuit_state";
     /// Counter: calls not made because the model's circuit was open.
@@ -69,6 +73,8 @@ pub mod labels {
     pub const OUTCOME: &str = "outcome";
     /// A/B variant (`none` for routes without variants).
     pub const VARIANT: &str = "variant";
+    /// Retry tier (`30s`...), a closed set from config.
+    pub const TIER: &str = "tier";
     /// Error class.
     pub const ERROR_CLASS: &str = "error_class";
     /// Partition number (lag only).
@@ -133,6 +139,14 @@ fn describe() {
     describe_counter!(
         RATE_LIMIT_SATURATED,
         "Calls that got no rate-limit capacity in time (the next candidate was tried)."
+    );
+    describe_counter!(
+        RETRIES_SCHEDULED,
+        "Jobs sent to a delayed retry tier (by tier)."
+    );
+    describe_counter!(
+        RETRIES_HELD,
+        "Retry records that arrived before they were due and were held (their partition paused)."
     );
     describe_gauge!(
         CIRCUIT_STATE,
@@ -232,6 +246,16 @@ pub fn rate_limit_wait(model: &str, waited: Duration) {
 /// A call got no capacity from `model` in time.
 pub fn rate_limit_saturated(model: &str, pipeline: &str, step: &str) {
     counter!(RATE_LIMIT_SATURATED, MODEL => model.to_string(), PIPELINE => pipeline.to_string(), STEP => step.to_string()).increment(1);
+}
+
+/// A job was sent to retry tier `tier`.
+pub fn retry_scheduled(pipeline: &str, step: &str, tier: &str) {
+    counter!(RETRIES_SCHEDULED, PIPELINE => pipeline.to_string(), STEP => step.to_string(), TIER => tier.to_string()).increment(1);
+}
+
+/// A retry record arrived before it was due and was held.
+pub fn retry_held() {
+    counter!(RETRIES_HELD).increment(1);
 }
 
 /// The in-flight gauge.

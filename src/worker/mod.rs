@@ -26,7 +26,7 @@
 
 pub mod tracker;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -89,6 +89,8 @@ struct Shared {
     /// Set when shutdown begins: new assignments are no longer fetched.
     stopping: AtomicBool,
     pipelines: Vec<String>,
+    /// Names of the retry-tier topics: their records wait until due.
+    retry_topics: HashSet<String>,
     consumed: AtomicU64,
     results: AtomicU64,
     forwarded: AtomicU64,
@@ -111,7 +113,7 @@ struct WorkerContext {
 impl ClientContext for WorkerContext {
     fn stats(&self, stats: Statistics) {
         for (topic, t) in &stats.topics {
-            let Some(step) = self.shared.config.step_for_topic(topic) else {
+            let Some((step, _)) = self.shared.config.step_for_topic(topic) else {
                 continue;
             };
             for (partition, p) in &t.partitions {
@@ -238,6 +240,11 @@ pub async fn run(
     let producer: FutureProducer = crate::kafka::producer_config(&config.kafka).create()?;
     let shared = Arc::new(Shared {
         pipelines: config.pipelines.clone(),
+        retry_topics: config
+            .steps
+            .iter()
+            .flat_map(|s| s.retry_topics.iter().cloned())
+            .collect(),
         config: config.clone(),
         runner,
         producer,
@@ -320,18 +327,26 @@ fn poll_loop(
     let mut backlog: VecDeque<Fetched> = VecDeque::new();
     let mut topics: HashMap<String, Arc<str>> = HashMap::new();
     let mut last_poll_error: Option<Instant> = None;
+    let mut held: HashMap<Tp, Held> = HashMap::new();
 
     while !shutdown.is_cancelled() {
         if shared.assignment_changed.swap(false, Ordering::SeqCst) {
             // Records fetched under a previous assignment belong to whoever owns them now.
             let t = shared.tracker();
             backlog.retain(|f| f.epoch.is_some() && t.epoch(&f.tp) == f.epoch);
+            held.retain(|tp, h| h.epoch.is_some() && t.epoch(tp) == h.epoch);
             drop(t);
             if paused {
                 // New assignments start unpaused; keep the whole assignment paused.
-                set_paused(&consumer, true);
+                set_paused(&consumer, true, &held);
+            } else {
+                // A held partition kept across the change stays paused until its record is due.
+                for tp in held.keys() {
+                    pause_one(&consumer, tp, true);
+                }
             }
         }
+        release_due(&consumer, &mut held, &mut backlog, paused);
         let mut capacity = capacity(&shared, max);
         while capacity > 0 {
             let Some(f) = backlog.pop_front() else { break };
@@ -339,10 +354,10 @@ fn poll_loop(
             capacity = self::capacity(&shared, max);
         }
         if !paused && backlog.len() >= backlog_max {
-            set_paused(&consumer, true);
+            set_paused(&consumer, true, &held);
             paused = true;
         } else if paused && backlog.len() <= backlog_max / 2 {
-            set_paused(&consumer, false);
+            set_paused(&consumer, false, &held);
             paused = false;
         }
         if capacity == 0 && paused {
@@ -354,19 +369,27 @@ fn poll_loop(
                 &mut topics,
                 Duration::ZERO,
                 &mut last_poll_error,
-            ) {
+            )
+            .and_then(|f| hold_if_early(&consumer, &shared, &mut held, f))
+            {
                 backlog.push_back(f);
             }
             continue;
         }
         // With capacity, wait up to 100 ms for a record; without, only briefly, so an ended
-        // job is noticed quickly while the backlog fills.
-        let wait = if capacity > 0 {
+        // job is noticed quickly while the backlog fills. A held retry record shortens it.
+        let mut wait = if capacity > 0 {
             Duration::from_millis(100)
         } else {
             Duration::from_millis(5)
         };
-        if let Some(f) = poll_one(&consumer, &shared, &mut topics, wait, &mut last_poll_error) {
+        if let Some(due) = held.values().map(|h| h.due_ms).min() {
+            let until = due.saturating_sub(crate::util::unix_ms());
+            wait = wait.min(Duration::from_millis(until.max(1)));
+        }
+        if let Some(f) = poll_one(&consumer, &shared, &mut topics, wait, &mut last_poll_error)
+            .and_then(|f| hold_if_early(&consumer, &shared, &mut held, f))
+        {
             if capacity > 0 && backlog.is_empty() {
                 dispatch(&consumer, &shared, &rt, f);
             } else {
@@ -377,8 +400,9 @@ fn poll_loop(
 
     // Shutdown: stop fetching, drain, then release every partition and commit.
     shared.stopping.store(true, Ordering::SeqCst);
-    set_paused(&consumer, true);
+    set_paused(&consumer, true, &held);
     backlog.clear();
+    held.clear();
     let deadline = Instant::now() + shared.config.worker.shutdown_timeout;
     info!(
         in_flight = shared.tracker().in_flight(),
@@ -470,20 +494,116 @@ fn wait_for_change(shared: &Shared) {
         .unwrap_or_else(|e| e.into_inner());
 }
 
-fn set_paused(consumer: &WorkerConsumer, pause: bool) {
+/// Pauses or resumes the whole assignment; a resume leaves the partitions of held retry
+/// records paused.
+fn set_paused(consumer: &WorkerConsumer, pause: bool, held: &HashMap<Tp, Held>) {
     let Ok(assignment) = consumer.assignment() else {
         return;
     };
-    if assignment.count() == 0 {
+    let mut tpl = TopicPartitionList::new();
+    for e in assignment.elements() {
+        let is_held = held
+            .keys()
+            .any(|(t, p)| &**t == e.topic() && *p == e.partition());
+        if pause || !is_held {
+            tpl.add_partition(e.topic(), e.partition());
+        }
+    }
+    if tpl.count() == 0 {
         return;
     }
     let r = if pause {
-        consumer.pause(&assignment)
+        consumer.pause(&tpl)
     } else {
-        consumer.resume(&assignment)
+        consumer.resume(&tpl)
     };
     if let Err(e) = r {
         warn!(error = %e, pause, "could not pause/resume partitions");
+    }
+}
+
+/// Pauses or resumes one partition.
+fn pause_one(consumer: &WorkerConsumer, tp: &Tp, pause: bool) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&tp.0, tp.1);
+    let r = if pause {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
+    if let Err(e) = r {
+        warn!(error = %e, topic = %tp.0, partition = tp.1, pause, "could not pause/resume a partition");
+    }
+}
+
+/// A retry record that arrived before it was due, with anything its partition delivered after
+/// it (nothing, normally: the partition is paused at once).
+struct Held {
+    due_ms: u64,
+    epoch: Option<u64>,
+    records: VecDeque<Fetched>,
+}
+
+/// Holds `f` when it is a retry record not yet due (pausing its partition, so nothing waits in
+/// a job slot and nothing is polled in a busy loop) or when its partition already holds one;
+/// otherwise hands it back for processing.
+fn hold_if_early(
+    consumer: &WorkerConsumer,
+    shared: &Shared,
+    held: &mut HashMap<Tp, Held>,
+    f: Fetched,
+) -> Option<Fetched> {
+    if let Some(h) = held.get_mut(&f.tp) {
+        h.records.push_back(f);
+        return None;
+    }
+    if !shared.retry_topics.contains(&*f.tp.0) {
+        return Some(f);
+    }
+    let due_ms = headers::get(f.msg.headers(), headers::RETRY_DUE)
+        .and_then(|d| d.parse::<u64>().ok())
+        .unwrap_or(0);
+    if due_ms <= crate::util::unix_ms() {
+        return Some(f);
+    }
+    pause_one(consumer, &f.tp, true);
+    telemetry::retry_held();
+    debug!(topic = %f.tp.0, partition = f.tp.1, offset = f.msg.offset(), due_ms, "retry record held until due");
+    held.insert(
+        f.tp.clone(),
+        Held {
+            due_ms,
+            epoch: f.epoch,
+            records: VecDeque::from([f]),
+        },
+    );
+    None
+}
+
+/// Moves held records that are due to the backlog and resumes their partitions (unless the
+/// whole assignment is paused: its resume will include them).
+fn release_due(
+    consumer: &WorkerConsumer,
+    held: &mut HashMap<Tp, Held>,
+    backlog: &mut VecDeque<Fetched>,
+    paused: bool,
+) {
+    if held.is_empty() {
+        return;
+    }
+    let now = crate::util::unix_ms();
+    let due: Vec<Tp> = held
+        .iter()
+        .filter(|(_, h)| h.due_ms <= now)
+        .map(|(tp, _)| tp.clone())
+        .collect();
+    for tp in due {
+        if let Some(h) = held.remove(&tp) {
+            backlog.extend(h.records);
+            if !paused {
+                pause_one(consumer, &tp, false);
+            }
+        }
     }
 }
 
@@ -591,7 +711,7 @@ async fn internal_error(
     cancel: &CancellationToken,
     what: &str,
 ) -> Ended {
-    let Some(step) = shared.config.step_for_topic(msg.topic()) else {
+    let Some((step, _)) = shared.config.step_for_topic(msg.topic()) else {
         return Ended::Published;
     };
     let traceparent =
@@ -604,6 +724,7 @@ async fn internal_error(
         last_model: None,
         attempts: 0,
         variant: None,
+        history: None,
     };
     let label = format!("{}.{}", step.pipeline, step.name);
     dead_letter(
@@ -639,7 +760,7 @@ fn routing_key(msg: &OwnedMessage, job: &Job) -> String {
 async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken) -> Ended {
     let started = Instant::now();
     let config = &shared.config;
-    let Some(step) = config.step_for_topic(msg.topic()) else {
+    let Some((step, tier)) = config.step_for_topic(msg.topic()) else {
         return Ended::Published;
     };
     shared.consumed.fetch_add(1, Ordering::Relaxed);
@@ -664,6 +785,7 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
                 last_model: None,
                 attempts: 0,
                 variant: None,
+                history: None,
             };
             return dead_letter(
                 shared,
@@ -749,13 +871,48 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
         }
         StepOutcome::Failed(f) => f,
     };
+    let attempts_before = headers::get(msg.headers(), headers::ATTEMPT)
+        .and_then(|a| a.parse::<u32>().ok())
+        .unwrap_or(0);
+    let history = retry_history(msg, tier, step, &failure);
+    if failure.class.retry_later() {
+        let next = tier.map_or(0, |t| t + 1);
+        if next < step.retry_topics.len() {
+            return retry_later(
+                shared,
+                step,
+                msg,
+                RetryRound {
+                    job_id: &job.id,
+                    label: &step_label,
+                    traceparent: &traceparent,
+                    tier: next,
+                    attempts: attempts_before + failure.attempts,
+                    history: &history,
+                    variant: failure.variant.as_deref(),
+                },
+                started,
+                cancel,
+            )
+            .await;
+        }
+    }
+    let message = match tier {
+        Some(_) if failure.class.retry_later() => format!(
+            "{} (after {} retry tiers)",
+            failure.message,
+            step.retry_topics.len()
+        ),
+        _ => failure.message.clone(),
+    };
     let dl = DeadLetter {
         job_id: &job.id,
         class: failure.class.as_str(),
-        message: &failure.message,
+        message: &message,
         last_model: failure.last_model.as_deref(),
-        attempts: failure.attempts,
+        attempts: attempts_before + failure.attempts,
         variant: failure.variant.as_deref(),
+        history: tier.map(|_| history.as_str()),
     };
     dead_letter(
         shared,
@@ -777,6 +934,109 @@ struct DeadLetter<'a> {
     last_model: Option<&'a str>,
     attempts: u32,
     variant: Option<&'a str>,
+    history: Option<&'a str>,
+}
+
+/// Most rounds kept in a retry history (the oldest are dropped beyond it).
+const MAX_HISTORY: usize = 20;
+
+/// The job's retry history with this round appended: JSON, for the `baton-retry-history`
+/// header of its next retry record or its dead letter.
+fn retry_history(
+    msg: &OwnedMessage,
+    tier: Option<usize>,
+    step: &StepConfig,
+    failure: &StepFailure,
+) -> String {
+    let mut rounds: Vec<serde_json::Value> = headers::get(msg.headers(), headers::RETRY_HISTORY)
+        .and_then(|h| serde_json::from_str(&h).ok())
+        .unwrap_or_default();
+    rounds.push(serde_json::json!({
+        "at": crate::util::now_rfc3339(),
+        "topic": tier.map_or(step.topic.as_str(), |t| step.retry_topics[t].as_str()),
+        "error_class": failure.class.as_str(),
+        "model": failure.last_model,
+        "attempts": failure.attempts,
+    }));
+    if rounds.len() > MAX_HISTORY {
+        rounds.drain(..rounds.len() - MAX_HISTORY);
+    }
+    serde_json::Value::Array(rounds).to_string()
+}
+
+/// One trip of a job to a retry tier.
+struct RetryRound<'a> {
+    job_id: &'a str,
+    label: &'a str,
+    traceparent: &'a str,
+    tier: usize,
+    attempts: u32,
+    history: &'a str,
+    variant: Option<&'a str>,
+}
+
+/// Publishes the original record (bytes and key untouched) to retry tier `round.tier` of its
+/// step, due after the tier's delay. The job's offset is then finished like any output's: the
+/// retry record carries the job on.
+async fn retry_later(
+    shared: &Shared,
+    step: &StepConfig,
+    msg: &OwnedMessage,
+    round: RetryRound<'_>,
+    started: Instant,
+    cancel: &CancellationToken,
+) -> Ended {
+    let tier = &shared.config.retry_tiers[round.tier];
+    let topic = &step.retry_topics[round.tier];
+    let due_ms = crate::util::unix_ms() + tier.delay.as_millis() as u64;
+    let count = round.tier as u32 + 1;
+    let hdrs = headers::retry(
+        msg.headers(),
+        round.job_id,
+        round.label,
+        round.attempts,
+        round.traceparent,
+        &headers::RetryInfo {
+            tier: round.tier,
+            due_ms,
+            count,
+            history: round.history,
+            variant: round.variant,
+        },
+    );
+    match publish(shared, topic, msg.key(), msg.payload(), hdrs, cancel).await {
+        Ok(()) => {
+            telemetry::retry_scheduled(&step.pipeline, &step.name, &tier.name);
+            telemetry::job_finished(&step.pipeline, &step.name, "retry_later", started.elapsed());
+            debug!(topic = %topic, "job sent to a retry tier");
+            Ended::Published
+        }
+        Err(PublishError::Abandoned) => Ended::Abandoned,
+        Err(PublishError::Rejected(e)) => {
+            // The record came in at this size: a refusal now is a broker/topic mismatch.
+            let message = format!("the broker refused the retry record for good: {e}");
+            let dl = DeadLetter {
+                job_id: round.job_id,
+                class: ErrorClass::OutputRejected.as_str(),
+                message: &message,
+                last_model: None,
+                attempts: round.attempts,
+                variant: round.variant,
+                history: Some(round.history),
+            };
+            dead_letter(
+                shared,
+                step,
+                msg,
+                round.label,
+                round.traceparent,
+                dl,
+                started,
+                cancel,
+            )
+            .await
+        }
+    }
 }
 
 /// Publishes the original record (bytes and key untouched) to `<topic>.dlq` with the
@@ -793,7 +1053,8 @@ async fn dead_letter(
     started: Instant,
     cancel: &CancellationToken,
 ) -> Ended {
-    let dlq = TopicNames::dlq_of(msg.topic());
+    // The step's dead-letter topic, also for records consumed from its retry tiers.
+    let dlq = TopicNames::dlq_of(&step.topic);
     let mut message = f.message.to_string();
     let mut payload = msg.payload();
     loop {
@@ -805,6 +1066,7 @@ async fn dead_letter(
             offset: msg.offset(),
             last_model: f.last_model,
             variant: f.variant,
+            history: f.history,
         };
         let hdrs = headers::dead_letter(
             msg.headers(),

@@ -323,3 +323,208 @@ async fn after_the_last_tier_the_dead_letter_carries_the_history() {
     }
     assert_eq!(mock.request_log().len(), 9);
 }
+
+/// One pipeline per error class, each with its own mock models, all served by one worker.
+const CLASSES_MOCK: &str = r#"
+seed = 9
+[default]
+latency = { fixed_ms = 5 }
+[models.e5xx]
+errors = [{ status = 503, rate = 1.0 }]
+[models.e429]
+rate_limited = { rate = 1.0, retry_after_s = 1 }
+[models.e429long]
+rate_limited = { rate = 1.0, retry_after_s = 20 }
+[models.e400]
+errors = [{ status = 400, rate = 1.0 }]
+[models.efilter]
+content_filter = ["forbidden"]
+[models.ectx]
+context_window = 20
+[models.esmall]
+context_window = 20
+[models.e401]
+errors = [{ status = 401, rate = 1.0 }]
+[models.eslow]
+latency = { fixed_ms = 3000 }
+"#;
+
+const CLASSES: &str = r#"
+[kafka]
+bootstrap_servers = "{BOOTSTRAP}"
+group_id = "{GROUP}"
+
+[topics]
+prefix = "{PREFIX}"
+
+[worker]
+metrics_listen = "off"
+provider_attempts = 2
+
+[retry]
+tiers = ["2s"]
+
+[models.e5xx]
+base_url = "{MOCK}"
+[models.e429]
+base_url = "{MOCK}"
+[models.e429long]
+base_url = "{MOCK}"
+[models.e400]
+base_url = "{MOCK}"
+[models.efilter]
+base_url = "{MOCK}"
+[models.ectx]
+base_url = "{MOCK}"
+context_window = 8000
+[models.esmall]
+base_url = "{MOCK}"
+context_window = 8000
+[models.big]
+base_url = "{MOCK}"
+context_window = 100000
+[models.e401]
+base_url = "{MOCK}"
+[models.eslow]
+base_url = "{MOCK}"
+timeout_ms = 300
+[models.ok]
+base_url = "{MOCK}"
+
+[[pipelines.s5xx.steps]]
+name = "s"
+model = "e5xx"
+fallbacks = ["ok"]
+[[pipelines.s429.steps]]
+name = "s"
+model = "e429"
+fallbacks = ["ok"]
+[[pipelines.s429long.steps]]
+name = "s"
+model = "e429long"
+[[pipelines.s400.steps]]
+name = "s"
+model = "e400"
+fallbacks = ["ok"]
+[[pipelines.sfilter.steps]]
+name = "s"
+model = "efilter"
+fallbacks = ["ok"]
+[[pipelines.sctx.steps]]
+name = "s"
+model = "ectx"
+fallbacks = ["esmall", "big"]
+[[pipelines.s401.steps]]
+name = "s"
+model = "e401"
+fallbacks = ["ok"]
+[[pipelines.sslow.steps]]
+name = "s"
+model = "eslow"
+fallbacks = ["ok"]
+"#;
+
+/// Each error class gets its own treatment, seen in mock-llm's request log: how many calls
+/// reached each model, how far apart, and how the job ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_error_class_is_retried_failed_over_or_dead_lettered_as_it_should() {
+    let mock = mock(CLASSES_MOCK).await;
+    let world = World::new("classes", &mock.base_url(), CLASSES).await;
+    let topic = |p: &str| format!("{}{p}.s", world.prefix);
+    let _worker = world.worker();
+    let text = "please answer this forbidden question";
+    for p in ["s5xx", "s429", "s429long", "s400", "sfilter", "sslow"] {
+        produce(&topic(p), vec![(Some(p.as_bytes().to_vec()), job(p, text))]).await;
+    }
+    // Long enough for the mock's 20-token windows.
+    let long = "a long ticket that does not fit a tiny window ".repeat(10);
+    produce(
+        &topic("sctx"),
+        vec![(Some(b"sctx".to_vec()), job("sctx", &long))],
+    )
+    .await;
+    // Two jobs on the 401 model, one after the other: the second never calls it.
+    produce(
+        &topic("s401"),
+        vec![(Some(b"k".to_vec()), job("s401-1", text))],
+    )
+    .await;
+    produce(
+        &topic("s401"),
+        vec![(Some(b"k".to_vec()), job("s401-2", text))],
+    )
+    .await;
+
+    let mut outs: Vec<String> = ["s5xx", "s429", "s400", "sfilter", "sctx", "s401", "sslow"]
+        .iter()
+        .map(|p| format!("{}.dlq", topic(p)))
+        .collect();
+    outs.push(world.results());
+    outs.push(format!("{}.retry.2s", topic("s429long")));
+    let mut r = Reader::new(&outs);
+    assert!(
+        r.read_until(Duration::from_secs(60), |r| r.len() >= 9),
+        "{} outputs",
+        r.records.len()
+    );
+    let by_id = |id: &str| {
+        r.records
+            .iter()
+            .find(|m| header(m, "baton-job-id").as_deref() == Some(id))
+            .unwrap_or_else(|| panic!("no output for {id}"))
+    };
+    let served_by = |id: &str| {
+        let m = by_id(id);
+        assert_eq!(m.topic(), world.results(), "{id} was answered");
+        value(m)["model"].as_str().unwrap().to_string()
+    };
+    let dead = |id: &str| {
+        let m = by_id(id);
+        assert!(
+            m.topic().ends_with(".dlq"),
+            "{id} was dead-lettered, got {}",
+            m.topic()
+        );
+        header(m, "baton-error-class").unwrap()
+    };
+    let log = mock.request_log();
+    let calls = |model: &str| -> Vec<u64> {
+        log.iter()
+            .filter(|x| x.model == model)
+            .map(|x| x.at_ms)
+            .collect()
+    };
+
+    // 5xx: retried on the model, then the fallback.
+    assert_eq!(served_by("s5xx"), "ok");
+    assert_eq!(calls("e5xx").len(), 2);
+    // 429 with Retry-After: 1 s: the retry waits at least that long.
+    assert_eq!(served_by("s429"), "ok");
+    let c = calls("e429");
+    assert_eq!(c.len(), 2);
+    assert!(c[1] - c[0] >= 1000, "retry after {} ms", c[1] - c[0]);
+    // Retry-After beyond the in-process cap: no second call, the retry tier waits instead,
+    // due no sooner than the provider asked (20 s, though the tier is 2 s).
+    let m = by_id("s429long");
+    assert!(m.topic().ends_with(".retry.2s"));
+    let due: u64 = header(m, "baton-retry-due").unwrap().parse().unwrap();
+    let c = calls("e429long");
+    assert_eq!(c.len(), 1);
+    assert!(due >= c[0] + 19_000, "due {} ms after the call", due - c[0]);
+    // A plain 400 and a content filter: dead-lettered at once, no retry, no fallback.
+    assert_eq!(dead("s400"), "bad_request");
+    assert_eq!(calls("e400").len(), 1);
+    assert_eq!(dead("sfilter"), "content_filter");
+    assert_eq!(calls("efilter").len(), 1);
+    // Context overflow: only a model with a larger window is tried next.
+    assert_eq!(served_by("sctx"), "big");
+    assert_eq!(calls("ectx").len(), 1);
+    assert_eq!(calls("esmall").len(), 0, "a window no larger is skipped");
+    // Bad credentials: the model leaves rotation; the next job does not call it.
+    assert_eq!(served_by("s401-1"), "ok");
+    assert_eq!(served_by("s401-2"), "ok");
+    assert_eq!(calls("e401").len(), 1);
+    // Timeouts: retried, then the fallback.
+    assert_eq!(served_by("sslow"), "ok");
+    assert_eq!(calls("eslow").len(), 2);
+}

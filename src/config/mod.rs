@@ -397,6 +397,8 @@ pub struct WorkerSettings {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// How long a call may wait for rate-limit capacity before trying the next candidate.
     pub rate_limit_wait: Duration,
+    /// The longest one round of a job (all its attempts) may take.
+    pub round_deadline: Duration,
 }
 
 /// The validated runtime configuration.
@@ -738,6 +740,9 @@ impl Config {
         if w.max_payload_bytes == 0 {
             errs.push(err("worker.max_payload_bytes", None, "must be positive"));
         }
+        if w.round_deadline_ms == 0 {
+            errs.push(err("worker.round_deadline_ms", None, "must be positive"));
+        }
         if w.provider_attempts == 0 {
             errs.push(err("worker.provider_attempts", None, "must be at least 1"));
         }
@@ -833,6 +838,7 @@ impl Config {
                 provider_attempts: w.provider_attempts,
                 metrics_listen,
                 rate_limit_wait: Duration::from_millis(w.rate_limit_wait_ms),
+                round_deadline: Duration::from_millis(w.round_deadline_ms),
             },
             models,
             retry_tiers,

@@ -146,6 +146,14 @@ pub struct RawWorker {
     /// How long a call may wait for a model's rate-limit capacity before the next candidate.
     #[serde(default = "d_rl_wait")]
     pub rate_limit_wait_ms: u64,
+    /// The longest one round of a job (every attempt on every candidate) may take before it
+    /// goes to a retry tier.
+    #[serde(default = "d_round_deadline")]
+    pub round_deadline_ms: u64,
+}
+
+fn d_round_deadline() -> u64 {
+    180_000
 }
 
 fn d_rl_wait() -> u64 {
@@ -162,6 +170,7 @@ impl Default for RawWorker {
             provider_attempts: d_attempts(),
             metrics_listen: d_metrics(),
             rate_limit_wait_ms: d_rl_wait(),
+            round_deadline_ms: d_round_deadline(),
         }
     }
 }

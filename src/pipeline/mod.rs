@@ -48,6 +48,9 @@ pub struct StepFailure {
     pub attempts: u32,
     /// The job's A/B variant, when its route has variants.
     pub variant: Option<String>,
+    /// The provider asked to wait this long (a Retry-After beyond the in-process cap): the
+    /// job's retry tier is due no sooner.
+    pub retry_after: Option<Duration>,
 }
 
 /// What a step needs: the config and one provider client per model (same indices).
@@ -291,6 +294,7 @@ impl StepRunner {
                     last_model: None,
                     attempts: 0,
                     variant: e.decision.record.variant.clone(),
+                    retry_after: None,
                 })
             }
         };
@@ -313,10 +317,22 @@ impl StepRunner {
         let mut out_of_budget = None;
         let mut circuit_open: Vec<String> = Vec::new();
         let mut saturated: Vec<String> = Vec::new();
+        let deadline = started + self.config.worker.round_deadline;
+        let mut deadline_passed = false;
+        // After a context-length refusal only a model with a larger window may help.
+        let mut window_exceeded: Option<u32> = None;
+        let mut retry_after: Option<Duration> = None;
         'models: for &m in &decision.candidates {
             let model = &self.config.models[m];
+            if window_exceeded.is_some_and(|w| model.context_window <= w) {
+                continue 'models;
+            }
             let mut backoff = attempt_backoff();
             for attempt in 1..=self.config.worker.provider_attempts {
+                if Instant::now() >= deadline {
+                    deadline_passed = true;
+                    break 'models;
+                }
                 // The cost ceiling holds per call: the answer may not outgrow what is left.
                 let mut request = base_request.clone();
                 let prompt_tokens = prompt.tokens(model.tokenizer);
@@ -357,7 +373,12 @@ impl StepRunner {
                 };
                 attempts += 1;
                 let call_started = Instant::now();
-                let result = self.providers[m].complete(&request).await;
+                let left = deadline.saturating_duration_since(call_started);
+                let result =
+                    match tokio::time::timeout(left, self.providers[m].complete(&request)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(ProviderError::Timeout(left)),
+                    };
                 let elapsed = call_started.elapsed();
                 self.record_circuit(m, admission, result.as_ref().err());
                 let used = result.as_ref().map_or(0, |c| c.usage.total_tokens);
@@ -418,10 +439,15 @@ impl StepRunner {
                             self.latency.record(m, elapsed);
                         }
                         let disposition = e.disposition();
+                        if let ProviderError::ContextLength(_) = e {
+                            window_exceeded = window_exceeded.max(Some(model.context_window));
+                        }
                         let wait = match (disposition, e.retry_after()) {
                             (Disposition::RetrySameModel, Some(ra))
                                 if ra > MAX_IN_PROCESS_RETRY_AFTER =>
                             {
+                                // Too long to hold a slot: the retry tier waits instead.
+                                retry_after = retry_after.max(Some(ra));
                                 None
                             }
                             (Disposition::RetrySameModel, ra) => {
@@ -430,18 +456,44 @@ impl StepRunner {
                             }
                             _ => None,
                         };
+                        let class = e.class().as_str();
                         last = Some((m, e));
                         let last_attempt = attempt == self.config.worker.provider_attempts;
                         match (disposition, wait) {
                             (Disposition::DeadLetter, _) => break 'models,
-                            (Disposition::NextModel, _) | (_, None) => continue 'models,
+                            (Disposition::NextModel, _) | (_, None) => {
+                                telemetry::fallback(&model.name, class);
+                                continue 'models;
+                            }
                             // Out of attempts on this model: the next one needs no wait.
-                            (Disposition::RetrySameModel, Some(_)) if last_attempt => {}
-                            (Disposition::RetrySameModel, Some(w)) => tokio::time::sleep(w).await,
+                            (Disposition::RetrySameModel, Some(_)) if last_attempt => {
+                                telemetry::fallback(&model.name, class);
+                            }
+                            (Disposition::RetrySameModel, Some(w)) => {
+                                if Instant::now() + w >= deadline {
+                                    deadline_passed = true;
+                                    break 'models;
+                                }
+                                telemetry::retry_in_process(&model.name);
+                                tokio::time::sleep(w).await
+                            }
                         }
                     }
                 }
             }
+        }
+        if last.is_none() && deadline_passed {
+            return StepOutcome::Failed(StepFailure {
+                class: ErrorClass::ProviderTimeout,
+                message: format!(
+                    "the round's deadline of {:?} passed before any call",
+                    self.config.worker.round_deadline
+                ),
+                last_model: None,
+                attempts,
+                variant: variant_name,
+                retry_after: None,
+            });
         }
         if last.is_none() && !saturated.is_empty() {
             return StepOutcome::Failed(StepFailure {
@@ -454,6 +506,7 @@ impl StepRunner {
                 last_model: saturated.last().cloned(),
                 attempts,
                 variant: variant_name,
+                retry_after: None,
             });
         }
         if last.is_none() && !circuit_open.is_empty() {
@@ -466,15 +519,29 @@ impl StepRunner {
                 last_model: circuit_open.last().cloned(),
                 attempts,
                 variant: variant_name,
+                retry_after: None,
             });
         }
         match (last, out_of_budget) {
             (Some((m, e)), _) => StepOutcome::Failed(StepFailure {
                 class: e.class(),
-                message: format!("{} (model {})", e, self.config.models[m].name),
+                message: format!(
+                    "{} (model {}){}",
+                    e,
+                    self.config.models[m].name,
+                    if deadline_passed {
+                        format!(
+                            "; the round's deadline of {:?} passed",
+                            self.config.worker.round_deadline
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
                 last_model: Some(self.config.models[m].name.clone()),
                 attempts,
                 variant: variant_name.clone(),
+                retry_after,
             }),
             (None, model) => StepOutcome::Failed(StepFailure {
                 class: ErrorClass::PolicyUnsatisfiable,
@@ -486,17 +553,20 @@ impl StepRunner {
                 last_model: model,
                 attempts,
                 variant: variant_name,
+                retry_after: None,
             }),
         }
     }
 }
 
-/// Exponential backoff with jitter for in-process retries.
+/// Exponential backoff with full jitter for in-process retries.
 fn attempt_backoff() -> backoff::ExponentialBackoff {
     backoff::ExponentialBackoffBuilder::new()
         .with_initial_interval(Duration::from_millis(100))
         .with_multiplier(2.0)
-        .with_randomization_factor(0.5)
+        // Full jitter: each wait is drawn from [0, 2 × the exponential interval], so clients
+        // that failed together do not retry together.
+        .with_randomization_factor(1.0)
         .with_max_interval(Duration::from_secs(5))
         .with_max_elapsed_time(None)
         .build()

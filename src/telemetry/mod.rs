@@ -45,6 +45,11 @@ pub mod names {
     pub const REDELIVERIES: &str = "baton_redeliveries_skipped_total";
     /// Counter: routing decisions, by first-choice model and A/B variant.
     pub const ROUTED: &str = "baton_routed_total";
+    /// Counter: in-process retries on the same model (after a backoff).
+    pub const RETRIES: &str = "baton_retries_total";
+    /// Counter: moves to the next candidate after a model failed, by the model that failed
+    /// and why.
+    pub const FALLBACKS: &str = "baton_fallbacks_total";
     /// Counter: jobs sent to a delayed retry tier.
     pub const RETRIES_SCHEDULED: &str = "baton_retry_scheduled_total";
     /// Counter: retry records held until due (their partition paused meanwhile).
@@ -139,6 +144,14 @@ fn describe() {
     describe_counter!(
         RATE_LIMIT_SATURATED,
         "Calls that got no rate-limit capacity in time (the next candidate was tried)."
+    );
+    describe_counter!(
+        RETRIES,
+        "In-process retries on the same model, after a backoff."
+    );
+    describe_counter!(
+        FALLBACKS,
+        "Moves to the next candidate after a model failed (model: the one that failed)."
     );
     describe_counter!(
         RETRIES_SCHEDULED,
@@ -246,6 +259,16 @@ pub fn rate_limit_wait(model: &str, waited: Duration) {
 /// A call got no capacity from `model` in time.
 pub fn rate_limit_saturated(model: &str, pipeline: &str, step: &str) {
     counter!(RATE_LIMIT_SATURATED, MODEL => model.to_string(), PIPELINE => pipeline.to_string(), STEP => step.to_string()).increment(1);
+}
+
+/// A call is retried on `model` after a backoff.
+pub fn retry_in_process(model: &str) {
+    counter!(RETRIES, MODEL => model.to_string()).increment(1);
+}
+
+/// A job moved on from `model`, which failed with `class`.
+pub fn fallback(model: &str, class: &'static str) {
+    counter!(FALLBACKS, MODEL => model.to_string(), ERROR_CLASS => class).increment(1);
 }
 
 /// A job was sent to retry tier `tier`.

@@ -866,6 +866,7 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
                     variant: result.variant.clone(),
                     last_model: Some(result.model.clone()),
                     attempts: result.attempts,
+                    retry_after: None,
                 },
             }
         }
@@ -890,6 +891,7 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
                     attempts: attempts_before + failure.attempts,
                     history: &history,
                     variant: failure.variant.as_deref(),
+                    not_before: failure.retry_after,
                 },
                 started,
                 cancel,
@@ -973,6 +975,8 @@ struct RetryRound<'a> {
     attempts: u32,
     history: &'a str,
     variant: Option<&'a str>,
+    /// A provider's Retry-After: the record is due no sooner.
+    not_before: Option<Duration>,
 }
 
 /// Publishes the original record (bytes and key untouched) to retry tier `round.tier` of its
@@ -988,7 +992,8 @@ async fn retry_later(
 ) -> Ended {
     let tier = &shared.config.retry_tiers[round.tier];
     let topic = &step.retry_topics[round.tier];
-    let due_ms = crate::util::unix_ms() + tier.delay.as_millis() as u64;
+    let wait = tier.delay.max(round.not_before.unwrap_or_default());
+    let due_ms = crate::util::unix_ms() + wait.as_millis() as u64;
     let count = round.tier as u32 + 1;
     let hdrs = headers::retry(
         msg.headers(),

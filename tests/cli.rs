@@ -159,7 +159,7 @@ fn route_explain_traces_the_decision() {
 #[test]
 fn every_subcommand_has_help() {
     for sub in [
-        "demo", "run", "mock-llm", "produce", "consume", "topics", "check", "route", "bench",
+        "demo", "run", "mock-llm", "produce", "consume", "topics", "check", "route", "dlq", "bench",
     ] {
         let o = baton(&[sub, "--help"]);
         assert!(o.status.success(), "{sub} --help: {}", text(&o));
@@ -471,4 +471,102 @@ fn the_demo_also_runs_against_a_real_broker() {
         last.starts_with("jobs=60 results=") && last.ends_with("lost=0"),
         "{last}"
     );
+}
+
+/// Dead letters are counted by class, and once the cause is fixed, replayed to the step's
+/// input and answered; a second replay republishes them again, with the same job ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_inspect_and_replay_end_to_end() {
+    let mock = mock("[default]\nlatency = { fixed_ms = 5 }\n[models.m]\nerrors = [{ status = 400, rate = 1.0 }]\n").await;
+    let world = World::new("replay", &mock.base_url(), &one_model_config(8, "")).await;
+    let _worker = world.worker();
+    let mut records: Vec<(Option<Vec<u8>>, Vec<u8>)> = (0..5)
+        .map(|i| {
+            (
+                Some(format!("d{i}").into_bytes()),
+                job(&format!("d{i}"), "hello"),
+            )
+        })
+        .collect();
+    records.push((Some(b"bad".to_vec()), b"{not json".to_vec()));
+    produce(&world.input(), records).await;
+    let mut dlq = Reader::new(&[world.dlq()]);
+    assert!(dlq.read_until(Duration::from_secs(60), |r| r.len() >= 6));
+
+    let b = bootstrap();
+    let dlq_topic = world.dlq();
+    let o = baton(&[
+        "dlq",
+        "inspect",
+        "--topic",
+        &dlq_topic,
+        "--bootstrap",
+        &b,
+        "--idle-ms",
+        "1500",
+        "--records",
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("6 dead letter(s)"), "{out}");
+    assert!(out.contains("bad_request              5"), "{out}");
+    assert!(out.contains("invalid_json             1"), "{out}");
+    assert!(out.contains("job d3 (bad_request)"), "{out}");
+    assert!(out.contains("value:   {\"id\":\"d3\""), "{out}");
+
+    // The model is fixed; replay only what the fix concerns.
+    mock.set_model(
+        "m",
+        baton::mock_llm::ModelBehavior::from_json_slice(b"{}", "m").unwrap(),
+    )
+    .unwrap();
+    let replay = |extra: &[&str]| {
+        let mut args = vec![
+            "dlq",
+            "replay",
+            "--topic",
+            &dlq_topic,
+            "--bootstrap",
+            &b,
+            "--idle-ms",
+            "1500",
+            "--error-class",
+            "bad_request",
+        ];
+        args.extend_from_slice(extra);
+        baton(&args)
+    };
+    let o = replay(&["--dry-run"]);
+    assert!(
+        text(&o).contains("5 record(s) would be replayed"),
+        "{}",
+        text(&o)
+    );
+    let o = replay(&[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("replayed 5 record(s) to {}", world.input())),
+        "{}",
+        text(&o)
+    );
+    let mut results = Reader::new(&[world.results()]);
+    assert!(results.read_until(Duration::from_secs(60), |r| distinct(&result_ids(r)) >= 5));
+
+    // Twice: the same jobs come again, recognisable by job id and origin.
+    let o = replay(&[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(results.read_until(Duration::from_secs(60), |r| r.len() >= 10));
+    let ids = result_ids(&results.records);
+    assert_eq!(distinct(&ids), 5);
+    let mut input = Reader::new(&[world.input()]);
+    assert!(input.read_until(Duration::from_secs(30), |r| r.len() >= 16));
+    let replayed: Vec<_> = input
+        .records
+        .iter()
+        .filter_map(|m| header(m, "baton-replayed-from"))
+        .collect();
+    assert_eq!(replayed.len(), 10);
+    assert!(replayed
+        .iter()
+        .all(|r| r.starts_with(&format!("{dlq_topic}/"))));
 }

@@ -2,6 +2,7 @@
 //! `produce`/`consume` command-line tools. The worker's consume loop lives in `worker`.
 
 pub mod admin;
+pub mod dlq;
 pub mod headers;
 pub mod tools;
 pub mod topics;

@@ -347,6 +347,8 @@ context_window = 20
 errors = [{ status = 401, rate = 1.0 }]
 [models.eslow]
 latency = { fixed_ms = 3000 }
+[models.edown]
+errors = [{ status = 503, rate = 1.0 }]
 "#;
 
 const CLASSES: &str = r#"
@@ -390,7 +392,19 @@ base_url = "{MOCK}"
 timeout_ms = 300
 [models.ok]
 base_url = "{MOCK}"
+[models.edown]
+base_url = "{MOCK}"
+sensitivities = ["public", "internal", "confidential", "restricted"]
 
+[[pipelines.sreview.steps]]
+name = "s"
+model = "efilter"
+fallbacks = ["ok"]
+review = ["content_filter"]
+[[pipelines.srestricted.steps]]
+name = "s"
+model = "edown"
+fallbacks = ["ok"]
 [[pipelines.s5xx.steps]]
 name = "s"
 model = "e5xx"
@@ -436,6 +450,20 @@ async fn each_error_class_is_retried_failed_over_or_dead_lettered_as_it_should()
     for p in ["s5xx", "s429", "s429long", "s400", "sfilter", "sslow"] {
         produce(&topic(p), vec![(Some(p.as_bytes().to_vec()), job(p, text))]).await;
     }
+    produce(
+        &topic("sreview"),
+        vec![(Some(b"sreview".to_vec()), job("sreview", text))],
+    )
+    .await;
+    let restricted = serde_json::to_vec(&serde_json::json!({
+        "id": "srestricted", "input": "patient record", "policy": {"sensitivity": "restricted"}
+    }))
+    .unwrap();
+    produce(
+        &topic("srestricted"),
+        vec![(Some(b"srestricted".to_vec()), restricted)],
+    )
+    .await;
     // Long enough for the mock's 20-token windows.
     let long = "a long ticket that does not fit a tiny window ".repeat(10);
     produce(
@@ -461,9 +489,11 @@ async fn each_error_class_is_retried_failed_over_or_dead_lettered_as_it_should()
         .collect();
     outs.push(world.results());
     outs.push(format!("{}.retry.2s", topic("s429long")));
+    outs.push(format!("{}.retry.2s", topic("srestricted")));
+    outs.push(world.config.topics.review.clone());
     let mut r = Reader::new(&outs);
     assert!(
-        r.read_until(Duration::from_secs(60), |r| r.len() >= 9),
+        r.read_until(Duration::from_secs(60), |r| r.len() >= 11),
         "{} outputs",
         r.records.len()
     );
@@ -515,7 +545,7 @@ async fn each_error_class_is_retried_failed_over_or_dead_lettered_as_it_should()
     assert_eq!(dead("s400"), "bad_request");
     assert_eq!(calls("e400").len(), 1);
     assert_eq!(dead("sfilter"), "content_filter");
-    assert_eq!(calls("efilter").len(), 1);
+    assert_eq!(calls("efilter").len(), 2, "one call each for sfilter and sreview");
     // Context overflow: only a model with a larger window is tried next.
     assert_eq!(served_by("sctx"), "big");
     assert_eq!(calls("ectx").len(), 1);
@@ -524,6 +554,24 @@ async fn each_error_class_is_retried_failed_over_or_dead_lettered_as_it_should()
     assert_eq!(served_by("s401-1"), "ok");
     assert_eq!(served_by("s401-2"), "ok");
     assert_eq!(calls("e401").len(), 1);
+    // A route can send a class to a person instead of the dead-letter topic.
+    let m = by_id("sreview");
+    assert_eq!(m.topic(), world.config.topics.review);
+    assert_eq!(
+        header(m, "baton-error-class").as_deref(),
+        Some("content_filter")
+    );
+    // A restricted job whose only allowed model is down waits in a retry tier; the cloud
+    // fallback its policy forbids is never called (its only calls are other jobs').
+    let m = by_id("srestricted");
+    assert!(m.topic().ends_with(".retry.2s"), "{}", m.topic());
+    // Two attempts per round (the retry round may have run by now too).
+    assert!(matches!(calls("edown").len(), 2 | 4), "{}", calls("edown").len());
+    assert_eq!(
+        calls("ok").len(),
+        5,
+        "ok answered s5xx, s429, s401-1, s401-2 and sslow, nothing else"
+    );
     // Timeouts: retried, then the fallback.
     assert_eq!(served_by("sslow"), "ok");
     assert_eq!(calls("eslow").len(), 2);

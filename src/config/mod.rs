@@ -249,6 +249,8 @@ pub struct RouteConfig {
     pub sensitivities: Vec<Sensitivity>,
     /// Seed of the variant hash, derived from the route name.
     pub hash_seed: u64,
+    /// Error classes escalated to the human-review topic instead of the dead-letter topic.
+    pub review: Vec<crate::envelope::ErrorClass>,
 }
 
 /// A classification rule: every condition present must hold.
@@ -610,11 +612,17 @@ impl Config {
                         "step names may use only letters, digits, '-' and '_'",
                     ));
                 }
-                if s.route.is_some() && (!s.fallbacks.is_empty() || !s.task_models.is_empty()) {
-                    let key = if s.fallbacks.is_empty() {
+                if s.route.is_some()
+                    && (!s.fallbacks.is_empty()
+                        || !s.task_models.is_empty()
+                        || !s.review.is_empty())
+                {
+                    let key = if !s.fallbacks.is_empty() {
+                        "fallbacks"
+                    } else if !s.task_models.is_empty() {
                         "task_models"
                     } else {
-                        "fallbacks"
+                        "review"
                     };
                     errs.push(err(
                         &format!("{spath}.{key}"),

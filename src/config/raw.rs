@@ -287,6 +287,9 @@ pub struct RawStep {
     /// Models to use, in order, when the job's policy forbids the first choice.
     #[serde(default)]
     pub fallbacks: Vec<toml::Spanned<String>>,
+    /// Error classes that go to the human-review topic (with `model`; a route says it itself).
+    #[serde(default)]
+    pub review: Vec<crate::envelope::ErrorClass>,
     /// System prompt placed before the job's messages.
     pub system_prompt: Option<String>,
     /// Output token cap when the job sets none.
@@ -346,6 +349,9 @@ pub struct RawRoute {
     /// `[[routes.<name>.variants]]`: an A/B split, sticky per job key.
     #[serde(default)]
     pub variants: Vec<RawVariant>,
+    /// Error classes that go to the human-review topic instead of the dead-letter topic.
+    #[serde(default)]
+    pub review: Vec<crate::envelope::ErrorClass>,
 }
 
 /// `[routes.<name>.classes.<class>]`; every field inherits from the route when absent.

@@ -383,6 +383,7 @@ fn named_route(
         variants,
         sensitivities: r.sensitivities.clone(),
         hash_seed: xxhash_rust::xxh3::xxh3_64(name.as_bytes()),
+        review: r.review.clone(),
     }
 }
 
@@ -609,5 +610,6 @@ pub(super) fn inline_route(
         }],
         sensitivities: Vec::new(),
         hash_seed: xxhash_rust::xxh3::xxh3_64(name.as_bytes()),
+        review: s.review.clone(),
     }
 }

@@ -45,6 +45,8 @@ pub mod names {
     pub const REDELIVERIES: &str = "baton_redeliveries_skipped_total";
     /// Counter: routing decisions, by first-choice model and A/B variant.
     pub const ROUTED: &str = "baton_routed_total";
+    /// Counter: failures sent to the human-review topic instead of the dead-letter topic.
+    pub const ESCALATIONS: &str = "baton_escalations_total";
     /// Counter: in-process retries on the same model (after a backoff).
     pub const RETRIES: &str = "baton_retries_total";
     /// Counter: moves to the next candidate after a model failed, by the model that failed
@@ -148,6 +150,10 @@ fn describe() {
     describe_counter!(
         RETRIES,
         "In-process retries on the same model, after a backoff."
+    );
+    describe_counter!(
+        ESCALATIONS,
+        "Failures sent to the human-review topic instead of the dead-letter topic."
     );
     describe_counter!(
         FALLBACKS,
@@ -259,6 +265,11 @@ pub fn rate_limit_wait(model: &str, waited: Duration) {
 /// A call got no capacity from `model` in time.
 pub fn rate_limit_saturated(model: &str, pipeline: &str, step: &str) {
     counter!(RATE_LIMIT_SATURATED, MODEL => model.to_string(), PIPELINE => pipeline.to_string(), STEP => step.to_string()).increment(1);
+}
+
+/// A failure went to the review topic.
+pub fn escalated(pipeline: &str, step: &str, class: &'static str) {
+    counter!(ESCALATIONS, PIPELINE => pipeline.to_string(), STEP => step.to_string(), ERROR_CLASS => class).increment(1);
 }
 
 /// A call is retried on `model` after a backoff.

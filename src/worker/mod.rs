@@ -1058,8 +1058,17 @@ async fn dead_letter(
     started: Instant,
     cancel: &CancellationToken,
 ) -> Ended {
-    // The step's dead-letter topic, also for records consumed from its retry tiers.
-    let dlq = TopicNames::dlq_of(&step.topic);
+    // The step's dead-letter topic, also for records consumed from its retry tiers; or the
+    // review topic when the step's route escalates this class to a person.
+    let review = shared.config.routes[step.route]
+        .review
+        .iter()
+        .any(|c| c.as_str() == f.class);
+    let dlq = if review {
+        shared.config.topics.review.clone()
+    } else {
+        TopicNames::dlq_of(&step.topic)
+    };
     let mut message = f.message.to_string();
     let mut payload = msg.payload();
     loop {
@@ -1103,7 +1112,11 @@ async fn dead_letter(
         }
     }
     shared.dead_letters.fetch_add(1, Ordering::Relaxed);
-    telemetry::dead_lettered(&step.pipeline, &step.name, f.class);
+    if review {
+        telemetry::escalated(&step.pipeline, &step.name, f.class);
+    } else {
+        telemetry::dead_lettered(&step.pipeline, &step.name, f.class);
+    }
     telemetry::job_finished(&step.pipeline, &step.name, "dead_letter", started.elapsed());
     debug!(class = f.class, topic = %dlq, "record dead-lettered");
     Ended::Published

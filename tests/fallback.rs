@@ -545,7 +545,11 @@ async fn each_error_class_is_retried_failed_over_or_dead_lettered_as_it_should()
     assert_eq!(dead("s400"), "bad_request");
     assert_eq!(calls("e400").len(), 1);
     assert_eq!(dead("sfilter"), "content_filter");
-    assert_eq!(calls("efilter").len(), 2, "one call each for sfilter and sreview");
+    assert_eq!(
+        calls("efilter").len(),
+        2,
+        "one call each for sfilter and sreview"
+    );
     // Context overflow: only a model with a larger window is tried next.
     assert_eq!(served_by("sctx"), "big");
     assert_eq!(calls("ectx").len(), 1);
@@ -566,7 +570,11 @@ async fn each_error_class_is_retried_failed_over_or_dead_lettered_as_it_should()
     let m = by_id("srestricted");
     assert!(m.topic().ends_with(".retry.2s"), "{}", m.topic());
     // Two attempts per round (the retry round may have run by now too).
-    assert!(matches!(calls("edown").len(), 2 | 4), "{}", calls("edown").len());
+    assert!(
+        matches!(calls("edown").len(), 2 | 4),
+        "{}",
+        calls("edown").len()
+    );
     assert_eq!(
         calls("ok").len(),
         5,
@@ -575,4 +583,86 @@ async fn each_error_class_is_retried_failed_over_or_dead_lettered_as_it_should()
     // Timeouts: retried, then the fallback.
     assert_eq!(served_by("sslow"), "ok");
     assert_eq!(calls("eslow").len(), 2);
+}
+
+const ROUNDS_MOCK: &str = r#"
+seed = 4
+[default]
+latency = { fixed_ms = 5 }
+[models.nano]
+answer = { classify = { otherwise = "simple" } }
+[models.m]
+errors = [{ status = 503, rate = 1.0 }]
+"#;
+
+const ROUNDS: &str = r#"
+[kafka]
+bootstrap_servers = "{BOOTSTRAP}"
+group_id = "{GROUP}"
+
+[topics]
+prefix = "{PREFIX}"
+
+[worker]
+metrics_listen = "off"
+provider_attempts = 1
+
+[retry]
+tiers = ["1s"]
+
+[models.nano]
+base_url = "{MOCK}"
+price_input_per_mtok = 100.0
+price_output_per_mtok = 100.0
+[models.m]
+base_url = "{MOCK}"
+price_input_per_mtok = 10.0
+price_output_per_mtok = 10.0
+
+[routes.r]
+models = ["m"]
+[routes.r.classifier]
+model = "nano"
+
+[[pipelines.p.steps]]
+name = "s"
+route = "r"
+"#;
+
+/// Every round bills its classification: the result's cost counts the failed round too.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cost_of_every_round_counts() {
+    let mock = mock(ROUNDS_MOCK).await;
+    let world = World::new("rounds", &mock.base_url(), ROUNDS).await;
+    let _worker = world.worker();
+    produce(&world.input(), wave("c", 1)).await;
+    let tier = world.config.steps[0].retry_topics[0].clone();
+    let mut retry = Reader::new(std::slice::from_ref(&tier));
+    assert!(retry.read_until(Duration::from_secs(30), |r| !r.is_empty()));
+    let first_round: f64 = header(&retry.records[0], "baton-step-cost-usd")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        first_round > 0.0,
+        "the first round's classification was billed"
+    );
+    mock.set_model("m", behavior("{}")).unwrap();
+    let mut results = Reader::new(&[world.results()]);
+    assert!(results.read_until(Duration::from_secs(30), |r| !r.is_empty()));
+    let v = value(&results.records[0]);
+    let classify = v["route"]["classifier"]["cost_usd"].as_f64().unwrap();
+    let usage = &v["usage"];
+    let answer =
+        (usage["input_tokens"].as_f64().unwrap() + usage["output_tokens"].as_f64().unwrap()) * 10.0
+            / 1e6;
+    let cost = v["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - (first_round + classify + answer)).abs() < 1e-8,
+        "cost {cost} != first round {first_round} + classification {classify} + answer {answer}"
+    );
+    assert!(
+        (first_round - classify).abs() < 1e-8,
+        "the same classification each round"
+    );
 }

@@ -27,6 +27,9 @@ pub const ORIGINAL_OFFSET: &str = "baton-original-offset";
 pub const FAILED_AT: &str = "baton-failed-at";
 /// Dead letters: the last model tried, empty when none was.
 pub const LAST_MODEL: &str = "baton-last-model";
+/// Retry records: what the step's earlier rounds billed (USD), so the result reports the
+/// step's cost over every round.
+pub const STEP_COST: &str = "baton-step-cost-usd";
 /// Retry records: which tier (0-based) the record waits in.
 pub const RETRY_TIER: &str = "baton-retry-tier";
 /// Retry records: when the record is due (Unix time in milliseconds).
@@ -38,8 +41,8 @@ pub const RETRY_COUNT: &str = "baton-retry-count";
 pub const RETRY_HISTORY: &str = "baton-retry-history";
 /// Results and dead letters: the route's A/B variant, when it has variants.
 pub const VARIANT: &str = "baton-variant";
-/// Records baton writes for a job: what the job has been billed so far (USD), so a pipeline's
-/// later steps keep its cost ceiling.
+/// Forwarded jobs and retry records: what the job has been billed so far (USD), so later steps
+/// and rounds keep its cost ceiling.
 pub const JOB_COST: &str = "baton-job-cost-usd";
 
 /// A header list baton can read: borrowed from a consumer or owned by a detached message.

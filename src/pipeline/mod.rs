@@ -51,6 +51,8 @@ pub struct StepFailure {
     /// The provider asked to wait this long (a Retry-After beyond the in-process cap): the
     /// job's retry tier is due no sooner.
     pub retry_after: Option<Duration>,
+    /// What this round billed anyway (a classification, answers that failed validation), USD.
+    pub cost_usd: f64,
 }
 
 /// What a step needs: the config and one provider client per model (same indices).
@@ -295,6 +297,7 @@ impl StepRunner {
                     attempts: 0,
                     variant: e.decision.record.variant.clone(),
                     retry_after: None,
+                    cost_usd: cost,
                 })
             }
         };
@@ -493,6 +496,7 @@ impl StepRunner {
                 attempts,
                 variant: variant_name,
                 retry_after: None,
+                cost_usd: cost,
             });
         }
         if last.is_none() && !saturated.is_empty() {
@@ -507,6 +511,7 @@ impl StepRunner {
                 attempts,
                 variant: variant_name,
                 retry_after: None,
+                cost_usd: cost,
             });
         }
         if last.is_none() && !circuit_open.is_empty() {
@@ -520,6 +525,7 @@ impl StepRunner {
                 attempts,
                 variant: variant_name,
                 retry_after: None,
+                cost_usd: cost,
             });
         }
         match (last, out_of_budget) {
@@ -542,6 +548,7 @@ impl StepRunner {
                 attempts,
                 variant: variant_name.clone(),
                 retry_after,
+                cost_usd: cost,
             }),
             (None, model) => StepOutcome::Failed(StepFailure {
                 class: ErrorClass::PolicyUnsatisfiable,
@@ -554,6 +561,7 @@ impl StepRunner {
                 attempts,
                 variant: variant_name,
                 retry_after: None,
+                cost_usd: cost,
             }),
         }
     }

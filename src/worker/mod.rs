@@ -802,16 +802,28 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
     };
     let key = routing_key(msg, &job);
     // What earlier steps of this job's pipeline billed (absent or unreadable: nothing).
-    let spent_before = headers::get(msg.headers(), headers::JOB_COST)
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .unwrap_or(0.0);
+    let usd_header = |k: &str| {
+        headers::get(msg.headers(), k)
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .unwrap_or(0.0)
+    };
+    let spent_before = usd_header(headers::JOB_COST);
+    // What earlier rounds of this step billed (a retry record carries it).
+    let step_before = if tier.is_some() {
+        usd_header(headers::STEP_COST)
+    } else {
+        0.0
+    };
     let outcome = tokio::select! {
         o = shared.runner.run(step, &job, &key, spent_before) => o,
         _ = cancel.cancelled() => return Ended::Abandoned,
     };
     let failure = match outcome {
-        StepOutcome::Done(result) => {
+        StepOutcome::Done(mut result) => {
+            let round_cost = result.cost_usd;
+            // The result reports the step's cost over every round.
+            result.cost_usd = crate::router::round_usd(step_before + round_cost);
             let key = msg
                 .key()
                 .map_or_else(|| job.id.as_bytes().to_vec(), <[u8]>::to_vec);
@@ -822,7 +834,7 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
                     value: Some(v.as_bytes()),
                 });
             }
-            let job_cost = (spent_before + result.cost_usd).to_string();
+            let job_cost = (spent_before + round_cost).to_string();
             hdrs = hdrs.insert(rdkafka::message::Header {
                 key: headers::JOB_COST,
                 value: Some(job_cost.as_bytes()),
@@ -867,6 +879,7 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
                     last_model: Some(result.model.clone()),
                     attempts: result.attempts,
                     retry_after: None,
+                    cost_usd: result.cost_usd,
                 },
             }
         }
@@ -892,6 +905,8 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
                     history: &history,
                     variant: failure.variant.as_deref(),
                     not_before: failure.retry_after,
+                    job_cost: spent_before + failure.cost_usd,
+                    step_cost: step_before + failure.cost_usd,
                 },
                 started,
                 cancel,
@@ -977,6 +992,10 @@ struct RetryRound<'a> {
     variant: Option<&'a str>,
     /// A provider's Retry-After: the record is due no sooner.
     not_before: Option<Duration>,
+    /// What the job has been billed so far, all steps and rounds.
+    job_cost: f64,
+    /// What this step's rounds have been billed so far.
+    step_cost: f64,
 }
 
 /// Publishes the original record (bytes and key untouched) to retry tier `round.tier` of its
@@ -995,6 +1014,7 @@ async fn retry_later(
     let wait = tier.delay.max(round.not_before.unwrap_or_default());
     let due_ms = crate::util::unix_ms() + wait.as_millis() as u64;
     let count = round.tier as u32 + 1;
+    let (job_cost, step_cost) = (round.job_cost.to_string(), round.step_cost.to_string());
     let hdrs = headers::retry(
         msg.headers(),
         round.job_id,
@@ -1008,7 +1028,15 @@ async fn retry_later(
             history: round.history,
             variant: round.variant,
         },
-    );
+    )
+    .insert(rdkafka::message::Header {
+        key: headers::JOB_COST,
+        value: Some(job_cost.as_bytes()),
+    })
+    .insert(rdkafka::message::Header {
+        key: headers::STEP_COST,
+        value: Some(step_cost.as_bytes()),
+    });
     match publish(shared, topic, msg.key(), msg.payload(), hdrs, cancel).await {
         Ok(()) => {
             telemetry::retry_scheduled(&step.pipeline, &step.name, &tier.name);

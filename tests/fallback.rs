@@ -666,3 +666,123 @@ async fn the_cost_of_every_round_counts() {
         "the same classification each round"
     );
 }
+
+const OUTAGE: &str = r#"
+[kafka]
+bootstrap_servers = "{BOOTSTRAP}"
+group_id = "{GROUP}"
+
+[topics]
+prefix = "{PREFIX}"
+
+[worker]
+metrics_listen = "off"
+provider_attempts = 2
+max_in_flight = 64
+
+[circuit_breaker]
+consecutive_failures = 3
+cooldown_ms = 3000
+
+[models.primary]
+base_url = "{MOCK}"
+[models.backup]
+base_url = "{MOCK}"
+
+[[pipelines.p.steps]]
+name = "s"
+model = "primary"
+fallbacks = ["backup"]
+"#;
+
+/// The primary is down for 30 s while 1,000 jobs stream in: every job is answered (by the
+/// fallback during the outage), the primary is only probed meanwhile, and it serves again once
+/// it is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_30_second_outage_during_1000_jobs() {
+    let mock = mock(MOCK).await;
+    let world = World::new("outage", &mock.base_url(), OUTAGE).await;
+    let _worker = world.worker();
+    let now_ms = || baton::util::unix_ms();
+    let (seconds, per_second) = (45u64, 23usize);
+    let t0 = now_ms();
+    let (mut down_at, mut up_at) = (0, 0);
+    let mut produced_at = std::collections::HashMap::new();
+    let mut n = 0;
+    for sec in 0..seconds {
+        if sec == 5 {
+            mock.set_model(
+                "primary",
+                behavior(r#"{"errors":[{"status":503,"rate":1.0}]}"#),
+            )
+            .unwrap();
+            down_at = now_ms();
+        }
+        if sec == 35 {
+            mock.set_model("primary", behavior("{}")).unwrap();
+            up_at = now_ms();
+        }
+        let batch: Vec<_> = (0..per_second)
+            .map(|_| {
+                let id = format!("o-{n:04}");
+                n += 1;
+                produced_at.insert(id.clone(), now_ms());
+                (Some(id.clone().into_bytes()), job(&id, "hello"))
+            })
+            .collect();
+        produce(&world.input(), batch).await;
+        let next = t0 + (sec + 1) * 1000;
+        tokio::time::sleep(Duration::from_millis(next.saturating_sub(now_ms()))).await;
+    }
+    assert!(n >= 1000);
+    let mut out = Reader::new(&[world.results(), world.dlq()]);
+    assert!(out.read_until(Duration::from_secs(60), |r| distinct(&result_ids(r)) >= n));
+    assert!(
+        out.records.iter().all(|m| m.topic() == world.results()),
+        "nothing dead-lettered"
+    );
+
+    let (mut during, mut during_backup, mut after, mut after_primary) = (0, 0, 0, 0);
+    for m in &out.records {
+        let v = value(m);
+        let at = produced_at[v["id"].as_str().unwrap()];
+        let model = v["model"].as_str().unwrap();
+        if at > down_at + 1000 && at < up_at {
+            during += 1;
+            during_backup += usize::from(model == "backup");
+        } else if at > up_at + 5000 {
+            after += 1;
+            after_primary += usize::from(model == "primary");
+        }
+    }
+    assert_eq!(
+        during, during_backup,
+        "every job during the outage answered by the fallback"
+    );
+    assert!(
+        after > 50 && after_primary * 100 >= after * 95,
+        "{after_primary} of {after} after recovery on the primary"
+    );
+
+    // The primary was probed, not hammered: a few failed calls per cooldown.
+    let failed: Vec<u64> = mock
+        .request_log()
+        .iter()
+        .filter(|r| r.model == "primary" && r.status == 503)
+        .map(|r| r.at_ms)
+        .collect();
+    assert!(
+        failed.len() <= 40,
+        "{} failed calls reached the primary",
+        failed.len()
+    );
+    let late_probes = failed.iter().filter(|&&t| t > down_at + 10_000).count();
+    println!(
+        "outage: {n} jobs; {during} during the outage, all on backup; {after_primary}/{after} after recovery on primary; {} failed calls reached the primary ({late_probes} probes after its first 10 s)",
+        failed.len()
+    );
+    assert!(
+        late_probes >= 3,
+        "the primary kept being probed: {late_probes}"
+    );
+}

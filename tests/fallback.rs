@@ -396,6 +396,14 @@ base_url = "{MOCK}"
 base_url = "{MOCK}"
 sensitivities = ["public", "internal", "confidential", "restricted"]
 
+[models.other]
+base_url = "{MOCK2}"
+
+[[pipelines.sfilter2.steps]]
+name = "s"
+model = "efilter"
+fallbacks = ["ok", "other"]
+content_filter = "other_provider"
 [[pipelines.sreview.steps]]
 name = "s"
 model = "efilter"
@@ -443,18 +451,18 @@ fallbacks = ["ok"]
 #[tokio::test(flavor = "multi_thread")]
 async fn each_error_class_is_retried_failed_over_or_dead_lettered_as_it_should() {
     let mock = mock(CLASSES_MOCK).await;
-    let world = World::new("classes", &mock.base_url(), CLASSES).await;
+    // A second provider endpoint, for the content filter that tries another provider.
+    let other = common::mock("").await;
+    let config = CLASSES.replace("{MOCK2}", &other.base_url());
+    let world = World::new("classes", &mock.base_url(), &config).await;
     let topic = |p: &str| format!("{}{p}.s", world.prefix);
     let _worker = world.worker();
     let text = "please answer this forbidden question";
-    for p in ["s5xx", "s429", "s429long", "s400", "sfilter", "sslow"] {
+    for p in [
+        "s5xx", "s429", "s429long", "s400", "sfilter", "sslow", "sreview", "sfilter2",
+    ] {
         produce(&topic(p), vec![(Some(p.as_bytes().to_vec()), job(p, text))]).await;
     }
-    produce(
-        &topic("sreview"),
-        vec![(Some(b"sreview".to_vec()), job("sreview", text))],
-    )
-    .await;
     let restricted = serde_json::to_vec(&serde_json::json!({
         "id": "srestricted", "input": "patient record", "policy": {"sensitivity": "restricted"}
     }))
@@ -493,7 +501,7 @@ async fn each_error_class_is_retried_failed_over_or_dead_lettered_as_it_should()
     outs.push(world.config.topics.review.clone());
     let mut r = Reader::new(&outs);
     assert!(
-        r.read_until(Duration::from_secs(60), |r| r.len() >= 11),
+        r.read_until(Duration::from_secs(60), |r| r.len() >= 12),
         "{} outputs",
         r.records.len()
     );
@@ -547,8 +555,8 @@ async fn each_error_class_is_retried_failed_over_or_dead_lettered_as_it_should()
     assert_eq!(dead("sfilter"), "content_filter");
     assert_eq!(
         calls("efilter").len(),
-        2,
-        "one call each for sfilter and sreview"
+        3,
+        "one call each for sfilter, sreview and sfilter2"
     );
     // Context overflow: only a model with a larger window is tried next.
     assert_eq!(served_by("sctx"), "big");
@@ -558,6 +566,10 @@ async fn each_error_class_is_retried_failed_over_or_dead_lettered_as_it_should()
     assert_eq!(served_by("s401-1"), "ok");
     assert_eq!(served_by("s401-2"), "ok");
     assert_eq!(calls("e401").len(), 1);
+    // A route can let another provider try what one provider's filter refused (the fallback
+    // on the same endpoint is skipped).
+    assert_eq!(served_by("sfilter2"), "other");
+    assert_eq!(other.request_log().len(), 1);
     // A route can send a class to a person instead of the dead-letter topic.
     let m = by_id("sreview");
     assert_eq!(m.topic(), world.config.topics.review);

@@ -110,6 +110,17 @@ impl Capability {
     }
 }
 
+/// What a provider's content-filter refusal does to a job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContentFilterPolicy {
+    /// Dead-letter it (or escalate it, if the route says so) with the provider's reason.
+    #[default]
+    DeadLetter,
+    /// Try the next candidate served by a different provider endpoint (`base_url`).
+    OtherProvider,
+}
+
 /// How a route orders the candidates that survive the constraints.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -251,6 +262,8 @@ pub struct RouteConfig {
     pub hash_seed: u64,
     /// Error classes escalated to the human-review topic instead of the dead-letter topic.
     pub review: Vec<crate::envelope::ErrorClass>,
+    /// What a content-filter refusal does.
+    pub content_filter: ContentFilterPolicy,
 }
 
 /// A classification rule: every condition present must hold.
@@ -615,14 +628,17 @@ impl Config {
                 if s.route.is_some()
                     && (!s.fallbacks.is_empty()
                         || !s.task_models.is_empty()
-                        || !s.review.is_empty())
+                        || !s.review.is_empty()
+                        || s.content_filter != ContentFilterPolicy::default())
                 {
                     let key = if !s.fallbacks.is_empty() {
                         "fallbacks"
                     } else if !s.task_models.is_empty() {
                         "task_models"
-                    } else {
+                    } else if !s.review.is_empty() {
                         "review"
+                    } else {
+                        "content_filter"
                     };
                     errs.push(err(
                         &format!("{spath}.{key}"),

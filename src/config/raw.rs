@@ -290,6 +290,9 @@ pub struct RawStep {
     /// Error classes that go to the human-review topic (with `model`; a route says it itself).
     #[serde(default)]
     pub review: Vec<crate::envelope::ErrorClass>,
+    /// What a content-filter refusal does (with `model`; a route says it itself).
+    #[serde(default)]
+    pub content_filter: super::ContentFilterPolicy,
     /// System prompt placed before the job's messages.
     pub system_prompt: Option<String>,
     /// Output token cap when the job sets none.
@@ -352,6 +355,9 @@ pub struct RawRoute {
     /// Error classes that go to the human-review topic instead of the dead-letter topic.
     #[serde(default)]
     pub review: Vec<crate::envelope::ErrorClass>,
+    /// What a content-filter refusal does: `dead_letter` (default) or `other_provider`.
+    #[serde(default)]
+    pub content_filter: super::ContentFilterPolicy,
 }
 
 /// `[routes.<name>.classes.<class>]`; every field inherits from the route when absent.

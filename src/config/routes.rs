@@ -384,6 +384,7 @@ fn named_route(
         sensitivities: r.sensitivities.clone(),
         hash_seed: xxhash_rust::xxh3::xxh3_64(name.as_bytes()),
         review: r.review.clone(),
+        content_filter: r.content_filter,
     }
 }
 
@@ -611,5 +612,6 @@ pub(super) fn inline_route(
         sensitivities: Vec::new(),
         hash_seed: xxhash_rust::xxh3::xxh3_64(name.as_bytes()),
         review: s.review.clone(),
+        content_filter: s.content_filter,
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use backoff::backoff::Backoff;
 use serde_json::Value;
 
-use crate::config::{Config, RouteConfig, StepConfig};
+use crate::config::{Config, ContentFilterPolicy, RouteConfig, StepConfig};
 use crate::envelope::{ClassifierCall, ErrorClass, Job, JobResult, Output};
 use crate::fallback::limits::{Grant, ModelLimits};
 use crate::fallback::{Admission, CircuitState, Circuits};
@@ -325,9 +325,13 @@ impl StepRunner {
         // After a context-length refusal only a model with a larger window may help.
         let mut window_exceeded: Option<u32> = None;
         let mut retry_after: Option<Duration> = None;
+        // Provider endpoints whose content filter refused the job (when the route moves on).
+        let mut filtered_by: Vec<&str> = Vec::new();
         'models: for &m in &decision.candidates {
             let model = &self.config.models[m];
-            if window_exceeded.is_some_and(|w| model.context_window <= w) {
+            if window_exceeded.is_some_and(|w| model.context_window <= w)
+                || filtered_by.contains(&model.base_url.as_str())
+            {
                 continue 'models;
             }
             let mut backoff = attempt_backoff();
@@ -441,9 +445,15 @@ impl StepRunner {
                         if matches!(e, ProviderError::Timeout(_)) {
                             self.latency.record(m, elapsed);
                         }
-                        let disposition = e.disposition();
+                        let mut disposition = e.disposition();
                         if let ProviderError::ContextLength(_) = e {
                             window_exceeded = window_exceeded.max(Some(model.context_window));
+                        }
+                        if let ProviderError::ContentFilter(_) = e {
+                            if route.content_filter == ContentFilterPolicy::OtherProvider {
+                                filtered_by.push(model.base_url.as_str());
+                                disposition = Disposition::NextModel;
+                            }
                         }
                         let wait = match (disposition, e.retry_after()) {
                             (Disposition::RetrySameModel, Some(ra))

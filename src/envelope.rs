@@ -134,6 +134,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
 /// The model's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Output {
@@ -230,8 +234,11 @@ pub struct JobResult {
     pub cost_usd: f64,
     /// Wall time of the step, from pick-up to answer, in milliseconds.
     pub latency_ms: u64,
-    /// Provider calls made.
+    /// Provider calls made for this step, over every round.
     pub attempts: u32,
+    /// Rounds the job spent waiting in retry tiers before this answer.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub retries: u32,
     /// The routing decision.
     pub route: RouteDecision,
     /// When the worker picked the job up (RFC 3339).

@@ -165,6 +165,7 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
     let runner = StepRunner::from_config(config.clone())?;
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(crate::worker::run(config.clone(), runner, shutdown.clone()));
+    let outages = simulate_outages(&mock);
 
     let bootstrap = config.kafka.bootstrap_servers.clone();
     let outputs = vec![
@@ -178,6 +179,7 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
     })
     .await
     .map_err(|e| std::io::Error::other(e.to_string()))??;
+    outages.abort();
     shutdown.cancel();
     let stats = worker
         .await
@@ -208,6 +210,50 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
         });
     }
     Ok(report)
+}
+
+/// Provider outages the demo plays, in milliseconds from the first provider call: the premium
+/// model answers 503 for 2 s and the on-premise model for 1 s. Their circuits open; complex and
+/// restricted tickets that find no model up wait in the first retry tier and are answered after
+/// it, once a probe finds the model back.
+pub const OUTAGES: &[(&str, &str, u64, u64)] = &[
+    ("premium", "claude-sonnet", 0, 2000),
+    ("on-prem", "llama-3.1-70b", 0, 1000),
+];
+
+fn simulate_outages(mock: &MockLlm) -> tokio::task::JoinHandle<()> {
+    let state = mock.state().clone();
+    let config = mock.config();
+    tokio::spawn(async move {
+        // The clock starts with the first provider call (the worker needs a moment to join
+        // its group first).
+        while state.request_log().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let started = Instant::now();
+        let mut events: Vec<(u64, &str, bool)> = OUTAGES
+            .iter()
+            .flat_map(|&(_, m, from, to)| [(from, m, true), (to, m, false)])
+            .collect();
+        events.sort();
+        for (at, model, down) in events {
+            let due = started + Duration::from_millis(at);
+            tokio::time::sleep_until(due.into()).await;
+            let mut b = config.behavior_for(model).clone();
+            if down {
+                b.errors = vec![crate::mock_llm::ErrorSpec {
+                    status: 503,
+                    rate: 1.0,
+                }];
+                b.rate_limited = None;
+                b.hang_rate = 0.0;
+                b.malformed_rate = 0.0;
+            }
+            if let Err(e) = state.set_model(model, b) {
+                tracing::warn!(error = %e, "demo outage could not be set");
+            }
+        }
+    })
 }
 
 /// Prefixes every topic name (used against a real cluster, so runs never collide).
@@ -444,6 +490,21 @@ fn print_summary(report: &DemoReport, config: &Config, elapsed: Duration) {
         let list: Vec<String> = classes.iter().map(|(c, n)| format!("{c} {n}")).collect();
         println!("dead letters by class: {}", list.join(", "));
     }
+    let waited = report.results.iter().filter(|r| r.retries > 0).count();
+    for (name, _, from, to) in OUTAGES {
+        println!(
+            "simulated outage: {name} answered 503 from {:.1} s to {:.1} s after the first call",
+            *from as f64 / 1000.0,
+            *to as f64 / 1000.0
+        );
+    }
+    println!(
+        "jobs answered after waiting in a retry tier: {waited} (first tier {})",
+        config
+            .retry_tiers
+            .first()
+            .map_or("none".to_string(), |t| t.name.clone())
+    );
     let retried = report.results.iter().filter(|r| r.attempts > 1).count();
     println!(
         "jobs answered after a retry or fallback: {retried}; wall time {:.1}s",

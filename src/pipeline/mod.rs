@@ -23,6 +23,10 @@ use crate::router::latency::LatencyBook;
 use crate::router::{self, ClassChoice, DecideInput, Prompt};
 use crate::telemetry;
 
+/// How long a job whose every allowed model's circuit is open waits for a half-open model's
+/// probe to decide, before going to a retry tier.
+pub const PROBE_WAIT: Duration = Duration::from_secs(3);
+
 /// The longest Retry-After honoured in process; a longer one ends this model's attempts.
 pub const MAX_IN_PROCESS_RETRY_AFTER: Duration = Duration::from_secs(10);
 
@@ -327,173 +331,215 @@ impl StepRunner {
         let mut retry_after: Option<Duration> = None;
         // Provider endpoints whose content filter refused the job (when the route moves on).
         let mut filtered_by: Vec<&str> = Vec::new();
-        'models: for &m in &decision.candidates {
-            let model = &self.config.models[m];
-            if window_exceeded.is_some_and(|w| model.context_window <= w)
-                || filtered_by.contains(&model.base_url.as_str())
-            {
-                continue 'models;
-            }
-            let mut backoff = attempt_backoff();
-            for attempt in 1..=self.config.worker.provider_attempts {
-                if Instant::now() >= deadline {
-                    deadline_passed = true;
-                    break 'models;
+        let mut waited_for_probe = false;
+        'round: loop {
+            'models: for &m in &decision.candidates {
+                let model = &self.config.models[m];
+                if window_exceeded.is_some_and(|w| model.context_window <= w)
+                    || filtered_by.contains(&model.base_url.as_str())
+                {
+                    continue 'models;
                 }
-                // The cost ceiling holds per call: the answer may not outgrow what is left.
-                let mut request = base_request.clone();
-                let prompt_tokens = prompt.tokens(model.tokenizer);
-                match router::output_cap_within_budget(
-                    model,
-                    prompt_tokens,
-                    max_cost.map(|m| m - spent_before - cost),
-                ) {
-                    Some(cap) if cap < 1 => {
-                        out_of_budget = Some(model.name.clone());
+                let mut backoff = attempt_backoff();
+                for attempt in 1..=self.config.worker.provider_attempts {
+                    if Instant::now() >= deadline {
+                        deadline_passed = true;
+                        break 'models;
+                    }
+                    // The cost ceiling holds per call: the answer may not outgrow what is left.
+                    let mut request = base_request.clone();
+                    let prompt_tokens = prompt.tokens(model.tokenizer);
+                    match router::output_cap_within_budget(
+                        model,
+                        prompt_tokens,
+                        max_cost.map(|m| m - spent_before - cost),
+                    ) {
+                        Some(cap) if cap < 1 => {
+                            out_of_budget = Some(model.name.clone());
+                            continue 'models;
+                        }
+                        Some(cap) => {
+                            request.max_tokens = Some(
+                                request
+                                    .max_tokens
+                                    .map_or(cap, |t| u64::from(t).min(cap))
+                                    .min(u64::from(u32::MAX))
+                                    as u32,
+                            )
+                        }
+                        None => {}
+                    }
+                    let admission = self.circuits.admit(m, Instant::now());
+                    if let Admission::Skip(_) = admission {
+                        telemetry::circuit_skip(&model.name, &step.pipeline, &step.name);
+                        circuit_open.push(model.name.clone());
                         continue 'models;
                     }
-                    Some(cap) => {
-                        request.max_tokens = Some(
+                    let estimate = prompt_tokens
+                        + u64::from(
                             request
                                 .max_tokens
-                                .map_or(cap, |t| u64::from(t).min(cap))
-                                .min(u64::from(u32::MAX)) as u32,
-                        )
-                    }
-                    None => {}
-                }
-                let admission = self.circuits.admit(m, Instant::now());
-                if let Admission::Skip(_) = admission {
-                    telemetry::circuit_skip(&model.name, &step.pipeline, &step.name);
-                    circuit_open.push(model.name.clone());
-                    continue 'models;
-                }
-                let estimate = prompt_tokens
-                    + u64::from(
-                        request
-                            .max_tokens
-                            .unwrap_or(router::DEFAULT_EXPECTED_OUTPUT_TOKENS),
-                    );
-                let Some(grant) = self.capacity(m, estimate, step).await else {
-                    saturated.push(model.name.clone());
-                    continue 'models;
-                };
-                attempts += 1;
-                let call_started = Instant::now();
-                let left = deadline.saturating_duration_since(call_started);
-                let result =
-                    match tokio::time::timeout(left, self.providers[m].complete(&request)).await {
+                                .unwrap_or(router::DEFAULT_EXPECTED_OUTPUT_TOKENS),
+                        );
+                    let Some(grant) = self.capacity(m, estimate, step).await else {
+                        saturated.push(model.name.clone());
+                        continue 'models;
+                    };
+                    attempts += 1;
+                    let call_started = Instant::now();
+                    let left = deadline.saturating_duration_since(call_started);
+                    let result = match tokio::time::timeout(
+                        left,
+                        self.providers[m].complete(&request),
+                    )
+                    .await
+                    {
                         Ok(r) => r,
                         Err(_) => Err(ProviderError::Timeout(left)),
                     };
-                let elapsed = call_started.elapsed();
-                self.record_circuit(m, admission, result.as_ref().err());
-                let used = result.as_ref().map_or(0, |c| c.usage.total_tokens);
-                if let Some(g) = grant {
-                    self.limits[m].settle(g, used);
-                }
-                match result {
-                    Ok(c) => {
-                        self.latency.record(m, elapsed);
-                        let call_cost = model.usage_cost_usd(&c.usage);
-                        cost += call_cost;
-                        let v = variant_name.as_deref();
-                        telemetry::provider_call(
-                            model,
-                            &step.pipeline,
-                            &step.name,
-                            v,
-                            "ok",
-                            elapsed,
-                        );
-                        telemetry::provider_usage(model, &step.pipeline, v, c.usage, call_cost);
-                        let json = parse_json(&c.text);
-                        return StepOutcome::Done(Box::new(JobResult {
-                            id: job.id.clone(),
-                            pipeline: step.pipeline.clone(),
-                            step: step.name.clone(),
-                            tenant: job.tenant.clone(),
-                            conversation_id: job.conversation_id.clone(),
-                            output: Output {
-                                text: c.text,
-                                json,
-                                finish_reason: c.finish_reason,
-                            },
-                            model: model.name.clone(),
-                            provider: model.provider.as_str().to_string(),
-                            variant: variant_name,
-                            usage: c.usage,
-                            cost_usd: router::round_usd(cost),
-                            latency_ms: started.elapsed().as_millis() as u64,
-                            attempts,
-                            route: decision.record,
-                            started_at,
-                            finished_at: crate::util::now_rfc3339(),
-                            metadata: job.metadata.clone(),
-                        }));
+                    let elapsed = call_started.elapsed();
+                    self.record_circuit(m, admission, result.as_ref().err());
+                    let used = result.as_ref().map_or(0, |c| c.usage.total_tokens);
+                    if let Some(g) = grant {
+                        self.limits[m].settle(g, used);
                     }
-                    Err(e) => {
-                        telemetry::provider_call(
-                            model,
-                            &step.pipeline,
-                            &step.name,
-                            variant_name.as_deref(),
-                            e.class().as_str(),
-                            elapsed,
-                        );
-                        // A model that times out is at least that slow.
-                        if matches!(e, ProviderError::Timeout(_)) {
+                    match result {
+                        Ok(c) => {
                             self.latency.record(m, elapsed);
+                            let call_cost = model.usage_cost_usd(&c.usage);
+                            cost += call_cost;
+                            let v = variant_name.as_deref();
+                            telemetry::provider_call(
+                                model,
+                                &step.pipeline,
+                                &step.name,
+                                v,
+                                "ok",
+                                elapsed,
+                            );
+                            telemetry::provider_usage(model, &step.pipeline, v, c.usage, call_cost);
+                            let json = parse_json(&c.text);
+                            return StepOutcome::Done(Box::new(JobResult {
+                                id: job.id.clone(),
+                                pipeline: step.pipeline.clone(),
+                                step: step.name.clone(),
+                                tenant: job.tenant.clone(),
+                                conversation_id: job.conversation_id.clone(),
+                                output: Output {
+                                    text: c.text,
+                                    json,
+                                    finish_reason: c.finish_reason,
+                                },
+                                model: model.name.clone(),
+                                provider: model.provider.as_str().to_string(),
+                                variant: variant_name,
+                                usage: c.usage,
+                                cost_usd: router::round_usd(cost),
+                                latency_ms: started.elapsed().as_millis() as u64,
+                                attempts,
+                                retries: 0,
+                                route: decision.record,
+                                started_at,
+                                finished_at: crate::util::now_rfc3339(),
+                                metadata: job.metadata.clone(),
+                            }));
                         }
-                        let mut disposition = e.disposition();
-                        if let ProviderError::ContextLength(_) = e {
-                            window_exceeded = window_exceeded.max(Some(model.context_window));
-                        }
-                        if let ProviderError::ContentFilter(_) = e {
-                            if route.content_filter == ContentFilterPolicy::OtherProvider {
-                                filtered_by.push(model.base_url.as_str());
-                                disposition = Disposition::NextModel;
+                        Err(e) => {
+                            telemetry::provider_call(
+                                model,
+                                &step.pipeline,
+                                &step.name,
+                                variant_name.as_deref(),
+                                e.class().as_str(),
+                                elapsed,
+                            );
+                            // A model that times out is at least that slow.
+                            if matches!(e, ProviderError::Timeout(_)) {
+                                self.latency.record(m, elapsed);
                             }
-                        }
-                        let wait = match (disposition, e.retry_after()) {
-                            (Disposition::RetrySameModel, Some(ra))
-                                if ra > MAX_IN_PROCESS_RETRY_AFTER =>
-                            {
-                                // Too long to hold a slot: the retry tier waits instead.
-                                retry_after = retry_after.max(Some(ra));
-                                None
+                            let mut disposition = e.disposition();
+                            if let ProviderError::ContextLength(_) = e {
+                                window_exceeded = window_exceeded.max(Some(model.context_window));
                             }
-                            (Disposition::RetrySameModel, ra) => {
-                                let b = backoff.next_backoff().unwrap_or(Duration::from_secs(5));
-                                Some(ra.map_or(b, |ra| ra.max(b)))
-                            }
-                            _ => None,
-                        };
-                        let class = e.class().as_str();
-                        last = Some((m, e));
-                        let last_attempt = attempt == self.config.worker.provider_attempts;
-                        match (disposition, wait) {
-                            (Disposition::DeadLetter, _) => break 'models,
-                            (Disposition::NextModel, _) | (_, None) => {
-                                telemetry::fallback(&model.name, class);
-                                continue 'models;
-                            }
-                            // Out of attempts on this model: the next one needs no wait.
-                            (Disposition::RetrySameModel, Some(_)) if last_attempt => {
-                                telemetry::fallback(&model.name, class);
-                            }
-                            (Disposition::RetrySameModel, Some(w)) => {
-                                if Instant::now() + w >= deadline {
-                                    deadline_passed = true;
-                                    break 'models;
+                            if let ProviderError::ContentFilter(_) = e {
+                                if route.content_filter == ContentFilterPolicy::OtherProvider {
+                                    filtered_by.push(model.base_url.as_str());
+                                    disposition = Disposition::NextModel;
                                 }
-                                telemetry::retry_in_process(&model.name);
-                                tokio::time::sleep(w).await
+                            }
+                            let wait = match (disposition, e.retry_after()) {
+                                (Disposition::RetrySameModel, Some(ra))
+                                    if ra > MAX_IN_PROCESS_RETRY_AFTER =>
+                                {
+                                    // Too long to hold a slot: the retry tier waits instead.
+                                    retry_after = retry_after.max(Some(ra));
+                                    None
+                                }
+                                (Disposition::RetrySameModel, ra) => {
+                                    let b =
+                                        backoff.next_backoff().unwrap_or(Duration::from_secs(5));
+                                    Some(ra.map_or(b, |ra| ra.max(b)))
+                                }
+                                _ => None,
+                            };
+                            let class = e.class().as_str();
+                            last = Some((m, e));
+                            let last_attempt = attempt == self.config.worker.provider_attempts;
+                            match (disposition, wait) {
+                                (Disposition::DeadLetter, _) => break 'models,
+                                (Disposition::NextModel, _) | (_, None) => {
+                                    telemetry::fallback(&model.name, class);
+                                    continue 'models;
+                                }
+                                // Out of attempts on this model: the next one needs no wait.
+                                (Disposition::RetrySameModel, Some(_)) if last_attempt => {
+                                    telemetry::fallback(&model.name, class);
+                                }
+                                (Disposition::RetrySameModel, Some(w)) => {
+                                    if Instant::now() + w >= deadline {
+                                        deadline_passed = true;
+                                        break 'models;
+                                    }
+                                    telemetry::retry_in_process(&model.name);
+                                    tokio::time::sleep(w).await
+                                }
                             }
                         }
                     }
                 }
             }
+            // Every allowed model's circuit was open. If one is half-open (its probe is out, or
+            // due), its verdict is a moment away: wait for it once rather than send the job to a
+            // retry tier just before the model comes back.
+            // Stuck on open circuits: no call was made, or the calls made only said "not this
+            // model" (context too long, bad credentials) and the models left are open.
+            let stuck = !circuit_open.is_empty()
+                && last
+                    .as_ref()
+                    .is_none_or(|(_, e)| e.disposition() == Disposition::NextModel);
+            if stuck && !waited_for_probe && !deadline_passed {
+                let now = Instant::now();
+                let probing: Vec<usize> = decision
+                    .candidates
+                    .iter()
+                    .copied()
+                    .filter(|&m| self.circuits.state(m, now) == CircuitState::HalfOpen)
+                    .collect();
+                if !probing.is_empty() {
+                    waited_for_probe = true;
+                    let until = now + PROBE_WAIT.min(deadline.saturating_duration_since(now));
+                    while Instant::now() < until
+                        && probing.iter().all(|&m| {
+                            self.circuits.state(m, Instant::now()) == CircuitState::HalfOpen
+                        })
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    circuit_open.clear();
+                    continue 'round;
+                }
+            }
+            break;
         }
         if last.is_none() && deadline_passed {
             return StepOutcome::Failed(StepFailure {
@@ -524,11 +570,20 @@ impl StepRunner {
                 cost_usd: cost,
             });
         }
-        if last.is_none() && !circuit_open.is_empty() {
+        let stuck = !circuit_open.is_empty()
+            && last
+                .as_ref()
+                .is_none_or(|(_, e)| e.disposition() == Disposition::NextModel);
+        if stuck {
             return StepOutcome::Failed(StepFailure {
                 class: ErrorClass::ProviderUnavailable,
                 message: format!(
-                    "every allowed model's circuit is open ({})",
+                    "{}the circuits of the remaining allowed models are open ({})",
+                    last.as_ref().map_or(String::new(), |(m, e)| format!(
+                        "{} refused ({}); ",
+                        self.config.models[*m].name,
+                        e.class().as_str()
+                    )),
                     circuit_open.join(", ")
                 ),
                 last_model: circuit_open.last().cloned(),

@@ -822,8 +822,14 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
     let failure = match outcome {
         StepOutcome::Done(mut result) => {
             let round_cost = result.cost_usd;
-            // The result reports the step's cost over every round.
+            // The result reports the step's cost and calls over every round.
             result.cost_usd = crate::router::round_usd(step_before + round_cost);
+            if let Some(t) = tier {
+                result.retries = t as u32 + 1;
+                result.attempts += headers::get(msg.headers(), headers::ATTEMPT)
+                    .and_then(|a| a.parse::<u32>().ok())
+                    .unwrap_or(0);
+            }
             let key = msg
                 .key()
                 .map_or_else(|| job.id.as_bytes().to_vec(), <[u8]>::to_vec);

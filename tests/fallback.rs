@@ -14,18 +14,9 @@ seed = 5
 latency = { fixed_ms = 20 }
 "#;
 
-const CONFIG: &str = r#"
-[kafka]
-bootstrap_servers = "{BOOTSTRAP}"
-group_id = "{GROUP}"
-
-[topics]
-prefix = "{PREFIX}"
-
-[worker]
-metrics_listen = "off"
-provider_attempts = 2
-
+fn config() -> String {
+    config_head("provider_attempts = 2")
+        + r#"
 [circuit_breaker]
 consecutive_failures = 3
 cooldown_ms = 4000
@@ -39,7 +30,8 @@ base_url = "{MOCK}"
 name = "s"
 model = "primary"
 fallbacks = ["backup"]
-"#;
+"#
+}
 
 fn behavior(json: &str) -> ModelBehavior {
     ModelBehavior::from_json_slice(json.as_bytes(), "test").unwrap()
@@ -84,7 +76,7 @@ fn served(reader: &mut Reader, prefix: &str, n: usize) -> (usize, usize) {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_outage_opens_the_circuit_and_a_probe_brings_the_model_back() {
     let mock = mock(MOCK).await;
-    let world = World::new("circuit", &mock.base_url(), CONFIG).await;
+    let world = World::new("circuit", &mock.base_url(), &config()).await;
     let _worker = world.worker();
     let mut results = Reader::new(&[world.results()]);
     let primary_calls = |mock: &baton::mock_llm::MockLlm| {
@@ -128,18 +120,9 @@ async fn an_outage_opens_the_circuit_and_a_probe_brings_the_model_back() {
     assert_eq!((p, b), (100, 0));
 }
 
-const LIMITED: &str = r#"
-[kafka]
-bootstrap_servers = "{BOOTSTRAP}"
-group_id = "{GROUP}"
-
-[topics]
-prefix = "{PREFIX}"
-
-[worker]
-metrics_listen = "off"
-rate_limit_wait_ms = 300
-
+fn limited() -> String {
+    config_head("rate_limit_wait_ms = 300")
+        + r#"
 [models.primary]
 base_url = "{MOCK}"
 rate_limit = { requests_per_minute = 60, concurrency = 8 }
@@ -150,7 +133,8 @@ base_url = "{MOCK}"
 name = "s"
 model = "primary"
 fallbacks = ["backup"]
-"#;
+"#
+}
 
 /// Nobody hammers a provider past its quota: calls beyond a model's requests per minute wait a
 /// bounded time, then go to the next candidate. mock-llm never answers 429 here; the limit is
@@ -158,7 +142,7 @@ fallbacks = ["backup"]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_models_quota_holds_and_overflow_goes_to_the_next_candidate() {
     let mock = mock(MOCK).await;
-    let world = World::new("quota", &mock.base_url(), LIMITED).await;
+    let world = World::new("quota", &mock.base_url(), &limited()).await;
     let _worker = world.worker();
     let mut results = Reader::new(&[world.results()]);
     let started = std::time::Instant::now();
@@ -185,18 +169,9 @@ async fn a_models_quota_holds_and_overflow_goes_to_the_next_candidate() {
     );
 }
 
-const RETRYING: &str = r#"
-[kafka]
-bootstrap_servers = "{BOOTSTRAP}"
-group_id = "{GROUP}"
-
-[topics]
-prefix = "{PREFIX}"
-
-[worker]
-metrics_listen = "off"
-provider_attempts = 1
-
+fn retrying() -> String {
+    config_head("provider_attempts = 1")
+        + r#"
 [retry]
 tiers = ["2s", "3s"]
 
@@ -210,7 +185,8 @@ base_url = "{MOCK}"
 [[pipelines.p.steps]]
 name = "s"
 model = "only"
-"#;
+"#
+}
 
 /// The only model is down: jobs wait in the retry tiers (their partitions paused, no slot
 /// held), none is processed before it is due, and all complete once the model is back.
@@ -222,7 +198,7 @@ async fn jobs_wait_in_retry_tiers_and_complete_after_recovery() {
         behavior(r#"{"errors":[{"status":503,"rate":1.0}]}"#),
     )
     .unwrap();
-    let world = World::new("retry", &mock.base_url(), RETRYING).await;
+    let world = World::new("retry", &mock.base_url(), &retrying()).await;
     let step = &world.config.steps[0];
     let tier0 = step.retry_topics[0].clone();
     let worker = world.worker();
@@ -286,7 +262,7 @@ async fn after_the_last_tier_the_dead_letter_carries_the_history() {
         behavior(r#"{"errors":[{"status":503,"rate":1.0}]}"#),
     )
     .unwrap();
-    let world = World::new("retry-dlq", &mock.base_url(), RETRYING).await;
+    let world = World::new("retry-dlq", &mock.base_url(), &retrying()).await;
     let worker = world.worker();
     produce(&world.input(), wave("x", 3)).await;
     let mut dlq = Reader::new(&[world.dlq()]);
@@ -351,18 +327,9 @@ latency = { fixed_ms = 3000 }
 errors = [{ status = 503, rate = 1.0 }]
 "#;
 
-const CLASSES: &str = r#"
-[kafka]
-bootstrap_servers = "{BOOTSTRAP}"
-group_id = "{GROUP}"
-
-[topics]
-prefix = "{PREFIX}"
-
-[worker]
-metrics_listen = "off"
-provider_attempts = 2
-
+fn classes() -> String {
+    config_head("provider_attempts = 2")
+        + r#"
 [retry]
 tiers = ["2s"]
 
@@ -444,7 +411,8 @@ fallbacks = ["ok"]
 name = "s"
 model = "eslow"
 fallbacks = ["ok"]
-"#;
+"#
+}
 
 /// Each error class gets its own treatment, seen in mock-llm's request log: how many calls
 /// reached each model, how far apart, and how the job ended.
@@ -453,7 +421,7 @@ async fn each_error_class_is_retried_failed_over_or_dead_lettered_as_it_should()
     let mock = mock(CLASSES_MOCK).await;
     // A second provider endpoint, for the content filter that tries another provider.
     let other = common::mock("").await;
-    let config = CLASSES.replace("{MOCK2}", &other.base_url());
+    let config = classes().replace("{MOCK2}", &other.base_url());
     let world = World::new("classes", &mock.base_url(), &config).await;
     let topic = |p: &str| format!("{}{p}.s", world.prefix);
     let _worker = world.worker();
@@ -607,18 +575,9 @@ answer = { classify = { otherwise = "simple" } }
 errors = [{ status = 503, rate = 1.0 }]
 "#;
 
-const ROUNDS: &str = r#"
-[kafka]
-bootstrap_servers = "{BOOTSTRAP}"
-group_id = "{GROUP}"
-
-[topics]
-prefix = "{PREFIX}"
-
-[worker]
-metrics_listen = "off"
-provider_attempts = 1
-
+fn rounds() -> String {
+    config_head("provider_attempts = 1")
+        + r#"
 [retry]
 tiers = ["1s"]
 
@@ -639,13 +598,14 @@ model = "nano"
 [[pipelines.p.steps]]
 name = "s"
 route = "r"
-"#;
+"#
+}
 
 /// Every round bills its classification: the result's cost counts the failed round too.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cost_of_every_round_counts() {
     let mock = mock(ROUNDS_MOCK).await;
-    let world = World::new("rounds", &mock.base_url(), ROUNDS).await;
+    let world = World::new("rounds", &mock.base_url(), &rounds()).await;
     let _worker = world.worker();
     produce(&world.input(), wave("c", 1)).await;
     let tier = world.config.steps[0].retry_topics[0].clone();
@@ -679,19 +639,9 @@ async fn the_cost_of_every_round_counts() {
     );
 }
 
-const OUTAGE: &str = r#"
-[kafka]
-bootstrap_servers = "{BOOTSTRAP}"
-group_id = "{GROUP}"
-
-[topics]
-prefix = "{PREFIX}"
-
-[worker]
-metrics_listen = "off"
-provider_attempts = 2
-max_in_flight = 64
-
+fn outage() -> String {
+    config_head("provider_attempts = 2\nmax_in_flight = 64")
+        + r#"
 [circuit_breaker]
 consecutive_failures = 3
 cooldown_ms = 3000
@@ -705,7 +655,8 @@ base_url = "{MOCK}"
 name = "s"
 model = "primary"
 fallbacks = ["backup"]
-"#;
+"#
+}
 
 /// The primary is down for 30 s while 1,000 jobs stream in: every job is answered (by the
 /// fallback during the outage), the primary is only probed meanwhile, and it serves again once
@@ -713,7 +664,7 @@ fallbacks = ["backup"]
 #[tokio::test(flavor = "multi_thread")]
 async fn a_30_second_outage_during_1000_jobs() {
     let mock = mock(MOCK).await;
-    let world = World::new("outage", &mock.base_url(), OUTAGE).await;
+    let world = World::new("outage", &mock.base_url(), &outage()).await;
     let _worker = world.worker();
     let now_ms = || baton::util::unix_ms();
     let (seconds, per_second) = (45u64, 23usize);

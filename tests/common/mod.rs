@@ -318,3 +318,22 @@ model = "m"
 "#
     )
 }
+
+/// The `[kafka]`, `[topics]` and `[worker]` head of a test config (with the placeholders
+/// [`World::new`] fills in; metrics off), plus `worker` lines.
+pub fn config_head(worker: &str) -> String {
+    format!(
+        r#"
+[kafka]
+bootstrap_servers = "{{BOOTSTRAP}}"
+group_id = "{{GROUP}}"
+
+[topics]
+prefix = "{{PREFIX}}"
+
+[worker]
+metrics_listen = "off"
+{worker}
+"#
+    )
+}

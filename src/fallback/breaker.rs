@@ -94,11 +94,34 @@ enum Phase {
     HalfOpen { probe_since: Instant },
 }
 
+/// Calls and failures in one slice of the failure-rate window.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    start: Instant,
+    calls: u32,
+    failures: u32,
+}
+
+/// Slices per window: the failure rate is kept per slice, so recording a call costs the same
+/// at ten calls a second as at ten thousand.
+const BUCKETS: u32 = 32;
+
 #[derive(Debug)]
 struct Inner {
     phase: Phase,
     consecutive: u32,
-    recent: VecDeque<(Instant, bool)>,
+    recent: VecDeque<Bucket>,
+    calls: u32,
+    failures: u32,
+}
+
+impl Inner {
+    fn clear_window(&mut self) {
+        self.recent.clear();
+        self.calls = 0;
+        self.failures = 0;
+        self.consecutive = 0;
+    }
 }
 
 /// One model's circuit.
@@ -117,6 +140,8 @@ impl Breaker {
                 phase: Phase::Closed,
                 consecutive: 0,
                 recent: VecDeque::new(),
+                calls: 0,
+                failures: 0,
             }),
         }
     }
@@ -162,8 +187,7 @@ impl Breaker {
                 // A call admitted before the circuit opened: the probe decides, not it.
                 return None;
             }
-            s.recent.clear();
-            s.consecutive = 0;
+            s.clear_window();
             s.phase = if failed {
                 Phase::Open {
                     until: now + self.settings.cooldown,
@@ -181,25 +205,36 @@ impl Breaker {
             // Late results of calls admitted while closed change nothing.
             return None;
         }
-        s.recent.push_back((now, failed));
-        while s
-            .recent
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > self.settings.window)
-        {
+        let slice = self.settings.window / BUCKETS;
+        match s.recent.back_mut() {
+            Some(b) if now.saturating_duration_since(b.start) < slice => {
+                b.calls += 1;
+                b.failures += u32::from(failed);
+            }
+            _ => s.recent.push_back(Bucket {
+                start: now,
+                calls: 1,
+                failures: u32::from(failed),
+            }),
+        }
+        s.calls += 1;
+        s.failures += u32::from(failed);
+        while let Some(b) = s.recent.front().copied() {
+            if now.saturating_duration_since(b.start) <= self.settings.window {
+                break;
+            }
             s.recent.pop_front();
+            s.calls -= b.calls;
+            s.failures -= b.failures;
         }
         s.consecutive = if failed { s.consecutive + 1 } else { 0 };
-        let calls = s.recent.len() as u32;
-        let failures = s.recent.iter().filter(|(_, f)| *f).count() as f64;
-        let rate_trips = calls >= self.settings.min_calls
-            && failures / f64::from(calls) >= self.settings.failure_rate;
+        let rate_trips = s.calls >= self.settings.min_calls
+            && f64::from(s.failures) / f64::from(s.calls) >= self.settings.failure_rate;
         if failed && (s.consecutive >= self.settings.consecutive_failures || rate_trips) {
             s.phase = Phase::Open {
                 until: now + self.settings.cooldown,
             };
-            s.recent.clear();
-            s.consecutive = 0;
+            s.clear_window();
             return Some(CircuitState::Open);
         }
         None
@@ -211,8 +246,7 @@ impl Breaker {
         s.phase = Phase::Open {
             until: now + duration,
         };
-        s.recent.clear();
-        s.consecutive = 0;
+        s.clear_window();
         CircuitState::Open
     }
 

@@ -14,6 +14,25 @@ seed = 5
 latency = { fixed_ms = 20 }
 "#;
 
+/// Models `primary` (with `primary_extra` lines) and `backup` on the mock, and one pipeline
+/// `p` whose step `s` tries the primary, then the backup.
+fn primary_with_backup(primary_extra: &str) -> String {
+    format!(
+        r#"
+[models.primary]
+base_url = "{{MOCK}}"
+{primary_extra}
+[models.backup]
+base_url = "{{MOCK}}"
+
+[[pipelines.p.steps]]
+name = "s"
+model = "primary"
+fallbacks = ["backup"]
+"#
+    )
+}
+
 fn config() -> String {
     config_head("provider_attempts = 2")
         + r#"
@@ -21,16 +40,7 @@ fn config() -> String {
 consecutive_failures = 3
 cooldown_ms = 4000
 
-[models.primary]
-base_url = "{MOCK}"
-[models.backup]
-base_url = "{MOCK}"
-
-[[pipelines.p.steps]]
-name = "s"
-model = "primary"
-fallbacks = ["backup"]
-"#
+"# + &primary_with_backup("")
 }
 
 fn behavior(json: &str) -> ModelBehavior {
@@ -122,18 +132,7 @@ async fn an_outage_opens_the_circuit_and_a_probe_brings_the_model_back() {
 
 fn limited() -> String {
     config_head("rate_limit_wait_ms = 300")
-        + r#"
-[models.primary]
-base_url = "{MOCK}"
-rate_limit = { requests_per_minute = 60, concurrency = 8 }
-[models.backup]
-base_url = "{MOCK}"
-
-[[pipelines.p.steps]]
-name = "s"
-model = "primary"
-fallbacks = ["backup"]
-"#
+        + &primary_with_backup("rate_limit = { requests_per_minute = 60, concurrency = 8 }")
 }
 
 /// Nobody hammers a provider past its quota: calls beyond a model's requests per minute wait a
@@ -646,16 +645,7 @@ fn outage() -> String {
 consecutive_failures = 3
 cooldown_ms = 3000
 
-[models.primary]
-base_url = "{MOCK}"
-[models.backup]
-base_url = "{MOCK}"
-
-[[pipelines.p.steps]]
-name = "s"
-model = "primary"
-fallbacks = ["backup"]
-"#
+"# + &primary_with_backup("")
 }
 
 /// The primary is down for 30 s while 1,000 jobs stream in: every job is answered (by the

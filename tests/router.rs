@@ -24,18 +24,9 @@ output_tokens = [20, 60]
 output_tokens = [60, 120]
 "#;
 
-const CONFIG: &str = r#"
-[kafka]
-bootstrap_servers = "{BOOTSTRAP}"
-group_id = "{GROUP}"
-
-[topics]
-prefix = "{PREFIX}"
-
-[worker]
-max_in_flight = 256
-metrics_listen = "off"
-
+fn config() -> String {
+    config_head("max_in_flight = 256")
+        + r#"
 [models.triage]
 model = "nano"
 base_url = "{MOCK}"
@@ -82,7 +73,8 @@ classes.simple.models = ["premium", "cheap"]
 name = "answer"
 route = "triage"
 system_prompt = "Answer the ticket."
-"#;
+"#
+}
 
 const TICKETS: &[(&str, &str, &str)] = &[
     // text, expected class, what decides it
@@ -113,7 +105,7 @@ const TICKETS: &[(&str, &str, &str)] = &[
 #[tokio::test(flavor = "multi_thread")]
 async fn support_triage_splits_by_the_rules_and_bills_mock_usage_times_prices() {
     let mock = mock(MOCK).await;
-    let world = World::new("triage", &mock.base_url(), CONFIG).await;
+    let world = World::new("triage", &mock.base_url(), &config()).await;
     let route = &world.config.routes[world.config.steps[0].route];
 
     let n = 240;
@@ -230,17 +222,9 @@ latency = { fixed_ms = 10 }
 output_tokens = [100, 100]
 "#;
 
-const BUDGET_CONFIG: &str = r#"
-[kafka]
-bootstrap_servers = "{BOOTSTRAP}"
-group_id = "{GROUP}"
-
-[topics]
-prefix = "{PREFIX}"
-
-[worker]
-metrics_listen = "off"
-
+fn budget_config() -> String {
+    config_head("")
+        + r#"
 [models.m]
 base_url = "{MOCK}"
 price_input_per_mtok = 0.0
@@ -255,14 +239,15 @@ max_tokens = 100
 name = "polish"
 model = "m"
 max_tokens = 100
-"#;
+"#
+}
 
 /// A job's cost ceiling covers its whole pipeline: what the first step billed travels with the
 /// job, and the second step refuses to exceed the rest.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cost_ceiling_holds_across_the_steps_of_a_pipeline() {
     let mock = mock(BUDGET_MOCK).await;
-    let world = World::new("budget", &mock.base_url(), BUDGET_CONFIG).await;
+    let world = World::new("budget", &mock.base_url(), &budget_config()).await;
     let draft = world.config.steps[0].topic.clone();
     let polish = world.config.steps[1].topic.clone();
     // Each call bills 100 output tokens at $1,000 per million: $0.10.

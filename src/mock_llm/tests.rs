@@ -31,6 +31,18 @@ fn admin(mock: &MockLlm, path: &str) -> String {
     format!("http://{}{path}", mock.local_addr())
 }
 
+/// `GET /mock/config` as JSON.
+async fn get_config(client: &Client, mock: &MockLlm) -> Value {
+    client
+        .get(admin(mock, "/mock/config"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn normal_answer_with_usage() {
     let mock = start("").await;
@@ -208,14 +220,7 @@ async fn put_model_changes_behaviour_at_runtime() {
         post(&client, &mock, &chat("flaky", "hi")).await.status(),
         StatusCode::SERVICE_UNAVAILABLE
     );
-    let config: Value = client
-        .get(admin(&mock, "/mock/config"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let config = get_config(&client, &mock).await;
     assert_eq!(config["models"]["flaky"]["errors"][0]["status"], 503);
 
     // Invalid behaviour: 400 naming the key; the old behaviour stays.
@@ -563,14 +568,7 @@ async fn classifier_round_trips_through_admin_endpoints() {
     assert_eq!(resp.status(), StatusCode::OK);
     let echoed: Value = resp.json().await.unwrap();
     assert_eq!(echoed["answer"], behavior["answer"]);
-    let config: Value = client
-        .get(admin(&mock, "/mock/config"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let config = get_config(&client, &mock).await;
     let got = &config["models"]["gpt-4.1-nano"];
     assert_eq!(got["answer"], behavior["answer"]);
     // What GET returns can be PUT back unchanged.

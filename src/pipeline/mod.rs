@@ -30,6 +30,19 @@ pub const PROBE_WAIT: Duration = Duration::from_secs(3);
 /// The longest Retry-After honoured in process; a longer one ends this model's attempts.
 pub const MAX_IN_PROCESS_RETRY_AFTER: Duration = Duration::from_secs(10);
 
+/// How a guarded call went.
+enum Guarded {
+    /// The model's circuit is open: not called.
+    CircuitOpen,
+    /// No rate-limit capacity came in time: not called.
+    NoCapacity,
+    /// Called: the result and how long it took.
+    Called(
+        Result<crate::providers::Completion, ProviderError>,
+        Duration,
+    ),
+}
+
 /// How a step ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepOutcome {
@@ -78,8 +91,12 @@ impl StepRunner {
             "one provider per model"
         );
         // Load the tokenizers now rather than on the first job (tens of milliseconds each).
-        let mut kinds: Vec<_> = config.models.iter().map(|m| m.tokenizer).collect();
-        kinds.dedup();
+        let mut kinds = Vec::new();
+        for m in &config.models {
+            if !kinds.contains(&m.tokenizer) {
+                kinds.push(m.tokenizer);
+            }
+        }
         for k in kinds {
             router::tokens::count_text(k, "warm up");
         }
@@ -150,36 +167,25 @@ impl StepRunner {
             return (ClassChoice::Default("no rule matched".into()), None, 0.0);
         };
         let model = &self.config.models[c.model];
-        let (m, request) = match gated {
+        let (m, request, prompt_tokens) = match gated {
             Ok(r) => r,
             Err(why) => {
                 let (choice, call) = router::classifier_skipped(&model.name, why);
                 return (choice, Some(call), 0.0);
             }
         };
-        let admission = self.circuits.admit(m, Instant::now());
-        if let Admission::Skip(_) = admission {
-            telemetry::circuit_skip(&model.name, &step.pipeline, &step.name);
-            let why = format!("{}'s circuit is open", model.name);
-            let (choice, call) = router::classifier_skipped(&model.name, why);
-            return (choice, Some(call), 0.0);
-        }
-        let tokens = u64::from(request.max_tokens.unwrap_or(0))
-            + router::tokens::count_chat(model.tokenizer, &request.messages[..1])
-            + prompt.own_tokens(model.tokenizer);
-        let Some(grant) = self.capacity(m, tokens, step).await else {
-            let why = format!("no rate-limit capacity on {}", model.name);
-            let (choice, call) = router::classifier_skipped(&model.name, why);
-            return (choice, Some(call), 0.0);
+        let tokens = prompt_tokens + u64::from(request.max_tokens.unwrap_or(0));
+        let (result, elapsed) = match self.guarded_call(m, &request, tokens, None, step).await {
+            Guarded::Called(result, elapsed) => (result, elapsed),
+            skipped => {
+                let why = match skipped {
+                    Guarded::CircuitOpen => format!("{}'s circuit is open", model.name),
+                    _ => format!("no rate-limit capacity on {}", model.name),
+                };
+                let (choice, call) = router::classifier_skipped(&model.name, why);
+                return (choice, Some(call), 0.0);
+            }
         };
-        let started = Instant::now();
-        let result = self.providers[m].complete(&request).await;
-        let elapsed = started.elapsed();
-        self.record_circuit(m, admission, result.as_ref().err());
-        if let Some(g) = grant {
-            let used = result.as_ref().map_or(0, |c| c.usage.total_tokens);
-            self.limits[m].settle(g, used);
-        }
         let outcome = result
             .as_ref()
             .map_or_else(|e| e.class().as_str(), |_| "ok");
@@ -203,6 +209,42 @@ impl StepRunner {
                 (ClassChoice::Default(why), Some(call), 0.0)
             }
         }
+    }
+
+    /// One call to model `m` behind its circuit and its rate limit: admitted by the circuit,
+    /// given capacity for `tokens`, bounded by `limit` when given; the circuit and the limit then
+    /// learn how it went.
+    async fn guarded_call(
+        &self,
+        m: usize,
+        request: &ChatRequest,
+        tokens: u64,
+        limit: Option<Duration>,
+        step: &StepConfig,
+    ) -> Guarded {
+        let admission = self.circuits.admit(m, Instant::now());
+        if let Admission::Skip(_) = admission {
+            telemetry::circuit_skip(&self.config.models[m].name, &step.pipeline, &step.name);
+            return Guarded::CircuitOpen;
+        }
+        let Some(grant) = self.capacity(m, tokens, step).await else {
+            return Guarded::NoCapacity;
+        };
+        let started = Instant::now();
+        let call = self.providers[m].complete(request);
+        let result = match limit {
+            None => call.await,
+            Some(left) => tokio::time::timeout(left, call)
+                .await
+                .unwrap_or(Err(ProviderError::Timeout(left))),
+        };
+        let elapsed = started.elapsed();
+        self.record_circuit(m, admission, result.as_ref().err());
+        if let Some(g) = grant {
+            let used = result.as_ref().map_or(0, |c| c.usage.total_tokens);
+            self.limits[m].settle(g, used);
+        }
+        Guarded::Called(result, elapsed)
     }
 
     /// Waits for model `m`'s rate-limit capacity: `Some(None)` when it has no limits,
@@ -315,10 +357,7 @@ impl StepRunner {
             );
         }
         let max_cost = job.policy.as_ref().and_then(|p| p.max_cost_usd);
-        let base_request = ChatRequest {
-            messages: prompt.messages.clone(),
-            ..build_request(step, job)
-        };
+        let base_request = &prompt.request;
         let mut attempts = 0u32;
         let mut last: Option<(usize, ProviderError)> = None;
         let mut out_of_budget = None;
@@ -332,6 +371,7 @@ impl StepRunner {
         // Provider endpoints whose content filter refused the job (when the route moves on).
         let mut filtered_by: Vec<&str> = Vec::new();
         let mut waited_for_probe = false;
+        let mut stuck;
         'round: loop {
             'models: for &m in &decision.candidates {
                 let model = &self.config.models[m];
@@ -369,40 +409,28 @@ impl StepRunner {
                         }
                         None => {}
                     }
-                    let admission = self.circuits.admit(m, Instant::now());
-                    if let Admission::Skip(_) = admission {
-                        telemetry::circuit_skip(&model.name, &step.pipeline, &step.name);
-                        circuit_open.push(model.name.clone());
-                        continue 'models;
-                    }
                     let estimate = prompt_tokens
                         + u64::from(
                             request
                                 .max_tokens
                                 .unwrap_or(router::DEFAULT_EXPECTED_OUTPUT_TOKENS),
                         );
-                    let Some(grant) = self.capacity(m, estimate, step).await else {
-                        saturated.push(model.name.clone());
-                        continue 'models;
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let (result, elapsed) = match self
+                        .guarded_call(m, &request, estimate, Some(left), step)
+                        .await
+                    {
+                        Guarded::Called(result, elapsed) => (result, elapsed),
+                        Guarded::CircuitOpen => {
+                            circuit_open.push(model.name.clone());
+                            continue 'models;
+                        }
+                        Guarded::NoCapacity => {
+                            saturated.push(model.name.clone());
+                            continue 'models;
+                        }
                     };
                     attempts += 1;
-                    let call_started = Instant::now();
-                    let left = deadline.saturating_duration_since(call_started);
-                    let result = match tokio::time::timeout(
-                        left,
-                        self.providers[m].complete(&request),
-                    )
-                    .await
-                    {
-                        Ok(r) => r,
-                        Err(_) => Err(ProviderError::Timeout(left)),
-                    };
-                    let elapsed = call_started.elapsed();
-                    self.record_circuit(m, admission, result.as_ref().err());
-                    let used = result.as_ref().map_or(0, |c| c.usage.total_tokens);
-                    if let Some(g) = grant {
-                        self.limits[m].settle(g, used);
-                    }
                     match result {
                         Ok(c) => {
                             self.latency.record(m, elapsed);
@@ -513,7 +541,7 @@ impl StepRunner {
             // retry tier just before the model comes back.
             // Stuck on open circuits: no call was made, or the calls made only said "not this
             // model" (context too long, bad credentials) and the models left are open.
-            let stuck = !circuit_open.is_empty()
+            stuck = !circuit_open.is_empty()
                 && last
                     .as_ref()
                     .is_none_or(|(_, e)| e.disposition() == Disposition::NextModel);
@@ -570,10 +598,6 @@ impl StepRunner {
                 cost_usd: cost,
             });
         }
-        let stuck = !circuit_open.is_empty()
-            && last
-                .as_ref()
-                .is_none_or(|(_, e)| e.disposition() == Disposition::NextModel);
         if stuck {
             return StepOutcome::Failed(StepFailure {
                 class: ErrorClass::ProviderUnavailable,

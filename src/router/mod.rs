@@ -79,13 +79,13 @@ pub fn job_capabilities(job: &Job) -> Vec<Capability> {
 /// The job's prompt as the provider will see it, with token counts computed once per tokenizer.
 #[derive(Debug)]
 pub struct Prompt {
-    /// The step's system prompt, then the job's messages.
-    pub messages: Vec<ChatMessage>,
+    /// The step's request: the step's system prompt, then the job's messages, and the job's
+    /// (or step's) parameters.
+    pub request: ChatRequest,
     /// The job's own text (its messages, without the step's system prompt), for rules.
     pub content: String,
-    /// Output tokens the request caps the answer at, if it does.
-    pub max_output_tokens: Option<u32>,
-    /// How many of `messages` come before the job's own (the step's system prompt).
+    /// How many of the request's messages come before the job's own (the step's system
+    /// prompt).
     lead: usize,
     /// Per tokenizer: tokens of the job's own messages, framing included (the part of the count
     /// the answer and the classification calls share, so a long prompt is tokenized once).
@@ -111,9 +111,8 @@ impl Prompt {
                 .join("\n"),
         };
         Prompt {
-            messages: request.messages,
+            request,
             content,
-            max_output_tokens: request.max_tokens,
             lead,
             own_o200k: OnceLock::new(),
             own_cl100k: OnceLock::new(),
@@ -130,7 +129,7 @@ impl Prompt {
             TokenizerKind::Cl100kBase => &self.own_cl100k,
         };
         *cell.get_or_init(|| {
-            tokens::count_chat(kind, &self.messages[self.lead..]) - tokens::REPLY_PRIMING
+            tokens::count_chat(kind, &self.request.messages[self.lead..]) - tokens::REPLY_PRIMING
         })
     }
 
@@ -141,8 +140,8 @@ impl Prompt {
             TokenizerKind::Cl100kBase => &self.all_cl100k,
         };
         *cell.get_or_init(|| {
-            let lead =
-                tokens::count_chat(kind, &self.messages[..self.lead]) - tokens::REPLY_PRIMING;
+            let lead = tokens::count_chat(kind, &self.request.messages[..self.lead])
+                - tokens::REPLY_PRIMING;
             lead + self.own_tokens(kind) + tokens::REPLY_PRIMING
         })
     }
@@ -287,14 +286,15 @@ pub fn classifier_request(route: &RouteConfig, job: &Job) -> Option<(usize, Chat
 /// The classifier call a job may be given: `None` when the route has no classifier,
 /// `Some(Err(why))` when the job's constraints rule it out (the classifier sees the job's data,
 /// so sensitivity, residency, its context window and the cost ceiling bind it like any model),
-/// else the model and the request, its output capped to what the budget leaves.
+/// else the model, the request (its output capped to what the budget leaves) and its prompt
+/// tokens.
 pub fn gated_classifier_request(
     config: &Config,
     route: &RouteConfig,
     job: &Job,
     prompt: &Prompt,
     spent_usd: f64,
-) -> Option<Result<(usize, ChatRequest), String>> {
+) -> Option<Result<(usize, ChatRequest, u64), String>> {
     let (m, mut request) = classifier_request(route, job)?;
     let model = &config.models[m];
     if let Some(reason) = forbidden_reason(model, job) {
@@ -319,9 +319,9 @@ pub fn gated_classifier_request(
         Some(cap) if cap < 1 => Some(Err("max_cost_usd leaves no budget for it".into())),
         Some(cap) => {
             request.max_tokens = Some(out.min(cap) as u32);
-            Some(Ok((m, request)))
+            Some(Ok((m, request, tokens)))
         }
-        None => Some(Ok((m, request))),
+        None => Some(Ok((m, request, tokens))),
     }
 }
 
@@ -491,7 +491,7 @@ pub fn decide(
             .into_iter()
             .filter(|c| !cc.requires.contains(c)),
     );
-    let max_out = input.prompt.max_output_tokens;
+    let max_out = input.prompt.request.max_tokens;
     let expected_out = u64::from(
         cc.expected_output_tokens
             .unwrap_or(max_out.unwrap_or(DEFAULT_EXPECTED_OUTPUT_TOKENS))

@@ -809,11 +809,15 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
             .unwrap_or(0.0)
     };
     let spent_before = usd_header(headers::JOB_COST);
-    // What earlier rounds of this step billed (a retry record carries it).
-    let step_before = if tier.is_some() {
-        usd_header(headers::STEP_COST)
+    // What earlier rounds of this step billed and called (a retry record carries both; the
+    // `baton-attempt` of a job forwarded from an earlier step is that step's, not this one's).
+    let (step_before, attempts_before) = if tier.is_some() {
+        let attempts = headers::get(msg.headers(), headers::ATTEMPT)
+            .and_then(|a| a.parse::<u32>().ok())
+            .unwrap_or(0);
+        (usd_header(headers::STEP_COST), attempts)
     } else {
-        0.0
+        (0.0, 0)
     };
     let outcome = tokio::select! {
         o = shared.runner.run(step, &job, &key, spent_before) => o,
@@ -826,9 +830,7 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
             result.cost_usd = crate::router::round_usd(step_before + round_cost);
             if let Some(t) = tier {
                 result.retries = t as u32 + 1;
-                result.attempts += headers::get(msg.headers(), headers::ATTEMPT)
-                    .and_then(|a| a.parse::<u32>().ok())
-                    .unwrap_or(0);
+                result.attempts += attempts_before;
             }
             let key = msg
                 .key()
@@ -891,9 +893,6 @@ async fn process(shared: &Shared, msg: &OwnedMessage, cancel: &CancellationToken
         }
         StepOutcome::Failed(f) => f,
     };
-    let attempts_before = headers::get(msg.headers(), headers::ATTEMPT)
-        .and_then(|a| a.parse::<u32>().ok())
-        .unwrap_or(0);
     let history = retry_history(msg, tier, step, &failure);
     if failure.class.retry_later() {
         let next = tier.map_or(0, |t| t + 1);

@@ -8,7 +8,8 @@
 use std::time::Instant;
 
 use baton::config::{Config, TokenizerKind};
-use baton::router::{decide_offline, tokens};
+use baton::context::tokens;
+use baton::router::decide_offline;
 
 const PARAGRAPH: &str = "Hello team, since the update on Tuesday our mobile app keeps logging \
 users out every few minutes. We have checked the session settings on our side, cleared caches, \

@@ -1,13 +1,15 @@
 //! The typed messages baton reads and writes: the job envelope, the result envelope, and the
 //! decoding of a raw Kafka record into a job (with the error class of every way it can fail).
 //!
+//! Usage and error classes are the config's shared vocabulary ([`crate::config::vocab`]).
+//!
 //! Decoding is pure: bytes in, a [`Job`] or a [`DecodeError`] out. The JSON Schema of the job
 //! envelope lives in `topics/schemas/job.schema.json`; these structs are its Rust form.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::Sensitivity;
+use crate::config::{ErrorClass, Role, Sensitivity, Usage};
 
 /// A job as a producer publishes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,8 +51,8 @@ pub struct Job {
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
-    /// `system`, `user`, `assistant` or `tool`.
-    pub role: String,
+    /// Who wrote it.
+    pub role: Role,
     /// The text.
     pub content: String,
 }
@@ -108,30 +110,12 @@ impl Job {
         match (&self.messages, &self.input) {
             (Some(m), _) => m.clone(),
             (None, Some(text)) => vec![ChatMessage {
-                role: "user".into(),
+                role: Role::User,
                 content: text.clone(),
             }],
             (None, None) => Vec::new(),
         }
     }
-}
-
-/// Token usage of one call, or of a job.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    /// Prompt tokens.
-    pub input_tokens: u64,
-    /// Completion tokens.
-    pub output_tokens: u64,
-    /// Their sum.
-    pub total_tokens: u64,
-    /// Input tokens the provider served from its prompt cache (billed at the cached price).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub cached_input_tokens: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 fn is_zero_u32(n: &u32) -> bool {
@@ -250,89 +234,6 @@ pub struct JobResult {
     pub metadata: Option<Value>,
 }
 
-/// The closed set of reasons a record is dead-lettered (the `baton-error-class` header).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorClass {
-    /// The record value is larger than `worker.max_payload_bytes`.
-    PayloadTooLarge,
-    /// The record has no value at all.
-    EmptyPayload,
-    /// The value is not UTF-8.
-    InvalidUtf8,
-    /// The value is not JSON.
-    InvalidJson,
-    /// JSON, but not a job envelope (missing or non-string `id`, wrong field types...).
-    InvalidEnvelope,
-    /// The job names a pipeline that is not configured (or not this topic's).
-    UnknownPipeline,
-    /// No allowed model satisfies the job's policy.
-    PolicyUnsatisfiable,
-    /// The provider timed out on every attempt.
-    ProviderTimeout,
-    /// The provider could not be reached.
-    ProviderUnavailable,
-    /// The provider answered 5xx on every attempt.
-    ProviderError,
-    /// The provider kept answering 429.
-    RateLimited,
-    /// The provider refused the credentials (401/403).
-    AuthFailed,
-    /// The prompt does not fit the model's context window.
-    ContextLengthExceeded,
-    /// The provider's content filter refused the job.
-    ContentFilter,
-    /// The provider rejected the request (other 4xx).
-    BadRequest,
-    /// The provider's answer was malformed or empty.
-    InvalidOutput,
-    /// The broker refused the output for good (e.g. larger than the topic allows).
-    OutputRejected,
-    /// baton failed while processing the record (a bug); the record is kept as it came.
-    InternalError,
-}
-
-impl ErrorClass {
-    /// Whether a job that failed this way may succeed later, so it goes to a delayed retry
-    /// tier rather than straight to the dead-letter topic: the provider side was down, slow,
-    /// saturated or garbled. Everything else (bad input, policy, a request the provider
-    /// refuses on its merits, bad credentials) needs a person.
-    pub fn retry_later(self) -> bool {
-        matches!(
-            self,
-            ErrorClass::ProviderTimeout
-                | ErrorClass::ProviderUnavailable
-                | ErrorClass::ProviderError
-                | ErrorClass::RateLimited
-                | ErrorClass::InvalidOutput
-        )
-    }
-
-    /// The snake_case name used in headers and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::PayloadTooLarge => "payload_too_large",
-            ErrorClass::EmptyPayload => "empty_payload",
-            ErrorClass::InvalidUtf8 => "invalid_utf8",
-            ErrorClass::InvalidJson => "invalid_json",
-            ErrorClass::InvalidEnvelope => "invalid_envelope",
-            ErrorClass::UnknownPipeline => "unknown_pipeline",
-            ErrorClass::PolicyUnsatisfiable => "policy_unsatisfiable",
-            ErrorClass::ProviderTimeout => "provider_timeout",
-            ErrorClass::ProviderUnavailable => "provider_unavailable",
-            ErrorClass::ProviderError => "provider_error",
-            ErrorClass::RateLimited => "rate_limited",
-            ErrorClass::AuthFailed => "auth_failed",
-            ErrorClass::ContextLengthExceeded => "context_length_exceeded",
-            ErrorClass::ContentFilter => "content_filter",
-            ErrorClass::BadRequest => "bad_request",
-            ErrorClass::InvalidOutput => "invalid_output",
-            ErrorClass::OutputRejected => "output_rejected",
-            ErrorClass::InternalError => "internal_error",
-        }
-    }
-}
-
 /// Why a record could not be decoded into a job. Every variant dead-letters the record.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DecodeError {
@@ -436,18 +337,6 @@ pub fn decode_job(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_provider_side_failures_are_retried_later() {
-        assert!(ErrorClass::ProviderTimeout.retry_later());
-        assert!(ErrorClass::RateLimited.retry_later());
-        assert!(ErrorClass::ProviderUnavailable.retry_later());
-        assert!(!ErrorClass::ContentFilter.retry_later());
-        assert!(!ErrorClass::BadRequest.retry_later());
-        assert!(!ErrorClass::PolicyUnsatisfiable.retry_later());
-        assert!(!ErrorClass::InvalidJson.retry_later());
-        assert!(!ErrorClass::AuthFailed.retry_later());
-    }
 
     fn decode(bytes: &[u8]) -> Result<Job, DecodeError> {
         decode_job(

@@ -5,29 +5,30 @@
 //! failures end as dead letters with an error class. Nothing consumed is lost: offsets are
 //! stored only behind acknowledged output.
 //!
-//! Module map:
-//! - [`config`]: the TOML config, read in two phases (raw, then validated with key paths).
-//! - [`envelope`]: job and result envelopes, record decoding and the error classes.
-//! - [`router`]: classify a job and order the models that may serve it, policy first.
-//! - [`fallback`]: what a failed call means for its model (circuit breakers).
-//! - [`providers`]: provider clients behind one error taxonomy.
-//! - [`pipeline`]: one job through one step: route, call, retry, result or failure.
-//! - [`worker`]: the consume loop, completion tracking, rebalance and shutdown.
-//! - [`kafka`]: client settings, headers, topic declarations, admin, produce/consume tools.
-//! - [`telemetry`]: metric names, `/metrics` and `/healthz`.
-//! - [`mock_llm`]: the simulated provider server (`baton mock-llm`).
-//! - [`demo`]: the zero-install demo (`baton demo`).
-//! - [`bench`]: the throughput benchmark (`baton bench`).
-//! - [`cli`]: command-line parsing and dispatch.
+//! Module map, ground floor first (a module imports only those above it):
+//! - [`util`], [`config`]: helpers, and the TOML config with the shared vocabulary.
+//! - [`envelope`]: the job and result envelopes, and record decoding.
+//! - [`telemetry`]: metrics (closed vocabulary), typed events, `/metrics` and `/healthz`.
+//! - The guide's five components: [`router`] (classify and route), [`context`] (prompt
+//!   assembly and token counts), [`output`] (normalized answers, JSON, labels), [`fallback`]
+//!   (the failure policy: fates, retries, breakers, limits, retry tiers, escalation), and
+//!   [`telemetry`] (above).
+//! - [`providers`]: one file per wire format behind the `Provider` trait, and a scripted fake.
+//! - [`kafka`]: clients, record metadata and headers, topic plan, admin, tools.
+//! - [`pipeline`]: one job through one step, using the five; the pure outcome decision.
+//! - [`worker`]: the Kafka runtime: poll, track, act, commit.
+//! - [`cli`], and the developer tools [`mock_llm`], [`demo`], [`bench`].
 
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod demo;
 pub mod envelope;
 pub mod fallback;
 pub mod kafka;
 pub mod mock_llm;
+pub mod output;
 pub mod pipeline;
 pub mod providers;
 pub mod router;

@@ -6,7 +6,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = baton::cli::Cli::parse();
     baton::cli::init_logging(cli.log_json, &cli.command);
-    baton::util::raise_nofile_limit();
+    baton::cli::raise_nofile_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

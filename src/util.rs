@@ -1,26 +1,9 @@
-//! Small shared helpers: timestamps and process resource readings.
+//! Small helpers every room may use, importing nothing of baton's: timestamps, text excerpts
+//! and USD amounts as reported.
 
 /// Now, as RFC 3339 with milliseconds, UTC.
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// Raises the soft open-files limit to the hard limit: thousands of in-flight HTTP calls need
-/// thousands of sockets. Best effort; failure is only logged.
-pub fn raise_nofile_limit() {
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                tracing::warn!("could not raise the open-files limit");
-            }
-        }
-    }
 }
 
 /// Now as Unix time in milliseconds.
@@ -28,4 +11,40 @@ pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// At most `max` characters of `s`, with `…` when cut: for error messages and decisions
+/// (never a whole prompt).
+pub fn excerpt(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// A USD amount rounded to a billionth, as reported.
+pub fn round_usd(v: f64) -> f64 {
+    (v * 1e9).round() / 1e9
+}
+
+/// A USD amount for humans: enough digits to tell estimates apart.
+pub fn usd(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v >= 0.01 {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.6}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpt_cuts_on_char_boundaries() {
+        assert_eq!(excerpt("héllo wörld", 4), "héll…");
+        assert_eq!(excerpt("short", 10), "short");
+    }
 }

@@ -211,7 +211,7 @@ async fn topics_apply_creates_then_reports_ok_and_drift() {
     assert_eq!(text(&o).matches(" ok").count(), 9, "{}", text(&o));
 
     // A declarations file that disagrees with the live topics: drift, exit 3.
-    let decl = baton::kafka::topics::BUILTIN.replacen("partitions = 6", "partitions = 12", 1);
+    let decl = baton::config::topics::BUILTIN.replacen("partitions = 6", "partitions = 12", 1);
     std::fs::write(dir.path().join("topics.toml"), decl).unwrap();
     let cfg = std::fs::read_to_string(&path)
         .unwrap()

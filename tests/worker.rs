@@ -455,11 +455,11 @@ async fn an_output_the_broker_rejects_becomes_a_dead_letter() {
     let dir = tempfile::tempdir().unwrap();
     let decl = dir.path().join("topics.toml");
     // The results topic accepts only small records; the job's metadata makes its result bigger.
-    let text = baton::kafka::topics::BUILTIN.replace(
+    let text = baton::config::topics::BUILTIN.replace(
         "[results]\npartitions = 6\nreplication_factor = 1\nconfigs = { \"retention.ms\" = \"604800000\" }",
         "[results]\npartitions = 6\nreplication_factor = 1\nconfigs = { \"max.message.bytes\" = \"2000\" }",
     );
-    assert_ne!(text, baton::kafka::topics::BUILTIN);
+    assert_ne!(text, baton::config::topics::BUILTIN);
     std::fs::write(&decl, text).unwrap();
     let cfg = one_model_config(16, "").replace(
         "[topics]\n",

@@ -18,32 +18,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// When a circuit opens and how long it stays open.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BreakerSettings {
-    /// Failures in a row that open the circuit.
-    pub consecutive_failures: u32,
-    /// Failure share (0..=1) within `window` that opens it, once `min_calls` calls were made.
-    pub failure_rate: f64,
-    /// Calls within `window` before `failure_rate` applies.
-    pub min_calls: u32,
-    /// The sliding window of the failure rate.
-    pub window: Duration,
-    /// How long an open circuit skips the model before a probe.
-    pub cooldown: Duration,
-}
-
-impl Default for BreakerSettings {
-    fn default() -> Self {
-        BreakerSettings {
-            consecutive_failures: 5,
-            failure_rate: 0.5,
-            min_calls: 20,
-            window: Duration::from_secs(60),
-            cooldown: Duration::from_secs(30),
-        }
-    }
-}
+pub use crate::config::BreakerSettings;
 
 /// The state a dashboard shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +71,7 @@ enum Phase {
 
 /// Calls and failures in one slice of the failure-rate window.
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
+struct Slice {
     start: Instant,
     calls: u32,
     failures: u32,
@@ -104,13 +79,13 @@ struct Bucket {
 
 /// Slices per window: the failure rate is kept per slice, so recording a call costs the same
 /// at ten calls a second as at ten thousand.
-const BUCKETS: u32 = 32;
+const SLICES: u32 = 32;
 
 #[derive(Debug)]
 struct Inner {
     phase: Phase,
     consecutive: u32,
-    recent: VecDeque<Bucket>,
+    recent: VecDeque<Slice>,
     calls: u32,
     failures: u32,
 }
@@ -205,13 +180,13 @@ impl Breaker {
             // Late results of calls admitted while closed change nothing.
             return None;
         }
-        let slice = self.settings.window / BUCKETS;
+        let slice = self.settings.window / SLICES;
         match s.recent.back_mut() {
             Some(b) if now.saturating_duration_since(b.start) < slice => {
                 b.calls += 1;
                 b.failures += u32::from(failed);
             }
-            _ => s.recent.push_back(Bucket {
+            _ => s.recent.push_back(Slice {
                 start: now,
                 calls: 1,
                 failures: u32::from(failed),

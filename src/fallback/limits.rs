@@ -16,6 +16,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 // Tokio's clock, so tests can pause and advance it.
 use tokio::time::Instant;
 
+pub use crate::config::LimitSettings;
+
 /// A token bucket: `capacity` tokens, refilled continuously at `capacity` per `period`.
 #[derive(Debug, Clone)]
 pub struct Bucket {
@@ -64,17 +66,6 @@ impl Bucket {
     pub fn give(&mut self, n: f64) {
         self.tokens = (self.tokens + n).min(self.capacity);
     }
-}
-
-/// Configured limits of one model.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct LimitSettings {
-    /// Requests per minute.
-    pub requests_per_minute: Option<u32>,
-    /// Tokens (input plus output) per minute.
-    pub tokens_per_minute: Option<u32>,
-    /// Requests in flight at once.
-    pub concurrency: Option<u32>,
 }
 
 #[derive(Debug)]

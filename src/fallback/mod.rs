@@ -1,146 +1,139 @@
-//! Fallback handling: what a failed provider call means for the model that failed it.
+//! The fallback handler: the whole failure policy, as pure decisions the pipeline and the
+//! worker act on.
 //!
-//! [`breaker`] keeps one circuit per model; [`Circuits`] holds them (indexed like
-//! `Config::models`) and turns a provider error into what the circuit learns from it: a
-//! failure of the model, a sign it is up, or a reason to take it out of rotation. [`limits`]
-//! keeps each model under its provider's quota (requests and tokens per minute, concurrency).
+//! - [`Fate`]: what one failed provider call means, for the job (retry the model, try the next
+//!   candidate, give up the round) and for the model (a failure, a sign it is up, or out of
+//!   rotation). One enum, read by the attempt loop and by the circuits alike.
+//! - [`retry`]: the in-process wait before calling a model again (full-jitter backoff, the
+//!   provider's Retry-After up to a cap; a longer one defers to a retry tier).
+//! - [`breaker`] and [`Circuits`]: one circuit breaker per model.
+//! - [`limits`]: each model kept under its provider's quota (requests and tokens per minute,
+//!   concurrency).
+//! - [`plan`]: where a job goes after a failed round: a delayed retry tier with its due time,
+//!   the dead-letter topic, or human review; and the retry history it carries.
 
 pub mod breaker;
+pub mod circuits;
 pub mod limits;
-
-use std::time::{Duration, Instant};
+pub mod plan;
+pub mod retry;
 
 pub use breaker::{Admission, Breaker, BreakerSettings, CallOutcome, CircuitState};
+pub use circuits::Circuits;
 
+use crate::config::ContentFilterPolicy;
 use crate::providers::ProviderError;
 
-/// What a provider error tells the model's circuit.
+/// What a failed provider call means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// The model answered or refused the request on its merits: it is up.
-    Up,
-    /// The model failed: it counts toward opening the circuit.
-    Failed,
-    /// The model cannot serve anyone until its config is fixed (bad credentials, unknown model
-    /// id): out of rotation for the long cooldown.
-    OutOfRotation,
+pub enum Fate {
+    /// The model failed, maybe for a moment (timeout, connection, 5xx, a garbled answer):
+    /// call it again after a backoff; it counts against its circuit.
+    Transient,
+    /// The provider asks to slow down (429): call again after its Retry-After or a backoff;
+    /// the model is up (quotas are the rate limiter's business, not the circuit's).
+    Throttled,
+    /// This model cannot take this job (the prompt is too long for its window): only a
+    /// candidate with a larger window may; the model is up.
+    NotThisModel,
+    /// This provider endpoint refuses this job (its content filter) and the route lets another
+    /// endpoint try: a candidate on another `base_url` may; the model is up.
+    NotThisProvider,
+    /// This model can take no job until its config is fixed (bad credentials, an unknown
+    /// model id): the next candidate; the model leaves rotation.
+    Misconfigured,
+    /// The request itself is refused (content filter, other 4xx): no model will do better;
+    /// the model is up.
+    Refused,
 }
 
-/// The circuit's reading of `e`.
-pub fn verdict(e: &ProviderError) -> Verdict {
-    match e {
-        ProviderError::Timeout(_)
-        | ProviderError::Connect(_)
-        | ProviderError::Server { .. }
-        | ProviderError::InvalidOutput(_) => Verdict::Failed,
-        ProviderError::Auth { .. } | ProviderError::NotFound(_) => Verdict::OutOfRotation,
-        // A 429 is the rate limiter's business; a 400 is the request's fault.
-        ProviderError::RateLimited { .. }
-        | ProviderError::ContextLength(_)
-        | ProviderError::ContentFilter(_)
-        | ProviderError::BadRequest { .. } => Verdict::Up,
-    }
-}
-
-/// One circuit per model.
-#[derive(Debug)]
-pub struct Circuits {
-    breakers: Vec<Breaker>,
-    out_of_rotation: Duration,
-}
-
-impl Circuits {
-    /// Closed circuits for `n` models.
-    pub fn new(n: usize, settings: BreakerSettings, out_of_rotation: Duration) -> Self {
-        Circuits {
-            breakers: (0..n).map(|_| Breaker::new(settings)).collect(),
-            out_of_rotation,
+impl Fate {
+    /// What `e` means, under a route whose content-filter policy is `policy`.
+    pub fn of(e: &ProviderError, policy: ContentFilterPolicy) -> Fate {
+        match e {
+            ProviderError::Timeout(_)
+            | ProviderError::Connect(_)
+            | ProviderError::Server { .. }
+            | ProviderError::InvalidOutput(_) => Fate::Transient,
+            ProviderError::RateLimited { .. } => Fate::Throttled,
+            ProviderError::ContextLength(_) => Fate::NotThisModel,
+            ProviderError::Auth { .. } | ProviderError::NotFound(_) => Fate::Misconfigured,
+            ProviderError::ContentFilter(_) if policy == ContentFilterPolicy::OtherProvider => {
+                Fate::NotThisProvider
+            }
+            ProviderError::ContentFilter(_) | ProviderError::BadRequest { .. } => Fate::Refused,
         }
     }
 
-    /// Whether model `m` may be called now.
-    pub fn admit(&self, m: usize, now: Instant) -> Admission {
-        self.breakers
-            .get(m)
-            .map_or(Admission::Call, |b| b.admit(now))
+    /// Whether the same model is worth calling again.
+    pub fn retries_same_model(self) -> bool {
+        matches!(self, Fate::Transient | Fate::Throttled)
     }
 
-    /// Records a successful call; returns the new state when it changed.
-    pub fn succeeded(&self, m: usize, now: Instant, admission: Admission) -> Option<CircuitState> {
-        self.breakers
-            .get(m)?
-            .record(now, admission, CallOutcome::Healthy)
-    }
-
-    /// Records a failed call; returns the new state when it changed.
-    pub fn failed(
-        &self,
-        m: usize,
-        now: Instant,
-        admission: Admission,
-        e: &ProviderError,
-    ) -> Option<CircuitState> {
-        let b = self.breakers.get(m)?;
-        match verdict(e) {
-            Verdict::Up => b.record(now, admission, CallOutcome::Healthy),
-            Verdict::Failed => b.record(now, admission, CallOutcome::Failed),
-            Verdict::OutOfRotation => Some(b.trip(now, self.out_of_rotation)),
-        }
-    }
-
-    /// Model `m`'s state at `now`.
-    pub fn state(&self, m: usize, now: Instant) -> CircuitState {
-        self.breakers
-            .get(m)
-            .map_or(CircuitState::Closed, |b| b.state(now))
+    /// Whether the failure only says "not this model" (its window, its config): the job itself
+    /// was not refused.
+    pub fn rules_out_model(self) -> bool {
+        matches!(self, Fate::NotThisModel | Fate::Misconfigured)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ErrorClass;
+    use crate::providers::classify_status;
 
     #[test]
-    fn bad_credentials_take_a_model_out_of_rotation_and_400s_keep_it() {
-        let c = Circuits::new(2, BreakerSettings::default(), Duration::from_secs(300));
-        let t = Instant::now();
-        let auth = ProviderError::Auth {
-            status: 401,
-            message: "bad key".into(),
-        };
-        assert_eq!(
-            c.failed(0, t, Admission::Call, &auth),
-            Some(CircuitState::Open)
-        );
-        assert!(matches!(
-            c.admit(0, t + Duration::from_secs(299)),
-            Admission::Skip(_)
-        ));
-        // A run of request errors is not the model's fault.
-        let bad = ProviderError::BadRequest {
-            status: 400,
-            message: "nope".into(),
-        };
-        for _ in 0..20 {
-            assert_eq!(c.failed(1, t, Admission::Call, &bad), None);
-        }
-        assert_eq!(c.state(1, t), CircuitState::Closed);
-        for _ in 0..4 {
-            c.failed(
-                1,
-                t,
-                Admission::Call,
-                &ProviderError::Timeout(Duration::from_secs(1)),
+    fn statuses_map_to_classes_and_fates() {
+        use Fate::*;
+        let cases = [
+            (429, None, "", ErrorClass::RateLimited, Throttled),
+            (503, None, "down", ErrorClass::ProviderError, Transient),
+            (401, None, "bad key", ErrorClass::AuthFailed, Misconfigured),
+            (403, None, "", ErrorClass::AuthFailed, Misconfigured),
+            (
+                400,
+                Some("context_length_exceeded"),
+                "",
+                ErrorClass::ContextLengthExceeded,
+                NotThisModel,
+            ),
+            (
+                400,
+                None,
+                "This model's maximum context length is 8192",
+                ErrorClass::ContextLengthExceeded,
+                NotThisModel,
+            ),
+            (
+                400,
+                Some("content_filter"),
+                "",
+                ErrorClass::ContentFilter,
+                Refused,
+            ),
+            (400, None, "bad field", ErrorClass::BadRequest, Refused),
+            (
+                404,
+                None,
+                "no such model",
+                ErrorClass::BadRequest,
+                Misconfigured,
+            ),
+            (422, None, "bad field", ErrorClass::BadRequest, Refused),
+        ];
+        for (status, code, msg, class, fate) in cases {
+            let e = classify_status(status, None, code, msg);
+            assert_eq!(
+                (e.class(), Fate::of(&e, ContentFilterPolicy::DeadLetter)),
+                (class, fate),
+                "{status} {code:?} {msg}"
             );
         }
+        let filtered = ProviderError::ContentFilter("no".into());
         assert_eq!(
-            c.failed(
-                1,
-                t,
-                Admission::Call,
-                &ProviderError::Connect("refused".into())
-            ),
-            Some(CircuitState::Open)
+            Fate::of(&filtered, ContentFilterPolicy::OtherProvider),
+            NotThisProvider
         );
     }
 }

@@ -69,7 +69,7 @@ impl DeadLetter {
             failed_at: h(headers::FAILED_AT),
             last_model: h(headers::LAST_MODEL),
             key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-            excerpt: crate::router::cut(&value, EXCERPT_CHARS),
+            excerpt: crate::util::excerpt(&value, EXCERPT_CHARS),
         }
     }
 

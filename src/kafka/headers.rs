@@ -1,6 +1,9 @@
 //! The record headers of DESIGN.md: every record baton writes carries `baton-job-id`,
 //! `baton-step`, `baton-attempt` and a W3C `traceparent`; dead letters add the `baton-error*`
 //! and `baton-original-*` headers so a person can see what failed, where, and why.
+//!
+//! This file names the headers and reads them safely; [`super::meta`] reads a consumed
+//! record's headers once and writes an output record's in one place.
 
 use rand::Rng;
 use rdkafka::message::{BorrowedHeaders, Header, OwnedHeaders};
@@ -37,7 +40,7 @@ pub const RETRY_DUE: &str = "baton-retry-due";
 /// Retry records: how many times the job has been sent to a retry tier.
 pub const RETRY_COUNT: &str = "baton-retry-count";
 /// Retry records and their dead letters: every failed round so far, as a JSON array of
-/// `{"at", "tier", "error_class", "model", "attempts"}`.
+/// `{"at", "topic", "error_class", "model", "attempts"}` (`fallback::plan::Round`).
 pub const RETRY_HISTORY: &str = "baton-retry-history";
 /// Results and dead letters: the route's A/B variant, when it has variants.
 pub const VARIANT: &str = "baton-variant";
@@ -125,58 +128,8 @@ fn parse_trace_id(tp: &str) -> Option<String> {
     ok.then(|| trace.to_ascii_lowercase())
 }
 
-/// The common headers of every record baton writes.
-pub fn common(job_id: &str, step: &str, attempt: u32, traceparent: &str) -> OwnedHeaders {
-    with_common(OwnedHeaders::new(), job_id, step, attempt, traceparent)
-}
-
-/// Appends the common headers to `headers`.
-fn with_common(
-    headers: OwnedHeaders,
-    job_id: &str,
-    step: &str,
-    attempt: u32,
-    traceparent: &str,
-) -> OwnedHeaders {
-    let attempt = attempt.to_string();
-    [
-        (JOB_ID, job_id),
-        (STEP, step),
-        (ATTEMPT, &attempt),
-        (TRACEPARENT, traceparent),
-    ]
-    .into_iter()
-    .fold(headers, |h, (key, value)| {
-        h.insert(Header {
-            key,
-            value: Some(value),
-        })
-    })
-}
-
-/// Where a dead-lettered record came from and why it failed.
-#[derive(Debug, Clone)]
-pub struct DeadLetterInfo<'a> {
-    /// Error class (`invalid_json`...).
-    pub error_class: &'a str,
-    /// Readable message.
-    pub error: &'a str,
-    /// Source topic.
-    pub topic: &'a str,
-    /// Source partition.
-    pub partition: i32,
-    /// Source offset.
-    pub offset: i64,
-    /// Last model tried, if any.
-    pub last_model: Option<&'a str>,
-    /// The job's A/B variant, if its route has variants.
-    pub variant: Option<&'a str>,
-    /// The retry history, when the job went through retry tiers first.
-    pub history: Option<&'a str>,
-}
-
 /// The original record's own headers, minus any baton headers (which the caller replaces).
-fn carried<H: RawHeaders + ?Sized>(original: Option<&H>) -> OwnedHeaders {
+pub fn carried<H: RawHeaders + ?Sized>(original: Option<&H>) -> OwnedHeaders {
     let mut kept: Vec<(String, Option<Vec<u8>>)> = Vec::new();
     if let Some(h) = original {
         for_each_raw(h, |k, v| {
@@ -193,93 +146,6 @@ fn carried<H: RawHeaders + ?Sized>(original: Option<&H>) -> OwnedHeaders {
             value: value.as_deref(),
         })
     })
-}
-
-/// Where a job waits before its next round.
-#[derive(Debug, Clone)]
-pub struct RetryInfo<'a> {
-    /// Tier index.
-    pub tier: usize,
-    /// Due time, Unix milliseconds.
-    pub due_ms: u64,
-    /// Rounds so far, this one included.
-    pub count: u32,
-    /// The history, this round included.
-    pub history: &'a str,
-    /// The job's A/B variant, if its route has variants.
-    pub variant: Option<&'a str>,
-}
-
-/// Headers of a record sent to a retry tier: the original record's own headers, the common
-/// ones, and the retry headers.
-pub fn retry<H: RawHeaders + ?Sized>(
-    original: Option<&H>,
-    job_id: &str,
-    step: &str,
-    attempt: u32,
-    traceparent: &str,
-    info: &RetryInfo<'_>,
-) -> OwnedHeaders {
-    let (tier, due, count) = (
-        info.tier.to_string(),
-        info.due_ms.to_string(),
-        info.count.to_string(),
-    );
-    [
-        (RETRY_TIER, tier.as_str()),
-        (RETRY_DUE, &due),
-        (RETRY_COUNT, &count),
-        (RETRY_HISTORY, info.history),
-    ]
-    .into_iter()
-    .chain(info.variant.map(|v| (VARIANT, v)))
-    .fold(
-        with_common(carried(original), job_id, step, attempt, traceparent),
-        |h, (key, value)| {
-            h.insert(Header {
-                key,
-                value: Some(value),
-            })
-        },
-    )
-}
-
-/// Headers of a dead letter: the original record's own headers (minus any baton headers they
-/// carried, which are replaced) followed by the common and dead-letter headers.
-pub fn dead_letter<H: RawHeaders + ?Sized>(
-    original: Option<&H>,
-    job_id: &str,
-    step: &str,
-    attempt: u32,
-    traceparent: &str,
-    info: &DeadLetterInfo<'_>,
-) -> OwnedHeaders {
-    let out = carried(original);
-    let partition = info.partition.to_string();
-    let offset = info.offset.to_string();
-    let now = crate::util::now_rfc3339();
-    let dead = [
-        (ERROR_CLASS, info.error_class),
-        (ERROR, info.error),
-        (ORIGINAL_TOPIC, info.topic),
-        (ORIGINAL_PARTITION, &partition),
-        (ORIGINAL_OFFSET, &offset),
-        (FAILED_AT, &now),
-        (LAST_MODEL, info.last_model.unwrap_or("")),
-    ];
-    let dead = dead
-        .into_iter()
-        .chain(info.variant.map(|v| (VARIANT, v)))
-        .chain(info.history.map(|h| (RETRY_HISTORY, h)));
-    dead.fold(
-        with_common(out, job_id, step, attempt, traceparent),
-        |h, (key, value)| {
-            h.insert(Header {
-                key,
-                value: Some(value),
-            })
-        },
-    )
 }
 
 #[cfg(test)]
@@ -326,55 +192,11 @@ mod tests {
         assert_eq!(err, rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
         assert_eq!(get(Some(&h), "ok").as_deref(), Some("1"));
         assert_eq!(get(Some(&h), "missing"), None);
-        let info = DeadLetterInfo {
-            error_class: "c",
-            error: "e",
-            topic: "t",
-            partition: 0,
-            offset: 1,
-            last_model: None,
-            variant: None,
-            history: None,
-        };
-        let dl = dead_letter(Some(&h), "j", "p.s", 0, "tp", &info);
+        let dl = carried(Some(&h));
         let mut keys = Vec::new();
         for_each_raw(&dl, |k, _| {
             keys.push(String::from_utf8_lossy(k).into_owned())
         });
         assert!(keys.contains(&"\u{fffd}\u{fffd}k".to_string()), "{keys:?}");
-    }
-
-    #[test]
-    fn dead_letter_headers_carry_origin_and_class() {
-        let original = OwnedHeaders::new()
-            .insert(Header {
-                key: "app",
-                value: Some("x"),
-            })
-            .insert(Header {
-                key: ERROR_CLASS,
-                value: Some("stale"),
-            });
-        let info = DeadLetterInfo {
-            error_class: "invalid_json",
-            error: "bad",
-            topic: "t",
-            partition: 2,
-            offset: 7,
-            last_model: None,
-            variant: Some("b"),
-            history: Some("[]"),
-        };
-        let h = dead_letter(Some(&original), "j", "p.s", 0, "tp", &info);
-        assert_eq!(get(Some(&h), "app").as_deref(), Some("x"));
-        assert_eq!(get(Some(&h), ERROR_CLASS).as_deref(), Some("invalid_json"));
-        assert_eq!(get(Some(&h), ORIGINAL_PARTITION).as_deref(), Some("2"));
-        assert_eq!(get(Some(&h), ORIGINAL_OFFSET).as_deref(), Some("7"));
-        assert_eq!(get(Some(&h), VARIANT).as_deref(), Some("b"));
-        let mut classes = 0;
-        for_each_raw(&h, |k, _| {
-            classes += usize::from(k == ERROR_CLASS.as_bytes())
-        });
-        assert_eq!(classes, 1);
     }
 }

@@ -1,9 +1,11 @@
-//! Kafka edges: client settings, headers, topic declarations and admin, and the
-//! `produce`/`consume` command-line tools. The worker's consume loop lives in `worker`.
+//! Kafka edges: client settings, record headers and metadata, the topic plan and admin, dead-
+//! letter tools, and the `produce`/`consume` command-line tools. The worker's consume loop
+//! lives in `worker`.
 
 pub mod admin;
 pub mod dlq;
 pub mod headers;
+pub mod meta;
 pub mod tools;
 pub mod topics;
 

@@ -1,55 +1,31 @@
-//! Providers: one module per wire protocol, one normalized answer, one error taxonomy.
+//! Providers: one file per wire format behind one trait, one error taxonomy.
 //!
-//! Every provider maps its failures into [`ProviderError`], and each variant says what to do
-//! next ([`Disposition`]): retry on the same model, try the next model, or dead-letter. The
-//! mapping from an HTTP status to a variant lives in one place, [`classify_status`].
+//! A [`Provider`] makes one call and maps its answer into the output parser's normalized
+//! [`Completion`], and its failures into [`ProviderError`]; what a failure means (retry, next
+//! model, give up) is the fallback policy's to say (`fallback::Fate`). The mapping from an HTTP
+//! status to an error lives in one place, [`classify_status`]. [`fake`] is a scripted
+//! in-process provider for tests.
 
+pub mod fake;
 pub mod openai;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{ConfigError, ModelConfig};
-use crate::envelope::{ChatMessage, ErrorClass, Usage};
+use futures::future::BoxFuture;
 
-/// A request for one chat completion, provider-neutral.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ChatRequest {
-    /// Messages, system prompt first when there is one.
-    pub messages: Vec<ChatMessage>,
-    /// Output token cap.
-    pub max_tokens: Option<u32>,
-    /// Sampling temperature.
-    pub temperature: Option<f64>,
-    /// Nucleus sampling.
-    pub top_p: Option<f64>,
-    /// Seed.
-    pub seed: Option<i64>,
-    /// Stop sequences.
-    pub stop: Option<Vec<String>>,
-    /// OpenAI-style `response_format`.
-    pub response_format: Option<serde_json::Value>,
-}
+use crate::config::{Config, ConfigError, ConfigErrors, ErrorClass, ModelConfig, ProviderKind};
+use crate::context::ChatRequest;
+use crate::output::Completion;
 
-/// A provider's answer, normalized.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Completion {
-    /// The answer text.
-    pub text: String,
-    /// Why generation stopped.
-    pub finish_reason: Option<String>,
-    /// Billed usage.
-    pub usage: Usage,
-}
-
-/// What to do after a failed call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
-    /// Transient: retry on the same model after a backoff.
-    RetrySameModel,
-    /// This model cannot serve the job (bad credentials, window too small): try the next.
-    NextModel,
-    /// No model will do better: dead-letter the job.
-    DeadLetter,
+/// One configured model's client. Implementations make exactly one call per `complete` (no
+/// retries: the pipeline and the fallback policy decide those) and never log or return a secret.
+pub trait Provider: Send + Sync + std::fmt::Debug {
+    /// One call, mapped into the provider-neutral shapes.
+    fn complete<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<Completion, ProviderError>>;
 }
 
 /// Why a provider call failed.
@@ -121,23 +97,6 @@ impl ProviderError {
         }
     }
 
-    /// What to do next.
-    pub fn disposition(&self) -> Disposition {
-        match self {
-            ProviderError::Timeout(_)
-            | ProviderError::Connect(_)
-            | ProviderError::Server { .. }
-            | ProviderError::RateLimited { .. }
-            | ProviderError::InvalidOutput(_) => Disposition::RetrySameModel,
-            ProviderError::Auth { .. }
-            | ProviderError::ContextLength(_)
-            | ProviderError::NotFound(_) => Disposition::NextModel,
-            ProviderError::ContentFilter(_) | ProviderError::BadRequest { .. } => {
-                Disposition::DeadLetter
-            }
-        }
-    }
-
     /// The wait the provider asked for, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -155,7 +114,7 @@ pub fn classify_status(
     code: Option<&str>,
     message: &str,
 ) -> ProviderError {
-    let message = excerpt(message, 300);
+    let message = crate::util::excerpt(message, 300);
     let code = code.unwrap_or("");
     let lower = message.to_ascii_lowercase();
     match status {
@@ -178,51 +137,44 @@ pub fn classify_status(
     }
 }
 
-/// At most `max` characters of `s`, for error messages (never a whole prompt).
-pub fn excerpt(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
-    }
+/// Builds the client of a model, reading its API key from the environment variable the config
+/// names. A missing variable is a config error naming the key.
+pub fn build(model: &ModelConfig, http: reqwest::Client) -> Result<Arc<dyn Provider>, ConfigError> {
+    let api_key = match &model.api_key_env {
+        None => None,
+        Some(var) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Some(v),
+            _ => {
+                return Err(ConfigError::new(
+                    &format!("models.{}.api_key_env", model.name),
+                    format!("environment variable {var} is not set"),
+                ))
+            }
+        },
+    };
+    Ok(match model.provider {
+        ProviderKind::Openai => Arc::new(openai::OpenAiClient::new(model, api_key, http)),
+    })
 }
 
-/// A client for one configured model.
-#[derive(Debug, Clone)]
-pub enum Provider {
-    /// OpenAI-compatible endpoint.
-    Openai(openai::OpenAiClient),
-}
-
-impl Provider {
-    /// Builds the client of a model, reading its API key from the environment variable the
-    /// config names. A missing variable is a config error naming the key.
-    pub fn new(model: &ModelConfig, http: reqwest::Client) -> Result<Provider, ConfigError> {
-        let api_key = match &model.api_key_env {
-            None => None,
-            Some(var) => match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Some(v),
-                _ => {
-                    return Err(ConfigError {
-                        path: format!("models.{}.api_key_env", model.name),
-                        line: None,
-                        message: format!("environment variable {var} is not set"),
-                    })
-                }
-            },
-        };
-        match model.provider {
-            crate::config::ProviderKind::Openai => Ok(Provider::Openai(openai::OpenAiClient::new(
-                model, api_key, http,
-            ))),
+/// Every model's client, indexed like `config.models`, over one shared connection pool.
+pub fn build_all(config: &Config) -> Result<Vec<Arc<dyn Provider>>, ConfigErrors> {
+    let http = http_client();
+    let mut providers = Vec::new();
+    let mut errors = Vec::new();
+    for m in &config.models {
+        match build(m, http.clone()) {
+            Ok(p) => providers.push(p),
+            Err(e) => errors.push(e),
         }
     }
-
-    /// One call; no retries here (the pipeline decides those).
-    pub async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
-        match self {
-            Provider::Openai(c) => c.complete(req).await,
-        }
+    if !errors.is_empty() {
+        return Err(ConfigErrors {
+            source_name: None,
+            errors,
+        });
     }
+    Ok(providers)
 }
 
 /// The shared HTTP client: one connection pool for every provider, sized for thousands of
@@ -241,86 +193,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statuses_map_to_classes_and_dispositions() {
+    fn statuses_map_to_classes() {
         let cases = [
-            (
-                429,
-                None,
-                "",
-                ErrorClass::RateLimited,
-                Disposition::RetrySameModel,
-            ),
-            (
-                503,
-                None,
-                "down",
-                ErrorClass::ProviderError,
-                Disposition::RetrySameModel,
-            ),
-            (
-                401,
-                None,
-                "bad key",
-                ErrorClass::AuthFailed,
-                Disposition::NextModel,
-            ),
-            (
-                403,
-                None,
-                "",
-                ErrorClass::AuthFailed,
-                Disposition::NextModel,
-            ),
+            (429, None, "", ErrorClass::RateLimited),
+            (503, None, "down", ErrorClass::ProviderError),
+            (401, None, "bad key", ErrorClass::AuthFailed),
+            (403, None, "", ErrorClass::AuthFailed),
             (
                 400,
                 Some("context_length_exceeded"),
                 "",
                 ErrorClass::ContextLengthExceeded,
-                Disposition::NextModel,
             ),
             (
                 400,
                 None,
                 "This model's maximum context length is 8192",
                 ErrorClass::ContextLengthExceeded,
-                Disposition::NextModel,
             ),
-            (
-                400,
-                Some("content_filter"),
-                "",
-                ErrorClass::ContentFilter,
-                Disposition::DeadLetter,
-            ),
-            (
-                400,
-                None,
-                "bad field",
-                ErrorClass::BadRequest,
-                Disposition::DeadLetter,
-            ),
-            (
-                404,
-                None,
-                "no such model",
-                ErrorClass::BadRequest,
-                Disposition::NextModel,
-            ),
-            (
-                422,
-                None,
-                "bad field",
-                ErrorClass::BadRequest,
-                Disposition::DeadLetter,
-            ),
+            (400, Some("content_filter"), "", ErrorClass::ContentFilter),
+            (400, None, "bad field", ErrorClass::BadRequest),
+            (404, None, "no such model", ErrorClass::BadRequest),
+            (422, None, "bad field", ErrorClass::BadRequest),
         ];
-        for (status, code, msg, class, disp) in cases {
+        for (status, code, msg, class) in cases {
             let e = classify_status(status, None, code, msg);
-            assert_eq!(
-                (e.class(), e.disposition()),
-                (class, disp),
-                "{status} {code:?} {msg}"
-            );
+            assert_eq!(e.class(), class, "{status} {code:?} {msg}");
         }
     }
 
@@ -331,8 +229,18 @@ mod tests {
     }
 
     #[test]
-    fn excerpt_cuts_on_char_boundaries() {
-        assert_eq!(excerpt("héllo wörld", 4), "héll…");
-        assert_eq!(excerpt("short", 10), "short");
+    fn a_missing_api_key_variable_names_the_key() {
+        let text = r#"
+[models.m]
+base_url = "http://127.0.0.1:1/v1"
+api_key_env = "BATON_TEST_SURELY_UNSET_VAR"
+
+[pipelines.p]
+steps = [{ name = "s", model = "m" }]
+"#;
+        let c = Config::from_toml(text, None).unwrap();
+        let e = build_all(&c).unwrap_err();
+        assert_eq!(e.errors[0].path, "models.m.api_key_env");
+        assert!(e.errors[0].message.contains("BATON_TEST_SURELY_UNSET_VAR"));
     }
 }

@@ -5,9 +5,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{classify_status, excerpt, ChatRequest, Completion, ProviderError};
-use crate::config::ModelConfig;
-use crate::envelope::{ChatMessage, Usage};
+use futures::future::BoxFuture;
+
+use super::{classify_status, Provider, ProviderError};
+use crate::config::{ModelConfig, Usage};
+use crate::context::ChatRequest;
+use crate::envelope::ChatMessage;
+use crate::output::Completion;
+use crate::util::excerpt;
 
 /// Client for one model on an OpenAI-compatible endpoint.
 #[derive(Clone)]
@@ -106,7 +111,7 @@ impl OpenAiClient {
     }
 
     /// One call, mapped into the provider-neutral shapes.
-    pub async fn complete(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
+    async fn call(&self, req: &ChatRequest) -> Result<Completion, ProviderError> {
         let body = WireRequest {
             model: &self.provider_model,
             messages: &req.messages,
@@ -157,6 +162,15 @@ impl OpenAiClient {
             // Strip the URL from the message: it may carry credentials in the query string.
             ProviderError::Connect(e.without_url().to_string())
         }
+    }
+}
+
+impl Provider for OpenAiClient {
+    fn complete<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<Completion, ProviderError>> {
+        Box::pin(self.call(request))
     }
 }
 
@@ -265,7 +279,8 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_key() {
-        let m = crate::config::Config::from_toml(crate::demo::SAMPLE_CONFIG, None).unwrap();
+        let m = crate::config::Config::from_toml(include_str!("../../examples/support.toml"), None)
+            .unwrap();
         let c = OpenAiClient::new(
             &m.models[0],
             Some("sk-secret".into()),

@@ -5,8 +5,18 @@ use std::collections::HashMap;
 use proptest::prelude::{prop_assert, prop_assert_eq, proptest, ProptestConfig};
 use proptest::strategy::Strategy as _;
 
+use std::time::Duration;
+
 use super::*;
-use crate::config::{Config, Sensitivity};
+use crate::config::{Capability, Config, RouteConfig, Sensitivity};
+use crate::context::{ChatRequest, Prompt};
+use crate::output::label::parse as parse_label;
+
+/// The classifier's model and request for a job (the context manager assembles it).
+fn classifier_request(route: &RouteConfig, job: &Job) -> Option<(usize, ChatRequest)> {
+    let c = route.classifier.as_ref()?;
+    Some((c.model, ChatRequest::for_classifier(c, job)))
+}
 
 const CONFIG: &str = r#"
 [models.mini]

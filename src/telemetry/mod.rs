@@ -1,7 +1,9 @@
-//! Telemetry with a closed vocabulary: every metric name and label key is a constant here,
-//! described once at start-up; labels carry config names (model, pipeline, step...) and error
-//! classes, never job ids, prompts or raw error text. `/metrics` (Prometheus text) and
-//! `/healthz` are served on `worker.metrics_listen` (loopback by default).
+//! Monitoring and observability, with a closed vocabulary: every metric name and label key is
+//! a constant here, described once at start-up; labels carry config names (model, pipeline,
+//! step...) and error classes, never job ids, prompts or raw error text. An event that is more
+//! than one number ([`events`]: a provider call's end) is one typed struct whose `emit()` records
+//! its metrics and its log line together. `/metrics` (Prometheus text) and `/healthz` are served
+//! on `worker.metrics_listen` (loopback by default).
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -12,8 +14,9 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::config::ModelConfig;
-use crate::envelope::Usage;
+pub mod events;
+
+pub use events::{CallEnd, ProviderCallEnded};
 
 /// Metric names.
 pub mod names {
@@ -211,45 +214,14 @@ pub fn dead_lettered(pipeline: &str, step: &str, class: &'static str) {
     counter!(DEAD_LETTERS, PIPELINE => pipeline.to_string(), STEP => step.to_string(), ERROR_CLASS => class).increment(1);
 }
 
-/// A provider call ended with `outcome` (`ok` or an error class).
-pub fn provider_call(
-    model: &ModelConfig,
-    pipeline: &str,
-    step: &str,
-    variant: Option<&str>,
-    outcome: &'static str,
-    elapsed: Duration,
-) {
-    let (m, p) = (model.name.clone(), model.provider.as_str());
-    counter!(PROVIDER_REQUESTS, MODEL => m.clone(), PROVIDER => p, PIPELINE => pipeline.to_string(), STEP => step.to_string(), VARIANT => variant.unwrap_or("none").to_string(), OUTCOME => outcome).increment(1);
-    histogram!(PROVIDER_LATENCY, MODEL => m, PROVIDER => p, OUTCOME => outcome)
-        .record(elapsed.as_secs_f64());
-}
-
-/// Usage and cost of a billed call.
-pub fn provider_usage(
-    model: &ModelConfig,
-    pipeline: &str,
-    variant: Option<&str>,
-    usage: Usage,
-    cost_usd: f64,
-) {
-    let (m, p) = (model.name.clone(), model.provider.as_str());
-    counter!(INPUT_TOKENS, MODEL => m.clone(), PROVIDER => p).increment(usage.input_tokens);
-    counter!(OUTPUT_TOKENS, MODEL => m.clone(), PROVIDER => p).increment(usage.output_tokens);
-    // The metrics crate's counters are integers; cost is fractional USD, so it is a gauge that
-    // only ever increases (Prometheus `rate()` works on it the same way).
-    gauge!(COST, MODEL => m, PROVIDER => p, PIPELINE => pipeline.to_string(), VARIANT => variant.unwrap_or("none").to_string()).increment(cost_usd);
-}
-
 /// A job was routed: its first-choice model and variant.
 pub fn routed(pipeline: &str, step: &str, model: &str, variant: Option<&str>) {
     counter!(ROUTED, PIPELINE => pipeline.to_string(), STEP => step.to_string(), MODEL => model.to_string(), VARIANT => variant.unwrap_or("none").to_string()).increment(1);
 }
 
-/// A model's circuit changed state.
-pub fn circuit_state(model: &str, state: crate::fallback::CircuitState) {
-    gauge!(CIRCUIT_STATE, MODEL => model.to_string()).set(state.gauge());
+/// A model's circuit changed state: `gauge` is 0 closed, 1 half-open, 2 open.
+pub fn circuit_state(model: &str, gauge: f64) {
+    gauge!(CIRCUIT_STATE, MODEL => model.to_string()).set(gauge);
 }
 
 /// A call skipped `model` because its circuit was open.

@@ -49,7 +49,7 @@ mod tests {
     #[test]
     fn chat_framing_is_added_per_message() {
         let m = |c: &str| ChatMessage {
-            role: "user".into(),
+            role: crate::config::Role::User,
             content: c.into(),
         };
         let one = count_chat(TokenizerKind::O200kBase, &[m("Hello, world!")]);

@@ -1,0 +1,181 @@
+//! Where a job goes after a failed round: its step's next retry tier (a delayed topic), or,
+//! when a later round cannot help or the tiers are spent, a terminal record: the dead-letter
+//! topic, or the human-review topic for the error classes the route escalates. Also the shape
+//! of the retry history a job carries from round to round.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ErrorClass, RetryTier};
+
+/// Where a failed job goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Retry tier `tier` (0-based), due after `delay`.
+    RetryTier {
+        /// The tier.
+        tier: usize,
+        /// How long the record waits there: the tier's delay, or longer if the provider asked.
+        delay: Duration,
+    },
+    /// A terminal failure record: to the review topic when `escalate`, else the step's
+    /// dead-letter topic.
+    Terminal {
+        /// Whether the route sends this class to a person.
+        escalate: bool,
+    },
+}
+
+/// Whether a job that failed this way may succeed in a later round, so it goes to a delayed
+/// retry tier rather than straight to a terminal record: the provider side was down, slow,
+/// saturated or garbled. Everything else (bad input, policy, a request the provider refuses on
+/// its merits, bad credentials) needs a person.
+pub fn may_succeed_later(class: ErrorClass) -> bool {
+    matches!(
+        class,
+        ErrorClass::ProviderTimeout
+            | ErrorClass::ProviderUnavailable
+            | ErrorClass::ProviderError
+            | ErrorClass::RateLimited
+            | ErrorClass::InvalidOutput
+    )
+}
+
+/// The plan for a job whose round failed with `class`, consumed from retry tier `from_tier`
+/// (`None`: the step's input topic), the provider having asked to wait `not_before`; `review`
+/// lists the classes the route escalates.
+pub fn after_round(
+    class: ErrorClass,
+    from_tier: Option<usize>,
+    tiers: &[RetryTier],
+    not_before: Option<Duration>,
+    review: &[ErrorClass],
+) -> Plan {
+    let next = from_tier.map_or(0, |t| t + 1);
+    match tiers.get(next) {
+        Some(t) if may_succeed_later(class) => Plan::RetryTier {
+            tier: next,
+            delay: t.delay.max(not_before.unwrap_or_default()),
+        },
+        _ => Plan::Terminal {
+            escalate: escalates(class, review),
+        },
+    }
+}
+
+/// Whether a terminal failure of `class` goes to a person (the review topic) rather than the
+/// dead-letter topic: the route lists the class in `review`.
+pub fn escalates(class: ErrorClass, review: &[ErrorClass]) -> bool {
+    review.contains(&class)
+}
+
+/// Most rounds kept in a retry history (the oldest are dropped beyond it).
+pub const MAX_HISTORY: usize = 20;
+
+/// One failed round of a job, as its retry history (`baton-retry-history`) keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Round {
+    /// When the round failed (RFC 3339).
+    pub at: String,
+    /// The topic the round consumed the job from (the input topic or a retry tier).
+    pub topic: String,
+    /// Why it failed.
+    pub error_class: ErrorClass,
+    /// The last model tried, if any.
+    pub model: Option<String>,
+    /// Provider calls made in the round.
+    pub attempts: u32,
+}
+
+/// `history` with `round` appended, the oldest rounds dropped beyond [`MAX_HISTORY`].
+pub fn append(mut history: Vec<Round>, round: Round) -> Vec<Round> {
+    history.push(round);
+    if history.len() > MAX_HISTORY {
+        history.drain(..history.len() - MAX_HISTORY);
+    }
+    history
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiers() -> Vec<RetryTier> {
+        ["30s", "5m"]
+            .iter()
+            .map(|t| RetryTier {
+                name: t.to_string(),
+                delay: humantime::parse_duration(t).unwrap(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_provider_side_failures_are_retried_later() {
+        assert!(may_succeed_later(ErrorClass::ProviderTimeout));
+        assert!(may_succeed_later(ErrorClass::RateLimited));
+        assert!(may_succeed_later(ErrorClass::ProviderUnavailable));
+        assert!(!may_succeed_later(ErrorClass::ContentFilter));
+        assert!(!may_succeed_later(ErrorClass::BadRequest));
+        assert!(!may_succeed_later(ErrorClass::PolicyUnsatisfiable));
+        assert!(!may_succeed_later(ErrorClass::InvalidJson));
+        assert!(!may_succeed_later(ErrorClass::AuthFailed));
+    }
+
+    #[test]
+    fn rounds_climb_the_tiers_then_end_in_a_terminal_record() {
+        let (t, s) = (tiers(), Duration::from_secs);
+        let e = ErrorClass::ProviderError;
+        assert_eq!(
+            after_round(e, None, &t, None, &[]),
+            Plan::RetryTier {
+                tier: 0,
+                delay: s(30)
+            }
+        );
+        // A provider's long Retry-After holds the record back longer than the tier's delay.
+        assert_eq!(
+            after_round(e, Some(0), &t, Some(s(900)), &[]),
+            Plan::RetryTier {
+                tier: 1,
+                delay: s(900)
+            }
+        );
+        assert_eq!(
+            after_round(e, Some(1), &t, None, &[]),
+            Plan::Terminal { escalate: false }
+        );
+        assert_eq!(
+            after_round(
+                ErrorClass::ContentFilter,
+                None,
+                &t,
+                None,
+                &[ErrorClass::ContentFilter]
+            ),
+            Plan::Terminal { escalate: true }
+        );
+        assert_eq!(
+            after_round(e, None, &[], None, &[]),
+            Plan::Terminal { escalate: false }
+        );
+    }
+
+    #[test]
+    fn the_history_keeps_the_latest_rounds() {
+        let round = |i: u32| Round {
+            at: String::new(),
+            topic: "t".into(),
+            error_class: ErrorClass::ProviderError,
+            model: None,
+            attempts: i,
+        };
+        let mut h = Vec::new();
+        for i in 0..25 {
+            h = append(h, round(i));
+        }
+        assert_eq!(h.len(), MAX_HISTORY);
+        assert_eq!(h[0].attempts, 5);
+    }
+}

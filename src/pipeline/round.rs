@@ -1,0 +1,389 @@
+//! One round of a job on a step: every allowed candidate in route order, each up to
+//! `worker.provider_attempts` calls, until one answers or the round gives up. After each failed
+//! call the fallback policy says what follows (call again after a wait, the next candidate, or
+//! the end of the round); after a context-length refusal only a model with a larger window is
+//! tried, after a content-filter refusal the route may let another provider endpoint try. The
+//! round ends at its deadline. A round stuck on open circuits waits once for a half-open
+//! model's probe before it gives up.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::call::{CallSpec, Skipped};
+use super::{now, StepFailure, StepOutcome, StepRunner, PROBE_WAIT};
+use crate::config::{ErrorClass, ModelConfig, RouteConfig, StepConfig};
+use crate::context::{ChatRequest, Prompt};
+use crate::envelope::{Job, JobResult, Output};
+use crate::fallback::retry::{self, Next};
+use crate::fallback::{CircuitState, Fate};
+use crate::output::Completion;
+use crate::providers::ProviderError;
+use crate::router::{self, Decision};
+use crate::telemetry;
+use crate::util::{round_usd, usd};
+
+/// How trying one candidate ended.
+enum Tried {
+    /// It answered.
+    Answered(Completion),
+    /// Try the next candidate.
+    NextModel,
+    /// End the round.
+    Stop,
+}
+
+/// A round in progress: what it was given, and what it has seen so far.
+pub(super) struct Round<'a> {
+    runner: &'a StepRunner,
+    step: &'a StepConfig,
+    route: &'a RouteConfig,
+    job: &'a Job,
+    prompt: &'a Prompt,
+    decision: Decision,
+    started: Instant,
+    started_at: String,
+    deadline: Instant,
+    /// USD billed before the round's calls: earlier steps and rounds, and the classification.
+    spent: f64,
+    /// USD billed in this step so far (the classification, then the calls).
+    cost: f64,
+    attempts: u32,
+    /// The last failed call: its model, error and fate.
+    last: Option<(usize, ProviderError, Fate)>,
+    /// The last model the cost ceiling left no budget for.
+    out_of_budget: Option<String>,
+    circuit_open: Vec<String>,
+    saturated: Vec<String>,
+    deadline_passed: bool,
+    /// After a context-length refusal only a model with a larger window may help.
+    window_exceeded: Option<u32>,
+    /// The longest Retry-After that was too long to honour in process.
+    retry_after: Option<Duration>,
+    /// Provider endpoints whose content filter refused the job (when the route moves on).
+    filtered_by: Vec<&'a str>,
+}
+
+impl<'a> Round<'a> {
+    /// A round of `job` on `step` over `decision`'s candidates, started at `started`.
+    pub(super) fn new(
+        runner: &'a StepRunner,
+        step: &'a StepConfig,
+        job: &'a Job,
+        prompt: &'a Prompt,
+        decision: Decision,
+        started: (Instant, String),
+    ) -> Self {
+        Round {
+            runner,
+            step,
+            route: &runner.config.routes[step.route],
+            job,
+            prompt,
+            decision,
+            deadline: started.0 + runner.config.worker.round_deadline,
+            started: started.0,
+            started_at: started.1,
+            spent: 0.0,
+            cost: 0.0,
+            attempts: 0,
+            last: None,
+            out_of_budget: None,
+            circuit_open: Vec::new(),
+            saturated: Vec::new(),
+            deadline_passed: false,
+            window_exceeded: None,
+            retry_after: None,
+            filtered_by: Vec::new(),
+        }
+    }
+
+    /// Runs the round; `spent_before` is what earlier steps and rounds billed, `classified`
+    /// what this step's classification did.
+    pub(super) async fn run(mut self, spent_before: f64, classified: f64) -> StepOutcome {
+        self.spent = spent_before;
+        self.cost = classified;
+        let mut waited_for_probe = false;
+        loop {
+            for i in 0..self.decision.candidates.len() {
+                let m = self.decision.candidates[i];
+                match self.try_model(m).await {
+                    Tried::Answered(c) => return StepOutcome::Done(Box::new(self.result(m, c))),
+                    Tried::NextModel => {}
+                    Tried::Stop => break,
+                }
+            }
+            if !waited_for_probe && self.stuck_on_open_circuits() && !self.deadline_passed {
+                waited_for_probe = self.wait_for_probe().await;
+                if waited_for_probe {
+                    self.circuit_open.clear();
+                    continue;
+                }
+            }
+            return StepOutcome::Failed(self.failure());
+        }
+    }
+
+    /// Up to `provider_attempts` calls to candidate `m`.
+    async fn try_model(&mut self, m: usize) -> Tried {
+        let runner = self.runner;
+        let model = &runner.config.models[m];
+        if self
+            .window_exceeded
+            .is_some_and(|w| model.context_window <= w)
+            || self.filtered_by.contains(&model.base_url.as_str())
+        {
+            return Tried::NextModel;
+        }
+        let mut backoff = retry::attempt_backoff();
+        let attempts = runner.config.worker.provider_attempts;
+        for attempt in 1..=attempts {
+            if Instant::now() >= self.deadline {
+                self.deadline_passed = true;
+                return Tried::Stop;
+            }
+            let Some((request, prompt_tokens)) = self.request_for(model) else {
+                self.out_of_budget = Some(model.name.clone());
+                return Tried::NextModel;
+            };
+            let spec = CallSpec {
+                step: self.step,
+                variant: self.decision.record.variant.as_deref(),
+                policy: self.route.content_filter,
+                tokens: prompt_tokens
+                    + u64::from(
+                        request
+                            .max_tokens
+                            .unwrap_or(router::DEFAULT_EXPECTED_OUTPUT_TOKENS),
+                    ),
+                deadline: Some(self.deadline),
+            };
+            let made = match runner.guarded_call(m, &request, spec).await {
+                Ok(made) => made,
+                Err(skipped) => {
+                    let list = match skipped {
+                        Skipped::CircuitOpen => &mut self.circuit_open,
+                        Skipped::NoCapacity => &mut self.saturated,
+                    };
+                    list.push(model.name.clone());
+                    return Tried::NextModel;
+                }
+            };
+            self.attempts += 1;
+            let (e, fate) = match made.result {
+                Ok(c) => {
+                    runner.latency.record(m, made.elapsed);
+                    self.cost += model.usage_cost_usd(&c.usage);
+                    return Tried::Answered(c);
+                }
+                Err(e) => (e, made.fate.unwrap_or(Fate::Transient)),
+            };
+            // A model that times out is at least that slow.
+            if matches!(e, ProviderError::Timeout(_)) {
+                runner.latency.record(m, made.elapsed);
+            }
+            match self.after_failure(m, e, fate, attempt == attempts, &mut backoff) {
+                Next::Retry(wait) if Instant::now() + wait >= self.deadline => {
+                    self.deadline_passed = true;
+                    return Tried::Stop;
+                }
+                Next::Retry(wait) => {
+                    telemetry::retry_in_process(&model.name);
+                    tokio::time::sleep(wait).await
+                }
+                Next::NextCandidate => return Tried::NextModel,
+                Next::GiveUp => return Tried::Stop,
+            }
+        }
+        Tried::NextModel
+    }
+
+    /// The step's request on `model`, its output capped so the call stays within the job's
+    /// cost ceiling, with the prompt's tokens; `None` when the ceiling leaves it nothing.
+    fn request_for(&self, model: &ModelConfig) -> Option<(ChatRequest, u64)> {
+        let mut request = self.prompt.request.clone();
+        let prompt_tokens = self.prompt.tokens(model.tokenizer);
+        let max_cost = self.job.policy.as_ref().and_then(|p| p.max_cost_usd);
+        let left = max_cost.map(|m| m - self.spent - self.cost);
+        match router::output_cap_within_budget(model, prompt_tokens, left) {
+            Some(cap) if cap < 1 => return None,
+            Some(cap) => {
+                let capped = request.max_tokens.map_or(cap, |t| u64::from(t).min(cap));
+                request.max_tokens = Some(capped.min(u64::from(u32::MAX)) as u32);
+            }
+            None => {}
+        }
+        Some((request, prompt_tokens))
+    }
+
+    /// Learns from a failed call on `m` and asks the fallback policy what follows.
+    fn after_failure(
+        &mut self,
+        m: usize,
+        e: ProviderError,
+        fate: Fate,
+        last_attempt: bool,
+        backoff: &mut backoff::ExponentialBackoff,
+    ) -> Next {
+        let model = &self.runner.config.models[m];
+        match fate {
+            Fate::NotThisModel => {
+                self.window_exceeded = self.window_exceeded.max(Some(model.context_window))
+            }
+            Fate::NotThisProvider => self.filtered_by.push(model.base_url.as_str()),
+            _ => {}
+        }
+        let (next, defer) = retry::next_after(fate, e.retry_after(), last_attempt, backoff);
+        self.retry_after = self.retry_after.max(defer);
+        if next == Next::NextCandidate {
+            telemetry::fallback(&model.name, e.class().as_str());
+        }
+        self.last = Some((m, e, fate));
+        next
+    }
+
+    /// Stuck on open circuits: a model was skipped for its open circuit, and no call was made
+    /// or the calls made only said "not this model" (context too long, bad credentials).
+    fn stuck_on_open_circuits(&self) -> bool {
+        !self.circuit_open.is_empty()
+            && self
+                .last
+                .as_ref()
+                .is_none_or(|(_, _, fate)| fate.rules_out_model())
+    }
+
+    /// If an allowed model is half-open (its probe is out, or due), its verdict is a moment
+    /// away: waits for it (up to [`PROBE_WAIT`] within the deadline) rather than send the job to
+    /// a retry tier just before the model comes back. False when no model is half-open.
+    async fn wait_for_probe(&self) -> bool {
+        let circuits = &self.runner.circuits;
+        let probing: Vec<usize> = self
+            .decision
+            .candidates
+            .iter()
+            .copied()
+            .filter(|&m| circuits.state(m, now()) == CircuitState::HalfOpen)
+            .collect();
+        if probing.is_empty() {
+            return false;
+        }
+        let start = Instant::now();
+        let until = start + PROBE_WAIT.min(self.deadline.saturating_duration_since(start));
+        while Instant::now() < until
+            && probing
+                .iter()
+                .all(|&m| circuits.state(m, now()) == CircuitState::HalfOpen)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
+    /// The result of model `m`'s answer.
+    fn result(self, m: usize, c: Completion) -> JobResult {
+        let model = &self.runner.config.models[m];
+        let json = crate::output::json::extract(&c.text);
+        JobResult {
+            id: self.job.id.clone(),
+            pipeline: self.step.pipeline.clone(),
+            step: self.step.name.clone(),
+            tenant: self.job.tenant.clone(),
+            conversation_id: self.job.conversation_id.clone(),
+            output: Output {
+                text: c.text,
+                json,
+                finish_reason: c.finish_reason,
+            },
+            model: model.name.clone(),
+            provider: model.provider.as_str().to_string(),
+            variant: self.decision.record.variant.clone(),
+            usage: c.usage,
+            cost_usd: round_usd(self.cost),
+            latency_ms: self.started.elapsed().as_millis() as u64,
+            attempts: self.attempts,
+            retries: 0,
+            route: self.decision.record,
+            started_at: self.started_at,
+            finished_at: crate::util::now_rfc3339(),
+            metadata: self.job.metadata.clone(),
+        }
+    }
+
+    /// Why the round failed, most telling reason first.
+    fn failure(self) -> StepFailure {
+        let deadline = self.runner.config.worker.round_deadline;
+        // The provider's long Retry-After holds the retry tier back when its error is the
+        // reason the round failed.
+        let (class, message, last_model, retry_after) = match &self.last {
+            None if self.deadline_passed => (
+                ErrorClass::ProviderTimeout,
+                format!("the round's deadline of {deadline:?} passed before any call"),
+                None,
+                None,
+            ),
+            None if !self.saturated.is_empty() => (
+                ErrorClass::RateLimited,
+                format!(
+                    "no rate-limit capacity within {:?} on any allowed model ({})",
+                    self.runner.config.worker.rate_limit_wait,
+                    self.saturated.join(", ")
+                ),
+                self.saturated.last().cloned(),
+                None,
+            ),
+            _ if self.stuck_on_open_circuits() => (
+                ErrorClass::ProviderUnavailable,
+                self.open_circuits_message(),
+                self.circuit_open.last().cloned(),
+                None,
+            ),
+            Some((m, e, _)) => {
+                let name = &self.runner.config.models[*m].name;
+                let late = if self.deadline_passed {
+                    format!("; the round's deadline of {deadline:?} passed")
+                } else {
+                    String::new()
+                };
+                let message = format!("{e} (model {name}){late}");
+                (e.class(), message, Some(name.clone()), self.retry_after)
+            }
+            None => (
+                ErrorClass::PolicyUnsatisfiable,
+                format!(
+                    "max_cost_usd {} leaves no budget for any allowed model (${} spent)",
+                    self.job
+                        .policy
+                        .as_ref()
+                        .and_then(|p| p.max_cost_usd)
+                        .unwrap_or_default(),
+                    usd(self.cost)
+                ),
+                self.out_of_budget.clone(),
+                None,
+            ),
+        };
+        StepFailure {
+            class,
+            message,
+            last_model,
+            attempts: self.attempts,
+            variant: self.decision.record.variant,
+            retry_after,
+            cost_usd: self.cost,
+        }
+    }
+
+    fn open_circuits_message(&self) -> String {
+        let refused = self.last.as_ref().map_or(String::new(), |(m, e, _)| {
+            format!(
+                "{} refused ({}); ",
+                self.runner.config.models[*m].name,
+                e.class().as_str()
+            )
+        });
+        format!(
+            "{refused}the circuits of the remaining allowed models are open ({})",
+            self.circuit_open.join(", ")
+        )
+    }
+}

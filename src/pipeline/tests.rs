@@ -1,0 +1,362 @@
+//! The step runner's failure paths, with scripted in-process providers on a paused clock: no
+//! network, no broker, no mock server.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::fallback::{Admission, CircuitState, Fate};
+use crate::providers::fake::{Script, ScriptedProvider};
+use crate::providers::ProviderError;
+
+/// Three models: `a` and `b` with small windows, `big` with a large one; the step tries them
+/// in that order.
+const CONFIG: &str = r#"
+[worker]
+provider_attempts = 3
+rate_limit_wait_ms = 100
+round_deadline_ms = 60000
+
+[circuit_breaker]
+consecutive_failures = 5
+cooldown_ms = 1000
+
+[models.a]
+base_url = "http://a.invalid/v1"
+context_window = 8000
+timeout_ms = 1000
+
+[models.b]
+base_url = "http://b.invalid/v1"
+context_window = 8000
+timeout_ms = 1000
+
+[models.big]
+base_url = "http://big.invalid/v1"
+context_window = 200000
+timeout_ms = 1000
+
+[[pipelines.p.steps]]
+name = "s"
+model = "a"
+fallbacks = ["b", "big"]
+"#;
+
+/// A runner over `config` whose models play `scripts` (a model without one answers "ok"), and
+/// each model's provider, to count its calls.
+fn runner(
+    config: &str,
+    scripts: Vec<(&str, Vec<Script>)>,
+) -> (StepRunner, HashMap<String, Arc<ScriptedProvider>>) {
+    let config = Arc::new(Config::from_toml(config, None).unwrap());
+    let mut scripts: HashMap<&str, Vec<Script>> = scripts.into_iter().collect();
+    let mut fakes = HashMap::new();
+    let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
+    for m in &config.models {
+        let script = scripts
+            .remove(m.name.as_str())
+            .unwrap_or_else(|| vec![Script::answer("ok")]);
+        let fake = Arc::new(ScriptedProvider::new(script));
+        fakes.insert(m.name.clone(), fake.clone());
+        providers.push(fake);
+    }
+    (StepRunner::new(config, providers), fakes)
+}
+
+fn job() -> Job {
+    serde_json::from_str(r#"{"id":"j1","input":"hello"}"#).unwrap()
+}
+
+async fn run(r: &StepRunner) -> StepOutcome {
+    let step = r.config().steps[0].clone();
+    r.run(&step, &job(), "j1", 0.0).await
+}
+
+fn answered(o: StepOutcome) -> JobResult {
+    match o {
+        StepOutcome::Done(r) => *r,
+        StepOutcome::Failed(f) => panic!("expected an answer, got {f:?}"),
+    }
+}
+
+fn failed(o: StepOutcome) -> StepFailure {
+    match o {
+        StepOutcome::Failed(f) => f,
+        StepOutcome::Done(r) => panic!("expected a failure, got an answer from {}", r.model),
+    }
+}
+
+fn server_error() -> ProviderError {
+    ProviderError::Server {
+        status: 503,
+        message: "down".into(),
+    }
+}
+
+fn throttled(after: Option<u64>) -> ProviderError {
+    ProviderError::RateLimited {
+        retry_after: after.map(Duration::from_secs),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_5xx_is_retried_on_the_same_model_then_answered() {
+    let (r, fakes) = runner(
+        CONFIG,
+        vec![(
+            "a",
+            vec![Script::fail(server_error()), Script::answer("hi")],
+        )],
+    );
+    let result = answered(run(&r).await);
+    assert_eq!((result.model.as_str(), result.attempts), ("a", 2));
+    assert_eq!(result.output.text, "hi");
+    assert_eq!(fakes["b"].calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_provider_times_out_and_the_next_call_answers() {
+    let (r, _) = runner(
+        CONFIG,
+        vec![("a", vec![Script::Hang, Script::answer("hi")])],
+    );
+    let t0 = Instant::now();
+    let result = answered(run(&r).await);
+    assert_eq!((result.model.as_str(), result.attempts), ("a", 2));
+    // The model's 1 s timeout ended the silent call.
+    assert!(t0.elapsed() >= Duration::from_secs(1), "{:?}", t0.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_model_that_keeps_timing_out_falls_back_to_the_next_candidate() {
+    let (r, fakes) = runner(CONFIG, vec![("a", vec![Script::Hang])]);
+    let result = answered(run(&r).await);
+    assert_eq!(result.model, "b");
+    assert_eq!(fakes["a"].calls(), 3, "every attempt on a");
+    assert_eq!(result.attempts, 4);
+    // A model that times out is at least that slow, for the router's latency preference.
+    assert_eq!(r.latency().p50(0), Some(Duration::from_secs(1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_waits_the_retry_after_it_asks_for() {
+    let (r, _) = runner(
+        CONFIG,
+        vec![(
+            "a",
+            vec![Script::fail(throttled(Some(3))), Script::answer("hi")],
+        )],
+    );
+    let t0 = Instant::now();
+    let result = answered(run(&r).await);
+    assert_eq!((result.model.as_str(), result.attempts), ("a", 2));
+    assert!(t0.elapsed() >= Duration::from_secs(3), "{:?}", t0.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_without_retry_after_backs_off_briefly() {
+    let (r, _) = runner(
+        CONFIG,
+        vec![(
+            "a",
+            vec![Script::fail(throttled(None)), Script::answer("hi")],
+        )],
+    );
+    let t0 = Instant::now();
+    let result = answered(run(&r).await);
+    assert_eq!((result.model.as_str(), result.attempts), ("a", 2));
+    // The first full-jitter backoff is at most 2 × 100 ms.
+    assert!(
+        t0.elapsed() <= Duration::from_millis(200),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_asking_for_too_long_moves_on_and_holds_the_retry_tier_back() {
+    let everyone_throttles = vec![
+        ("a", vec![Script::fail(throttled(Some(30)))]),
+        ("b", vec![Script::fail(throttled(Some(45)))]),
+        ("big", vec![Script::fail(throttled(Some(20)))]),
+    ];
+    let (r, fakes) = runner(CONFIG, everyone_throttles);
+    let t0 = Instant::now();
+    let f = failed(run(&r).await);
+    assert_eq!(f.class, ErrorClass::RateLimited);
+    // One call each: nobody waited in process...
+    assert_eq!((f.attempts, fakes["a"].calls()), (3, 1));
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    // ...and the retry tier is due no sooner than the longest wait asked for.
+    assert_eq!(f.retry_after, Some(Duration::from_secs(45)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_credentials_fall_back_and_take_the_model_out_of_rotation() {
+    let auth = ProviderError::Auth {
+        status: 401,
+        message: "bad key".into(),
+    };
+    let (r, fakes) = runner(CONFIG, vec![("a", vec![Script::fail(auth)])]);
+    let result = answered(run(&r).await);
+    assert_eq!(result.model, "b");
+    assert_eq!(fakes["a"].calls(), 1, "no retry on bad credentials");
+    assert_eq!(r.circuits.state(0, now()), CircuitState::Open);
+    // The next job does not even try it.
+    answered(run(&r).await);
+    assert_eq!(fakes["a"].calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_context_overflow_goes_to_a_larger_window() {
+    let too_long = ProviderError::ContextLength("maximum context length is 8000".into());
+    let (r, fakes) = runner(CONFIG, vec![("a", vec![Script::fail(too_long)])]);
+    let result = answered(run(&r).await);
+    assert_eq!(result.model, "big");
+    // b's window is no larger than a's: not tried.
+    assert_eq!((fakes["a"].calls(), fakes["b"].calls()), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_content_filter_refusal_ends_the_round() {
+    let filtered = ProviderError::ContentFilter("refused".into());
+    let (r, fakes) = runner(CONFIG, vec![("a", vec![Script::fail(filtered)])]);
+    let f = failed(run(&r).await);
+    assert_eq!((f.class, f.attempts), (ErrorClass::ContentFilter, 1));
+    assert_eq!(f.last_model.as_deref(), Some("a"));
+    assert_eq!(fakes["b"].calls() + fakes["big"].calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_route_may_let_another_provider_try_what_a_filter_refused() {
+    // a and b share an endpoint; big is another provider.
+    let config = CONFIG
+        .replace("http://b.invalid/v1", "http://a.invalid/v1")
+        .replace(
+            "fallbacks = [\"b\", \"big\"]",
+            "fallbacks = [\"b\", \"big\"]\ncontent_filter = \"other_provider\"",
+        );
+    let filtered = ProviderError::ContentFilter("refused".into());
+    let (r, fakes) = runner(&config, vec![("a", vec![Script::fail(filtered)])]);
+    let result = answered(run(&r).await);
+    assert_eq!(result.model, "big");
+    assert_eq!(
+        fakes["b"].calls(),
+        0,
+        "same endpoint as the one that refused"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_circuit_is_skipped() {
+    let (r, fakes) = runner(CONFIG, vec![]);
+    r.circuits
+        .record(0, now(), Admission::Call, Some(Fate::Misconfigured));
+    let result = answered(run(&r).await);
+    assert_eq!((result.model.as_str(), result.attempts), ("b", 1));
+    assert_eq!(fakes["a"].calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_circuits_everywhere_mean_provider_unavailable() {
+    let (r, fakes) = runner(CONFIG, vec![]);
+    for m in 0..3 {
+        r.circuits
+            .record(m, now(), Admission::Call, Some(Fate::Misconfigured));
+    }
+    let f = failed(run(&r).await);
+    assert_eq!((f.class, f.attempts), (ErrorClass::ProviderUnavailable, 0));
+    assert!(f.message.contains("circuits"), "{}", f.message);
+    assert_eq!(fakes.values().map(|p| p.calls()).sum::<usize>(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_stuck_on_open_circuits_waits_for_a_probe() {
+    let config = CONFIG.replace("fallbacks = [\"b\", \"big\"]", "");
+    let (r, fakes) = runner(&config, vec![]);
+    // a's circuit opened a cooldown ago and another job's probe is out.
+    for _ in 0..5 {
+        r.circuits
+            .record(0, now(), Admission::Call, Some(Fate::Transient));
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let probe = r.circuits.admit(0, now());
+    assert_eq!(probe, Admission::Probe);
+    let circuits = r.circuits.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        circuits.record(0, now(), probe, None);
+    });
+    let t0 = Instant::now();
+    let result = answered(run(&r).await);
+    assert_eq!(result.model, "a");
+    assert_eq!(fakes["a"].calls(), 1, "only the job's own call");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1) && waited < PROBE_WAIT,
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_rate_limit_capacity_moves_on_then_fails_as_rate_limited() {
+    let limited = CONFIG.replace(
+        "timeout_ms = 1000\n",
+        "timeout_ms = 1000\nrate_limit = { requests_per_minute = 1 }\n",
+    );
+    let (r, fakes) = runner(&limited, vec![]);
+    assert_eq!(answered(run(&r).await).model, "a");
+    // a's minute is used up: the next job waits its 100 ms, then goes to b.
+    assert_eq!(answered(run(&r).await).model, "b");
+    assert_eq!(answered(run(&r).await).model, "big");
+    let f = failed(run(&r).await);
+    assert_eq!((f.class, f.attempts), (ErrorClass::RateLimited, 0));
+    assert!(
+        f.message.contains("no rate-limit capacity"),
+        "{}",
+        f.message
+    );
+    assert_eq!(fakes["a"].calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_round_deadline_ends_the_round() {
+    // The deadline is shorter than the models' timeout: the silent call ends at the deadline.
+    let config = CONFIG
+        .replace("round_deadline_ms = 60000", "round_deadline_ms = 1500")
+        .replace("timeout_ms = 1000", "timeout_ms = 5000");
+    let (r, fakes) = runner(&config, vec![("a", vec![Script::Hang])]);
+    let t0 = Instant::now();
+    let f = failed(run(&r).await);
+    assert_eq!(f.class, ErrorClass::ProviderTimeout);
+    assert!(f.message.contains("deadline"), "{}", f.message);
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_millis(1600),
+        "{took:?}"
+    );
+    assert_eq!(fakes["b"].calls(), 0, "no call after the deadline");
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_failing_everywhere_keep_the_last_error() {
+    let (r, fakes) = runner(
+        CONFIG,
+        vec![
+            ("a", vec![Script::fail(server_error())]),
+            ("b", vec![Script::fail(server_error())]),
+            (
+                "big",
+                vec![Script::fail(ProviderError::InvalidOutput("empty".into()))],
+            ),
+        ],
+    );
+    let f = failed(run(&r).await);
+    assert_eq!(f.class, ErrorClass::InvalidOutput);
+    assert_eq!(f.last_model.as_deref(), Some("big"));
+    assert_eq!(f.attempts, 9);
+    assert_eq!(fakes["big"].calls(), 3);
+}

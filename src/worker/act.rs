@@ -1,0 +1,196 @@
+//! Acting on a decided outcome: publish its record and wait for the broker's acknowledgement,
+//! then count it. A record the broker refuses for good (too large) is decided again (an
+//! `output_rejected` dead letter); a dead letter refused for good is sent without the original
+//! value, saying so, so the failure is still on record.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::job::Ended;
+use super::{Item, Shared};
+use crate::pipeline::outcome::{Action, Now, Outcome, Record};
+use crate::telemetry;
+
+/// Publishes `outcome` for `item` until the broker acknowledges it (or the partition's epoch
+/// ends), then counts it.
+pub(super) async fn act(
+    shared: &Shared,
+    record: Record<'_>,
+    item: &Item,
+    mut outcome: Outcome,
+    started: Instant,
+) -> Ended {
+    let msg = &item.msg;
+    let label = record.step.label();
+    let mut drop_value = false;
+    loop {
+        let origin = (msg.topic(), msg.partition(), msg.offset());
+        let hdrs = outcome
+            .out_meta(&label, &item.meta, origin)
+            .headers(match outcome.action {
+                Action::Answer { .. } => None,
+                _ => msg.headers(),
+            });
+        let (topic, key, payload) = match &outcome.action {
+            Action::Answer { topic, payload, .. } => (
+                topic,
+                Some(msg.key().unwrap_or(outcome.job_id.as_bytes())),
+                Some(payload.as_slice()),
+            ),
+            Action::Retry { topic, .. } | Action::Fail { topic, .. } => {
+                (topic, msg.key(), msg.payload().filter(|_| !drop_value))
+            }
+        };
+        let size = payload.map_or(0, <[u8]>::len);
+        let error = match publish(shared, topic, key, payload, hdrs, &item.cancel).await {
+            Ok(()) => {
+                counted(shared, &record, &outcome, started);
+                return Ended::Finished;
+            }
+            Err(PublishError::Abandoned) => return Ended::Abandoned,
+            Err(PublishError::Rejected(e)) => e,
+        };
+        match outcome
+            .clone()
+            .rejected(record, size, &error.to_string(), &Now::current())
+        {
+            Some(next) => outcome = next,
+            None if !drop_value => {
+                let topic = outcome.action.topic();
+                warn!(topic = %topic, error = %error, "dead letter rejected; sending it without the original value");
+                if let Action::Fail { message, .. } = &mut outcome.action {
+                    *message =
+                        format!("{message} [original value of {size} bytes dropped: {error}]");
+                }
+                drop_value = true;
+            }
+            None => {
+                // Nothing smaller to send: keep the record unfinished (never lost) and say so.
+                let topic = outcome.action.topic();
+                tracing::error!(topic = %topic, error = %error, "dead letter rejected even without its value; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = item.cancel.cancelled() => return Ended::Abandoned,
+                }
+            }
+        }
+    }
+}
+
+/// Counts a published outcome: the worker's stats, the job's metrics and a debug line.
+fn counted(shared: &Shared, record: &Record<'_>, outcome: &Outcome, started: Instant) {
+    let step = record.step;
+    let (pipeline, name) = (step.pipeline.as_str(), step.name.as_str());
+    let label = match &outcome.action {
+        Action::Answer { is_result, .. } => {
+            let counter = if *is_result {
+                &shared.results
+            } else {
+                &shared.forwarded
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            if *is_result {
+                "result"
+            } else {
+                "forwarded"
+            }
+        }
+        Action::Retry {
+            topic, tier_name, ..
+        } => {
+            telemetry::retry_scheduled(pipeline, name, tier_name);
+            debug!(topic = %topic, "job sent to a retry tier");
+            "retry_later"
+        }
+        Action::Fail {
+            topic,
+            escalate,
+            class,
+            ..
+        } => {
+            shared.dead_letters.fetch_add(1, Ordering::Relaxed);
+            if *escalate {
+                telemetry::escalated(pipeline, name, class.as_str());
+            } else {
+                telemetry::dead_lettered(pipeline, name, class.as_str());
+            }
+            debug!(class = class.as_str(), topic = %topic, "record dead-lettered");
+            "dead_letter"
+        }
+    };
+    telemetry::job_finished(pipeline, name, label, started.elapsed());
+}
+
+/// Why a record was not published.
+#[derive(Debug)]
+enum PublishError {
+    /// The partition's epoch ended (rebalance or shutdown deadline) before the broker acked.
+    Abandoned,
+    /// The broker or client refuses this record whatever the retries (e.g. too large).
+    Rejected(KafkaError),
+}
+
+/// Delivery errors no retry can fix: the record itself is unacceptable.
+fn is_permanent(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidMessage
+        )
+    )
+}
+
+/// Sends one record and waits for the broker's acknowledgement, retrying transient failures
+/// with backoff until they succeed or the partition's epoch ends. A job is finished only when
+/// this returns `Ok`.
+async fn publish(
+    shared: &Shared,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    hdrs: OwnedHeaders,
+    cancel: &CancellationToken,
+) -> Result<(), PublishError> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(topic).headers(hdrs.clone());
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        let send = shared
+            .producer
+            .send(record, Timeout::After(Duration::from_secs(5)));
+        let result = tokio::select! {
+            r = send => r,
+            _ = cancel.cancelled() => return Err(PublishError::Abandoned),
+        };
+        match result {
+            Ok(_) => return Ok(()),
+            Err((e, _)) if is_permanent(&e) => return Err(PublishError::Rejected(e)),
+            Err((e, _)) => {
+                warn!(topic, error = %e, retry_in = ?delay, "delivery failed; retrying");
+                telemetry::produce_retry();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.cancelled() => return Err(PublishError::Abandoned),
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

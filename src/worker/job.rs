@@ -1,0 +1,171 @@
+//! One admitted record, start to finish: decode it, run its step, let the pipeline decide its
+//! outcome, act on it, then report to the tracker (which moves the commit position and hands
+//! out the next job of the same key).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::debug;
+
+use super::tracker::Tp;
+use super::{act, Item, Shared, WorkerConsumer};
+use crate::config::ErrorClass;
+use crate::envelope::{decode_job, Job};
+use crate::pipeline::outcome::{self, Now, Outcome, Record};
+use crate::telemetry;
+
+/// How processing a record ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ended {
+    /// The record needs nothing more: its output was acknowledged by the broker (or it needed
+    /// none). Its offset may be committed.
+    Finished,
+    /// The partition's epoch ended first: nothing more is published, the offset stays open.
+    Abandoned,
+}
+
+/// Runs a job, then every job queued behind its key.
+pub(super) async fn run_chain(
+    consumer: Arc<WorkerConsumer>,
+    shared: Arc<Shared>,
+    tp: Tp,
+    mut item: Item,
+) {
+    use futures::FutureExt;
+    loop {
+        let processed = std::panic::AssertUnwindSafe(process(&shared, &item))
+            .catch_unwind()
+            .await;
+        let ended = match processed {
+            Ok(ended) => ended,
+            Err(panic) => {
+                // A bug, not the record's fault alone; the record still gets a terminal output.
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                tracing::error!(topic = %tp.0, partition = tp.1, offset = item.msg.offset(), panic = %what, "processing panicked; dead-lettering the record");
+                internal_error(&shared, &item, &what).await
+            }
+        };
+        match finish(&consumer, &shared, &tp, &item, ended) {
+            Some(next) => item = next,
+            None => return,
+        }
+    }
+}
+
+/// Reports how `item` ended: stores the new commit position when it moved, wakes the poll
+/// thread, and returns the next job of the same key, if one waits.
+fn finish(
+    consumer: &WorkerConsumer,
+    shared: &Shared,
+    tp: &Tp,
+    item: &Item,
+    ended: Ended,
+) -> Option<Item> {
+    let offset = item.msg.offset();
+    let key = item.msg.key().map(<[u8]>::to_vec);
+    let mut t = shared.tracker();
+    let f = match ended {
+        Ended::Finished => t.finish(tp, item.epoch, offset, key.as_deref()),
+        Ended::Abandoned => t.release(tp, item.epoch, offset, key.as_deref()),
+    };
+    if let Some(next_offset) = f.commit {
+        let mut tpl = TopicPartitionList::new();
+        if tpl
+            .add_partition_offset(&tp.0, tp.1, Offset::Offset(next_offset))
+            .is_ok()
+        {
+            if let Err(e) = consumer.store_offsets(&tpl) {
+                debug!(error = %e, "offset not stored (partition no longer assigned)");
+            }
+        }
+    }
+    drop(t);
+    shared.changed.notify_all();
+    f.next
+}
+
+/// Processes one record to its terminal output: decode, run the step, decide, act.
+async fn process(shared: &Shared, item: &Item) -> Ended {
+    let started = Instant::now();
+    let config = &shared.config;
+    let msg = &item.msg;
+    let Some((step, tier)) = config.step_for_topic(msg.topic()) else {
+        // Not a topic the worker subscribes to: nothing to do with it.
+        return Ended::Finished;
+    };
+    shared.consumed.fetch_add(1, Ordering::Relaxed);
+    telemetry::job_consumed(&step.pipeline, &step.name);
+    let record = Record {
+        config,
+        step,
+        tier,
+        meta: &item.meta,
+    };
+    let decoded = decode_job(
+        msg.payload(),
+        config.worker.max_payload_bytes,
+        &step.pipeline,
+        &config.pipelines,
+    );
+    let outcome = match decoded {
+        Ok(job) => {
+            let key = routing_key(msg, &job);
+            let run = shared.runner.run(step, &job, &key, item.meta.job_cost_usd);
+            let step_outcome = tokio::select! {
+                o = run => o,
+                _ = item.cancel.cancelled() => return Ended::Abandoned,
+            };
+            outcome::decide(record, &job, step_outcome, &Now::current())
+        }
+        Err(e) => {
+            let now = Now::current();
+            outcome::terminal(record, &key_as_id(msg), e.class(), e.to_string(), &now)
+        }
+    };
+    act::act(shared, record, item, outcome, started).await
+}
+
+/// Dead-letters a record whose processing panicked.
+async fn internal_error(shared: &Shared, item: &Item, what: &str) -> Ended {
+    let Some((step, tier)) = shared.config.step_for_topic(item.msg.topic()) else {
+        return Ended::Finished;
+    };
+    let record = Record {
+        config: &shared.config,
+        step,
+        tier,
+        meta: &item.meta,
+    };
+    let outcome: Outcome = outcome::terminal(
+        record,
+        &key_as_id(&item.msg),
+        ErrorClass::InternalError,
+        format!("internal error while processing: {what}"),
+        &Now::current(),
+    );
+    act::act(shared, record, item, outcome, Instant::now()).await
+}
+
+/// The job id of a record that could not be decoded: its key (producers key jobs by id),
+/// empty when it has none.
+fn key_as_id(msg: &OwnedMessage) -> String {
+    msg.key()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .unwrap_or_default()
+}
+
+/// The key that keeps a job's A/B variant sticky: the record key, else the job id.
+fn routing_key(msg: &OwnedMessage, job: &Job) -> String {
+    match msg.key() {
+        Some(k) if !k.is_empty() => String::from_utf8_lossy(k).into_owned(),
+        _ => job.id.clone(),
+    }
+}

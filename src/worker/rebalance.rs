@@ -1,0 +1,140 @@
+//! The consumer's context: rebalance handling (a revoked partition drains within
+//! `worker.rebalance_timeout`, then is forgotten and its stored offsets committed; a new
+//! assignment starts fresh epochs, unpaused) and librdkafka statistics (consumer lag).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::{ClientContext, Statistics, TopicPartitionList};
+use tracing::{info, warn};
+
+use super::tracker::Tp;
+use super::Shared;
+use crate::telemetry;
+
+/// The consumer's context: rebalance handling and librdkafka statistics.
+pub(super) struct WorkerContext {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl ClientContext for WorkerContext {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            let Some((step, _)) = self.shared.config.step_for_topic(topic) else {
+                continue;
+            };
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    telemetry::set_lag(&step.pipeline, &step.name, *partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for WorkerContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let tps = tps_of(tpl);
+        let lost = consumer.assignment_lost();
+        let deadline = Instant::now() + self.shared.config.worker.rebalance_timeout;
+        let mut t = self.shared.tracker();
+        let dropped: usize = tps.iter().map(|tp| t.begin_revoke(tp).len()).sum();
+        // Drain: running jobs of revoked partitions get until the deadline to finish (not when
+        // the partitions are already lost: another member may own them by now).
+        while !lost && tps.iter().any(|tp| t.running(tp) > 0) && Instant::now() < deadline {
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100));
+            t = self
+                .shared
+                .changed
+                .wait_timeout(t, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let unfinished: usize = tps.iter().map(|tp| t.running(tp)).sum();
+        for tp in &tps {
+            t.remove(tp);
+        }
+        drop(t);
+        self.shared.changed.notify_all();
+        if !lost {
+            commit_stored(consumer);
+        }
+        info!(
+            partitions = tps.len(),
+            dropped_waiting = dropped,
+            unfinished,
+            lost,
+            "partitions revoked"
+        );
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                // librdkafka keeps an application pause on a partition across revoke and
+                // re-assign. A partition paused under the previous assignment would stay
+                // paused for good if the poll loop's resume ran while nothing was assigned, so
+                // start every new assignment unpaused; the loop pauses it again if it must.
+                let stopping = self.shared.stopping.load(Ordering::SeqCst);
+                let r = if stopping {
+                    consumer.pause(tpl)
+                } else {
+                    consumer.resume(tpl)
+                };
+                if let Err(e) = r {
+                    warn!(error = %e, "could not set the pause state of newly assigned partitions");
+                }
+                let tps = tps_of(tpl);
+                let mut t = self.shared.tracker();
+                for tp in &tps {
+                    t.assign(tp.clone());
+                }
+                drop(t);
+                self.shared.assignment_changed.store(true, Ordering::SeqCst);
+                info!(partitions = tps.len(), "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => {
+                // rdkafka unassigns everything after a rebalance error: forget (and cancel)
+                // every partition; the next assignment starts new epochs.
+                let mut t = self.shared.tracker();
+                for tp in t.owned() {
+                    t.remove(&tp);
+                }
+                drop(t);
+                self.shared.changed.notify_all();
+                warn!(error = %e, "rebalance error; all partitions released");
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => warn!(error = %e, "offset commit failed; it is retried with the next commit"),
+        }
+    }
+}
+
+pub(super) fn tps_of(tpl: &TopicPartitionList) -> Vec<Tp> {
+    tpl.elements()
+        .iter()
+        .map(|e| (Arc::from(e.topic()), e.partition()))
+        .collect()
+}
+
+/// Commits the stored offsets synchronously; "nothing stored" is not an error.
+pub(super) fn commit_stored<C: ConsumerContext>(consumer: &BaseConsumer<C>) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => warn!(error = %e, "offset commit failed"),
+    }
+}

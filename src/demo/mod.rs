@@ -96,7 +96,6 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
         MockLlmConfig::from_toml_str(MOCK_CONFIG).expect("examples/mock-llm.toml is valid"),
     )
     .await?;
-
     let mut config = Config::from_toml(SAMPLE_CONFIG, None)?;
     // Simulated providers: every model on the local mock, no API keys needed.
     for m in &mut config.models {
@@ -105,27 +104,108 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
     }
     config.worker.metrics_listen = None;
     config.worker.shutdown_timeout = Duration::from_secs(10);
-    let cluster;
-    let embedded = args.bootstrap.is_none();
-    match &args.bootstrap {
-        None => {
-            cluster = Some(rdkafka::mocking::MockCluster::new(1)?);
-            let c = cluster.as_ref().expect("just set");
-            config.kafka.bootstrap_servers = c.bootstrap_servers();
-            for t in crate::kafka::topics::plan(&config) {
-                c.create_topic(&t.name, t.spec.partitions, 1)?;
-            }
-        }
-        Some(b) => {
-            cluster = None;
-            let prefix = format!("demo-{}.", std::process::id());
-            rebase_topics(&mut config, &prefix);
-            config.kafka.bootstrap_servers = b.clone();
-            config.kafka.group_id = format!("{prefix}workers");
-            crate::kafka::admin::apply(b, &crate::kafka::topics::plan(&config), false).await?;
+    let cluster = start_cluster(args.bootstrap.as_deref(), &mut config).await?;
+    print_banner(&config, &mock, cluster.is_some());
+
+    let step = config.steps[0].clone();
+    let records = tickets::generate(args.jobs, args.seed);
+    let expected: HashSet<String> = records.iter().map(|r| r.key.clone()).collect();
+    let producer = crate::kafka::tools::tool_producer(&config.kafka.bootstrap_servers)?;
+    let tickets = records
+        .iter()
+        .map(|r| (Some(r.key.clone().into_bytes()), r.value.clone()));
+    let sent = crate::kafka::tools::produce_records(&producer, &step.topic, tickets, None).await;
+    println!("published {} tickets to {}", sent.sent, step.topic);
+
+    let config = Arc::new(config);
+    let runner = StepRunner::from_config(config.clone())?;
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(crate::worker::run(config.clone(), runner, shutdown.clone()));
+    let outages = simulate_outages(&mock);
+    let bootstrap = config.kafka.bootstrap_servers.clone();
+    let outputs = vec![
+        config.topics.results.clone(),
+        TopicNames::dlq_of(&step.topic),
+    ];
+    let timeout = Duration::from_secs(args.timeout_s);
+    let (results, dead_letters) = tokio::task::spawn_blocking(move || {
+        collect_outputs(&bootstrap, &outputs, &expected, timeout)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    outages.abort();
+    shutdown.cancel();
+    let stats = worker
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    mock.shutdown().await;
+    // Clients first: a client outliving the embedded cluster logs "all brokers down".
+    drop(producer);
+    drop(cluster);
+    tracing::debug!(?stats, "demo worker stats");
+
+    let report = DemoReport::new(records.len(), results, dead_letters);
+    print_summary(&report, &config, started.elapsed());
+    if report.lost > 0 {
+        return Err(DemoError::Lost {
+            lost: report.lost,
+            jobs: report.jobs,
+            timeout_s: args.timeout_s,
+        });
+    }
+    Ok(report)
+}
+
+impl DemoReport {
+    /// The report of `jobs` published jobs: a job with neither a result nor a dead letter is
+    /// lost.
+    fn new(jobs: usize, results: Vec<JobResult>, dead_letters: Vec<(String, String)>) -> Self {
+        let accounted: HashSet<&str> = results
+            .iter()
+            .map(|r| r.id.as_str())
+            .chain(dead_letters.iter().map(|(id, _)| id.as_str()))
+            .collect();
+        let lost = jobs.saturating_sub(accounted.len());
+        DemoReport {
+            jobs,
+            results,
+            dead_letters,
+            lost,
         }
     }
+}
 
+/// The Kafka the demo runs on: an embedded mock cluster (returned, to keep it alive) with the
+/// config's topics, or, with `bootstrap`, a real cluster with topics under a unique prefix.
+async fn start_cluster(
+    bootstrap: Option<&str>,
+    config: &mut Config,
+) -> Result<
+    Option<rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+    DemoError,
+> {
+    match bootstrap {
+        None => {
+            let c = rdkafka::mocking::MockCluster::new(1)?;
+            config.kafka.bootstrap_servers = c.bootstrap_servers();
+            for t in crate::kafka::topics::plan(config) {
+                c.create_topic(&t.name, t.spec.partitions, 1)?;
+            }
+            Ok(Some(c))
+        }
+        Some(b) => {
+            let prefix = format!("demo-{}.", std::process::id());
+            rebase_topics(config, &prefix);
+            config.kafka.bootstrap_servers = b.to_string();
+            config.kafka.group_id = format!("{prefix}workers");
+            crate::kafka::admin::apply(b, &crate::kafka::topics::plan(config), false).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// What the demo runs on, said on screen.
+fn print_banner(config: &Config, mock: &MockLlm, embedded: bool) {
     println!("baton demo");
     if embedded {
         println!("  kafka:     embedded in-process Kafka-protocol cluster (librdkafka mock cluster), not a real broker");
@@ -145,71 +225,6 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
     );
     println!("             baton run --config examples/support.toml --bootstrap HOST:PORT");
     println!();
-
-    let step = config.steps[0].clone();
-    let records = tickets::generate(args.jobs, args.seed);
-    let expected: HashSet<String> = records.iter().map(|r| r.key.clone()).collect();
-    let producer = crate::kafka::tools::tool_producer(&config.kafka.bootstrap_servers)?;
-    let sent = crate::kafka::tools::produce_records(
-        &producer,
-        &step.topic,
-        records
-            .iter()
-            .map(|r| (Some(r.key.clone().into_bytes()), r.value.clone())),
-        None,
-    )
-    .await;
-    println!("published {} tickets to {}", sent.sent, step.topic);
-
-    let config = Arc::new(config);
-    let runner = StepRunner::from_config(config.clone())?;
-    let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(crate::worker::run(config.clone(), runner, shutdown.clone()));
-    let outages = simulate_outages(&mock);
-
-    let bootstrap = config.kafka.bootstrap_servers.clone();
-    let outputs = vec![
-        config.topics.results.clone(),
-        TopicNames::dlq_of(&step.topic),
-    ];
-    let timeout = Duration::from_secs(args.timeout_s);
-    let jobs = records.len();
-    let (results, dead_letters) = tokio::task::spawn_blocking(move || {
-        collect_outputs(&bootstrap, &outputs, &expected, timeout)
-    })
-    .await
-    .map_err(|e| std::io::Error::other(e.to_string()))??;
-    outages.abort();
-    shutdown.cancel();
-    let stats = worker
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
-    mock.shutdown().await;
-    // Clients first: a client outliving the embedded cluster logs "all brokers down".
-    drop(producer);
-    drop(cluster);
-
-    let accounted: HashSet<&str> = results
-        .iter()
-        .map(|r| r.id.as_str())
-        .chain(dead_letters.iter().map(|(id, _)| id.as_str()))
-        .collect();
-    let report = DemoReport {
-        jobs,
-        lost: jobs.saturating_sub(accounted.len()),
-        results,
-        dead_letters,
-    };
-    print_summary(&report, &config, started.elapsed());
-    tracing::debug!(?stats, "demo worker stats");
-    if report.lost > 0 {
-        return Err(DemoError::Lost {
-            lost: report.lost,
-            jobs,
-            timeout_s: args.timeout_s,
-        });
-    }
-    Ok(report)
 }
 
 /// Provider outages the demo plays, in milliseconds from the first provider call: the premium
@@ -433,6 +448,26 @@ fn print_summary(report: &DemoReport, config: &Config, elapsed: Duration) {
         );
     }
     println!();
+    print_models(report, config);
+    print_failures(report, config);
+    let retried = report.results.iter().filter(|r| r.attempts > 1).count();
+    println!(
+        "jobs answered after a retry or fallback: {retried}; wall time {:.1}s",
+        elapsed.as_secs_f64()
+    );
+    println!();
+    println!(
+        "jobs={} results={} dead_letters={} lost={}",
+        report.jobs,
+        report.results.len(),
+        report.dead_letters.len(),
+        report.lost
+    );
+}
+
+/// One row per model: jobs, cost, latency percentiles, fallbacks; the total, and what the
+/// same answers would have cost on the premium model.
+fn print_models(report: &DemoReport, config: &Config) {
     println!(
         "{:<12} {:>6} {:>12} {:>9} {:>9} {:>10}",
         "model", "jobs", "cost_usd", "p50_ms", "p99_ms", "fallbacks"
@@ -443,11 +478,11 @@ fn print_summary(report: &DemoReport, config: &Config, elapsed: Duration) {
             .iter()
             .filter(|r| r.model == m.name)
             .collect();
-        let mut lat: Vec<u64> = rs.iter().map(|r| r.latency_ms).collect();
-        lat.sort_unstable();
         if rs.is_empty() {
             continue;
         }
+        let mut lat: Vec<u64> = rs.iter().map(|r| r.latency_ms).collect();
+        lat.sort_unstable();
         let cost: f64 = rs.iter().map(|r| r.cost_usd).sum::<f64>() + 0.0;
         let fallbacks = rs
             .iter()
@@ -482,6 +517,10 @@ fn print_summary(report: &DemoReport, config: &Config, elapsed: Duration) {
     if premium_only > 0.0 {
         println!("(the same answers all on premium would have cost {premium_only:.6} USD)");
     }
+}
+
+/// Dead letters by class, the outages played, and the jobs that waited in a retry tier.
+fn print_failures(report: &DemoReport, config: &Config) {
     let mut classes: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, c) in &report.dead_letters {
         *classes.entry(c.as_str()).or_default() += 1;
@@ -490,7 +529,6 @@ fn print_summary(report: &DemoReport, config: &Config, elapsed: Duration) {
         let list: Vec<String> = classes.iter().map(|(c, n)| format!("{c} {n}")).collect();
         println!("dead letters by class: {}", list.join(", "));
     }
-    let waited = report.results.iter().filter(|r| r.retries > 0).count();
     for (name, _, from, to) in OUTAGES {
         println!(
             "simulated outage: {name} answered 503 from {:.1} s to {:.1} s after the first call",
@@ -498,24 +536,10 @@ fn print_summary(report: &DemoReport, config: &Config, elapsed: Duration) {
             *to as f64 / 1000.0
         );
     }
-    println!(
-        "jobs answered after waiting in a retry tier: {waited} (first tier {})",
-        config
-            .retry_tiers
-            .first()
-            .map_or("none".to_string(), |t| t.name.clone())
-    );
-    let retried = report.results.iter().filter(|r| r.attempts > 1).count();
-    println!(
-        "jobs answered after a retry or fallback: {retried}; wall time {:.1}s",
-        elapsed.as_secs_f64()
-    );
-    println!();
-    println!(
-        "jobs={} results={} dead_letters={} lost={}",
-        report.jobs,
-        report.results.len(),
-        report.dead_letters.len(),
-        report.lost
-    );
+    let waited = report.results.iter().filter(|r| r.retries > 0).count();
+    let first_tier = config
+        .retry_tiers
+        .first()
+        .map_or("none".to_string(), |t| t.name.clone());
+    println!("jobs answered after waiting in a retry tier: {waited} (first tier {first_tier})");
 }

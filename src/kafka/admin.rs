@@ -80,36 +80,14 @@ pub async fn apply(
 ) -> Result<Vec<TopicReport>, AdminError> {
     let admin: AdminClient<DefaultClientContext> = super::plain_config(bootstrap).create()?;
     let mut existing = describe_topics(&admin)?;
-
     let missing: Vec<&PlannedTopic> = plan
         .iter()
         .filter(|t| !existing.contains_key(&t.name))
         .collect();
     let mut created = Vec::new();
     if !dry_run && !missing.is_empty() {
-        let new_topics: Vec<NewTopic<'_>> = missing
-            .iter()
-            .map(|t| {
-                let mut nt = NewTopic::new(
-                    &t.name,
-                    t.spec.partitions,
-                    TopicReplication::Fixed(t.spec.replication_factor),
-                );
-                for (k, v) in &t.spec.configs {
-                    nt = nt.set(k, v);
-                }
-                nt
-            })
-            .collect();
-        let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
-        let mut already = Vec::new();
-        for r in admin.create_topics(&new_topics, &opts).await? {
-            match r {
-                Ok(topic) => created.push(topic),
-                Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => already.push(topic),
-                Err((topic, code)) => return Err(AdminError::Create { topic, code }),
-            }
-        }
+        let already;
+        (created, already) = create(&admin, &missing).await?;
         // Metadata can lag a topic created a moment ago (here, by another process, or a
         // previous run): read it again until every topic the broker says exists shows up, so
         // the existing ones get their drift check and a worker started right after this
@@ -126,78 +104,125 @@ pub async fn apply(
             existing = describe_topics(&admin)?;
         }
     }
+    let configs = topic_configs(&admin, plan, &existing).await?;
+    Ok(plan
+        .iter()
+        .map(|t| TopicReport {
+            name: t.name.clone(),
+            kind: t.kind,
+            status: if created.contains(&t.name) {
+                TopicStatus::Created
+            } else {
+                status(t, existing.get(&t.name).copied(), configs.get(&t.name))
+            },
+        })
+        .collect())
+}
 
+/// Creates `missing`; returns the topics created and those another client created first.
+async fn create(
+    admin: &AdminClient<DefaultClientContext>,
+    missing: &[&PlannedTopic],
+) -> Result<(Vec<String>, Vec<String>), AdminError> {
+    let new_topics: Vec<NewTopic<'_>> = missing
+        .iter()
+        .map(|t| {
+            let mut nt = NewTopic::new(
+                &t.name,
+                t.spec.partitions,
+                TopicReplication::Fixed(t.spec.replication_factor),
+            );
+            for (k, v) in &t.spec.configs {
+                nt = nt.set(k, v);
+            }
+            nt
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+    let (mut created, mut already) = (Vec::new(), Vec::new());
+    for r in admin.create_topics(&new_topics, &opts).await? {
+        match r {
+            Ok(topic) => created.push(topic),
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => already.push(topic),
+            Err((topic, code)) => return Err(AdminError::Create { topic, code }),
+        }
+    }
+    Ok((created, already))
+}
+
+/// The broker-side configs of the planned topics that exist.
+async fn topic_configs(
+    admin: &AdminClient<DefaultClientContext>,
+    plan: &[PlannedTopic],
+    existing: &HashMap<String, (i32, i32)>,
+) -> Result<HashMap<String, HashMap<String, String>>, AdminError> {
     let present: Vec<&PlannedTopic> = plan
         .iter()
         .filter(|t| existing.contains_key(&t.name))
         .collect();
+    let mut configs = HashMap::new();
+    if present.is_empty() {
+        return Ok(configs);
+    }
     let specifiers: Vec<ResourceSpecifier<'_>> = present
         .iter()
         .map(|t| ResourceSpecifier::Topic(&t.name))
         .collect();
-    let mut configs: HashMap<String, HashMap<String, String>> = HashMap::new();
-    if !specifiers.is_empty() {
-        let described = admin
-            .describe_configs(
-                &specifiers,
-                &AdminOptions::new().request_timeout(Some(TIMEOUT)),
-            )
-            .await?;
-        for (t, r) in present.iter().zip(described) {
-            if let Ok(resource) = r {
-                let map = resource
-                    .entries
-                    .iter()
-                    .filter_map(|e| e.value.clone().map(|v| (e.name.clone(), v)))
-                    .collect();
-                configs.insert(t.name.clone(), map);
+    let described = admin
+        .describe_configs(
+            &specifiers,
+            &AdminOptions::new().request_timeout(Some(TIMEOUT)),
+        )
+        .await?;
+    for (t, r) in present.iter().zip(described) {
+        if let Ok(resource) = r {
+            let map = resource
+                .entries
+                .iter()
+                .filter_map(|e| e.value.clone().map(|v| (e.name.clone(), v)))
+                .collect();
+            configs.insert(t.name.clone(), map);
+        }
+    }
+    Ok(configs)
+}
+
+/// How an existing topic (`found`: partitions and replication factor) compares with its plan.
+fn status(
+    t: &PlannedTopic,
+    found: Option<(i32, i32)>,
+    configs: Option<&HashMap<String, String>>,
+) -> TopicStatus {
+    let Some((partitions, rf)) = found else {
+        return TopicStatus::Missing;
+    };
+    let mut drift = Vec::new();
+    if partitions != t.spec.partitions {
+        drift.push(format!(
+            "partitions {partitions} (declared {})",
+            t.spec.partitions
+        ));
+    }
+    if rf != t.spec.replication_factor {
+        drift.push(format!(
+            "replication_factor {rf} (declared {})",
+            t.spec.replication_factor
+        ));
+    }
+    if let Some(actual) = configs {
+        for (k, v) in &t.spec.configs {
+            match actual.get(k) {
+                Some(a) if a == v => {}
+                a => drift.push(format!(
+                    "{k}={} (declared {v})",
+                    a.map_or("unset", String::as_str)
+                )),
             }
         }
     }
-
-    Ok(plan
-        .iter()
-        .map(|t| {
-            let status = match existing.get(&t.name) {
-                _ if created.contains(&t.name) => TopicStatus::Created,
-                None => TopicStatus::Missing,
-                Some(&(partitions, rf)) => {
-                    let mut drift = Vec::new();
-                    if partitions != t.spec.partitions {
-                        drift.push(format!(
-                            "partitions {partitions} (declared {})",
-                            t.spec.partitions
-                        ));
-                    }
-                    if rf != t.spec.replication_factor {
-                        drift.push(format!(
-                            "replication_factor {rf} (declared {})",
-                            t.spec.replication_factor
-                        ));
-                    }
-                    if let Some(actual) = configs.get(&t.name) {
-                        for (k, v) in &t.spec.configs {
-                            match actual.get(k) {
-                                Some(a) if a == v => {}
-                                a => drift.push(format!(
-                                    "{k}={} (declared {v})",
-                                    a.map_or("unset", String::as_str)
-                                )),
-                            }
-                        }
-                    }
-                    if drift.is_empty() {
-                        TopicStatus::Ok
-                    } else {
-                        TopicStatus::Drift(drift)
-                    }
-                }
-            };
-            TopicReport {
-                name: t.name.clone(),
-                kind: t.kind,
-                status,
-            }
-        })
-        .collect())
+    if drift.is_empty() {
+        TopicStatus::Ok
+    } else {
+        TopicStatus::Drift(drift)
+    }
 }

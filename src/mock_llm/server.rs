@@ -292,30 +292,10 @@ async fn chat_completions(
         prompt_tokens: 0,
         done: false,
     };
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            let status = rejection.status();
-            pending.record(Outcome::InvalidRequest, status, 0);
-            return openai_error(status, &rejection.body_text(), None, None);
-        }
-    };
-    let req: ChatRequest = match serde_json::from_slice(&body) {
+    let req = match parse_chat_request(body, &mut pending) {
         Ok(req) => req,
-        Err(err) => {
-            pending.record(Outcome::InvalidRequest, StatusCode::BAD_REQUEST, 0);
-            let msg = format!("invalid chat completion request: {err}");
-            return openai_error(StatusCode::BAD_REQUEST, &msg, None, None);
-        }
+        Err(refused) => return *refused,
     };
-    pending.model = log_model_name(&req.model);
-    if req.stream == Some(true) {
-        pending.record(Outcome::InvalidRequest, StatusCode::BAD_REQUEST, 0);
-        let msg = "baton mock-llm does not support stream=true";
-        return openai_error(StatusCode::BAD_REQUEST, msg, Some("stream"), None);
-    }
-    pending.prompt_tokens = prompt_tokens(&req.messages);
-
     let config = state.config();
     let behavior = config.behavior_for(&req.model);
     let n = state.inner.seq.fetch_add(1, Ordering::Relaxed);
@@ -343,6 +323,63 @@ async fn chat_completions(
         pending.prompt_tokens,
         draw,
     );
+    let call = Call {
+        req: &req,
+        behavior,
+        n,
+        answer_draw,
+    };
+    respond(&state, &config, decision, call, &mut pending).await
+}
+
+/// The request body as a chat request; a refusal (with the request logged) when it is not one
+/// the mock serves.
+fn parse_chat_request(
+    body: Result<Bytes, BytesRejection>,
+    pending: &mut Pending,
+) -> Result<ChatRequest, Box<Response>> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        pending.record(Outcome::InvalidRequest, status, 0);
+        Box::new(openai_error(status, &rejection.body_text(), None, None))
+    })?;
+    let req: ChatRequest = serde_json::from_slice(&body).map_err(|err| {
+        pending.record(Outcome::InvalidRequest, StatusCode::BAD_REQUEST, 0);
+        let msg = format!("invalid chat completion request: {err}");
+        Box::new(openai_error(StatusCode::BAD_REQUEST, &msg, None, None))
+    })?;
+    pending.model = log_model_name(&req.model);
+    if req.stream == Some(true) {
+        pending.record(Outcome::InvalidRequest, StatusCode::BAD_REQUEST, 0);
+        let msg = "baton mock-llm does not support stream=true";
+        return Err(Box::new(openai_error(
+            StatusCode::BAD_REQUEST,
+            msg,
+            Some("stream"),
+            None,
+        )));
+    }
+    pending.prompt_tokens = prompt_tokens(&req.messages);
+    Ok(req)
+}
+
+/// What an answer needs besides the decision: the request, its model's behaviour, its sequence
+/// number and its draw for classify noise.
+struct Call<'a> {
+    req: &'a ChatRequest,
+    behavior: &'a ModelBehavior,
+    n: u64,
+    answer_draw: f64,
+}
+
+/// The response the decision calls for, logged.
+async fn respond(
+    state: &MockState,
+    config: &MockLlmConfig,
+    decision: Decision,
+    call: Call<'_>,
+    pending: &mut Pending,
+) -> Response {
     match decision {
         Decision::Unauthorized => {
             pending.record(Outcome::Unauthorized, StatusCode::UNAUTHORIZED, 0);
@@ -378,8 +415,8 @@ async fn chat_completions(
         }
         Decision::Hang => {
             pending.push(Outcome::Hang, 0, 0);
-            let _hanging = HangGuard::new(&state);
-            if sleep_or_shutdown(&state, config.max_hang()).await.is_err() {
+            let _hanging = HangGuard::new(state);
+            if sleep_or_shutdown(state, config.max_hang()).await.is_err() {
                 return shutting_down();
             }
             openai_error(
@@ -389,20 +426,7 @@ async fn chat_completions(
                 Some("timeout"),
             )
         }
-        Decision::RateLimited { retry_after_s } => {
-            pending.record(Outcome::RateLimited, StatusCode::TOO_MANY_REQUESTS, 0);
-            let mut resp = openai_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Rate limit reached for requests (simulated by baton mock-llm).",
-                None,
-                Some("rate_limit_exceeded"),
-            );
-            if let Some(secs) = retry_after_s {
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            resp
-        }
+        Decision::RateLimited { retry_after_s } => rate_limited(retry_after_s, pending),
         Decision::Error { status } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             pending.record(Outcome::Error, status, 0);
@@ -410,7 +434,7 @@ async fn chat_completions(
         }
         Decision::Malformed => {
             let (body, completion_tokens) =
-                completion_body(&req, behavior, &pending, n, answer_draw);
+                completion_body(call.req, call.behavior, pending, call.n, call.answer_draw);
             pending.record(Outcome::Malformed, StatusCode::OK, completion_tokens);
             let mut cut = body.len() / 2;
             while !body.is_char_boundary(cut) {
@@ -420,11 +444,27 @@ async fn chat_completions(
         }
         Decision::Ok => {
             let (body, completion_tokens) =
-                completion_body(&req, behavior, &pending, n, answer_draw);
+                completion_body(call.req, call.behavior, pending, call.n, call.answer_draw);
             pending.record(Outcome::Ok, StatusCode::OK, completion_tokens);
             json_body(StatusCode::OK, body)
         }
     }
+}
+
+/// A 429, with Retry-After when the behaviour sends one.
+fn rate_limited(retry_after_s: Option<u64>, pending: &mut Pending) -> Response {
+    pending.record(Outcome::RateLimited, StatusCode::TOO_MANY_REQUESTS, 0);
+    let mut resp = openai_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Rate limit reached for requests (simulated by baton mock-llm).",
+        None,
+        Some("rate_limit_exceeded"),
+    );
+    if let Some(secs) = retry_after_s {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
 }
 
 /// The serialized completion and its completion-token count. `max_tokens` (or

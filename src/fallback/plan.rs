@@ -1,11 +1,8 @@
 //! Where a job goes after a failed round: its step's next retry tier (a delayed topic), or,
 //! when a later round cannot help or the tiers are spent, a terminal record: the dead-letter
-//! topic, or the human-review topic for the error classes the route escalates. Also the shape
-//! of the retry history a job carries from round to round.
+//! topic, or the human-review topic for the error classes the route escalates.
 
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 use crate::config::{ErrorClass, RetryTier};
 
@@ -68,33 +65,6 @@ pub fn after_round(
 /// dead-letter topic: the route lists the class in `review`.
 pub fn escalates(class: ErrorClass, review: &[ErrorClass]) -> bool {
     review.contains(&class)
-}
-
-/// Most rounds kept in a retry history (the oldest are dropped beyond it).
-pub const MAX_HISTORY: usize = 20;
-
-/// One failed round of a job, as its retry history (`baton-retry-history`) keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Round {
-    /// When the round failed (RFC 3339).
-    pub at: String,
-    /// The topic the round consumed the job from (the input topic or a retry tier).
-    pub topic: String,
-    /// Why it failed.
-    pub error_class: ErrorClass,
-    /// The last model tried, if any.
-    pub model: Option<String>,
-    /// Provider calls made in the round.
-    pub attempts: u32,
-}
-
-/// `history` with `round` appended, the oldest rounds dropped beyond [`MAX_HISTORY`].
-pub fn append(mut history: Vec<Round>, round: Round) -> Vec<Round> {
-    history.push(round);
-    if history.len() > MAX_HISTORY {
-        history.drain(..history.len() - MAX_HISTORY);
-    }
-    history
 }
 
 #[cfg(test)]
@@ -160,22 +130,5 @@ mod tests {
             after_round(e, None, &[], None, &[]),
             Plan::Terminal { escalate: false }
         );
-    }
-
-    #[test]
-    fn the_history_keeps_the_latest_rounds() {
-        let round = |i: u32| Round {
-            at: String::new(),
-            topic: "t".into(),
-            error_class: ErrorClass::ProviderError,
-            model: None,
-            attempts: i,
-        };
-        let mut h = Vec::new();
-        for i in 0..25 {
-            h = append(h, round(i));
-        }
-        assert_eq!(h.len(), MAX_HISTORY);
-        assert_eq!(h[0].attempts, 5);
     }
 }

@@ -40,7 +40,7 @@ pub const RETRY_DUE: &str = "baton-retry-due";
 /// Retry records: how many times the job has been sent to a retry tier.
 pub const RETRY_COUNT: &str = "baton-retry-count";
 /// Retry records and their dead letters: every failed round so far, as a JSON array of
-/// `{"at", "topic", "error_class", "model", "attempts"}` (`fallback::plan::Round`).
+/// `{"at", "topic", "error_class", "model", "attempts"}` (`meta::Round`).
 pub const RETRY_HISTORY: &str = "baton-retry-history";
 /// Results and dead letters: the route's A/B variant, when it has variants.
 pub const VARIANT: &str = "baton-variant";

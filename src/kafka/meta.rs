@@ -1,11 +1,13 @@
 //! Record metadata: what baton reads from a consumed record's headers, once, into a typed
 //! struct ([`RecordMeta`]), and everything it writes into an output record's headers, in one
-//! place ([`OutMeta::headers`]).
+//! place ([`OutMeta::headers`]), including the retry history a job carries from round to round
+//! ([`Round`]).
 
 use rdkafka::message::{Header, OwnedHeaders};
+use serde::{Deserialize, Serialize};
 
 use super::headers::{self, RawHeaders};
-use crate::fallback::plan::Round;
+use crate::config::ErrorClass;
 
 /// What a consumed record's headers say, read in one pass.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -75,6 +77,33 @@ fn usd(v: Option<&str>) -> f64 {
     v.and_then(|v| v.parse::<f64>().ok())
         .filter(|v| v.is_finite() && *v >= 0.0)
         .unwrap_or(0.0)
+}
+
+/// Most rounds kept in a retry history (the oldest are dropped beyond it).
+pub const MAX_HISTORY: usize = 20;
+
+/// One failed round of a job, as its retry history (`baton-retry-history`) keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Round {
+    /// When the round failed (RFC 3339).
+    pub at: String,
+    /// The topic the round consumed the job from (the input topic or a retry tier).
+    pub topic: String,
+    /// Why it failed.
+    pub error_class: ErrorClass,
+    /// The last model tried, if any.
+    pub model: Option<String>,
+    /// Provider calls made in the round.
+    pub attempts: u32,
+}
+
+/// `history` with `round` appended, the oldest rounds dropped beyond [`MAX_HISTORY`].
+pub fn append(mut history: Vec<Round>, round: Round) -> Vec<Round> {
+    history.push(round);
+    if history.len() > MAX_HISTORY {
+        history.drain(..history.len() - MAX_HISTORY);
+    }
+    history
 }
 
 /// A retry record's place in its tiers.
@@ -184,7 +213,6 @@ impl OutMeta<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ErrorClass;
 
     fn h(pairs: &[(&str, &str)]) -> OwnedHeaders {
         pairs.iter().fold(OwnedHeaders::new(), |h, (key, v)| {
@@ -227,6 +255,23 @@ mod tests {
             (0.25, 0.0, 0)
         );
         assert_eq!(m.retry_due_ms, None);
+    }
+
+    #[test]
+    fn the_history_keeps_the_latest_rounds() {
+        let round = |i: u32| Round {
+            at: String::new(),
+            topic: "t".into(),
+            error_class: ErrorClass::ProviderError,
+            model: None,
+            attempts: i,
+        };
+        let mut h = Vec::new();
+        for i in 0..25 {
+            h = append(h, round(i));
+        }
+        assert_eq!(h.len(), MAX_HISTORY);
+        assert_eq!(h[0].attempts, 5);
     }
 
     #[test]

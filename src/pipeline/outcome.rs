@@ -11,8 +11,8 @@
 
 use crate::config::{Config, ErrorClass, StepConfig, TopicNames};
 use crate::envelope::{Job, JobResult};
-use crate::fallback::plan::{self, Plan, Round};
-use crate::kafka::meta::{DeadLetterHeaders, OutMeta, RecordMeta, RetryHeaders};
+use crate::fallback::plan::{self, Plan};
+use crate::kafka::meta::{self, DeadLetterHeaders, OutMeta, RecordMeta, RetryHeaders, Round};
 use crate::util::round_usd;
 
 use super::{StepFailure, StepOutcome};
@@ -150,7 +150,7 @@ fn answer(r: Record<'_>, job: &Job, mut result: JobResult) -> Outcome {
 /// The outcome of a failed round: a retry tier, or a terminal record.
 pub fn failed(r: Record<'_>, job_id: &str, f: StepFailure, now: &Now) -> Outcome {
     let step = r.step;
-    let history = plan::append(
+    let history = meta::append(
         r.meta.history.clone(),
         Round {
             at: now.rfc3339.clone(),

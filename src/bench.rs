@@ -308,39 +308,17 @@ async fn run_level(
     config.declarations.input.partitions = args.partitions;
     let plan = crate::kafka::topics::plan(&config);
     crate::kafka::admin::apply(&args.bootstrap, &plan, false).await?;
-
     let step = config.steps[0].clone();
-    let jobs = args.jobs;
-    let bar = ProgressBar::new(jobs);
-    bar.set_style(style(&format!(
-        "  in_flight {level:>5}: publishing {{bar:30}} {{pos}}/{{len}}  {{per_sec}}"
-    )));
-    let producer = crate::kafka::tools::tool_producer(&args.bootstrap)?;
-    let records = (0..jobs).map(|i| {
-        let id = format!("{prefix}{i:07}");
-        let value = json!({ "id": id, "input": format!("benchmark job {i}") }).to_string();
-        (Some(id.into_bytes()), value.into_bytes())
-    });
-    let sent =
-        crate::kafka::tools::produce_records(&producer, &step.topic, records, Some(&bar)).await;
-    bar.finish_and_clear();
-    drop(producer);
-    if sent.failed > 0 {
-        return Err(BenchError::Produce {
-            failed: sent.failed,
-            total: sent.sent + sent.failed,
-        });
-    }
+    publish_jobs(args, &prefix, &step.topic, level).await?;
 
     let log = dir.join(format!("worker-{level}.log"));
-    let topics = vec![
-        config.topics.results.clone(),
-        TopicNames::dlq_of(&step.topic),
-    ];
     let ctx = LevelRun {
         bootstrap: args.bootstrap.clone(),
-        topics: topics.clone(),
-        jobs,
+        topics: vec![
+            config.topics.results.clone(),
+            TopicNames::dlq_of(&step.topic),
+        ],
+        jobs: args.jobs,
         level,
         timeout: Duration::from_secs(args.timeout_s),
         drain: config.worker.shutdown_timeout + Duration::from_secs(15),
@@ -352,13 +330,54 @@ async fn run_level(
         .arg(&config_path)
         .env("RUST_LOG", "warn");
     let outcome = tokio::task::spawn_blocking(move || ctx.measure(cmd)).await??;
+    let report = level_report(args, level, &outcome, &log);
+    if !args.keep_temp {
+        delete_topics(
+            &args.bootstrap,
+            &plan.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        )
+        .await;
+    }
+    Ok(report)
+}
 
+/// Publishes the level's jobs up front, each with its own key.
+async fn publish_jobs(
+    args: &BenchArgs,
+    prefix: &str,
+    topic: &str,
+    level: u64,
+) -> Result<(), BenchError> {
+    let bar = ProgressBar::new(args.jobs);
+    bar.set_style(style(&format!(
+        "  in_flight {level:>5}: publishing {{bar:30}} {{pos}}/{{len}}  {{per_sec}}"
+    )));
+    let producer = crate::kafka::tools::tool_producer(&args.bootstrap)?;
+    let records = (0..args.jobs).map(|i| {
+        let id = format!("{prefix}{i:07}");
+        let value = json!({ "id": id, "input": format!("benchmark job {i}") }).to_string();
+        (Some(id.into_bytes()), value.into_bytes())
+    });
+    let sent = crate::kafka::tools::produce_records(&producer, topic, records, Some(&bar)).await;
+    bar.finish_and_clear();
+    if sent.failed > 0 {
+        return Err(BenchError::Produce {
+            failed: sent.failed,
+            total: sent.sent + sent.failed,
+        });
+    }
+    Ok(())
+}
+
+/// The level's figures from what was measured; warns when the worker did not exit cleanly or
+/// logged warnings.
+fn level_report(args: &BenchArgs, level: u64, outcome: &Outcome, log: &Path) -> LevelReport {
     let secs = |ms: i64| (ms.max(1)) as f64 / 1000.0;
-    let n = jobs as f64;
-    let (log_lines, excerpt) = log_warnings(&log);
+    let n = args.jobs as f64;
+    let (log_lines, excerpt) = log_warnings(log);
     let report = LevelReport {
         in_flight: level,
-        jobs,
+        jobs: args.jobs,
         jobs_per_s_steady: n / secs(outcome.last_ms - outcome.first_ms),
         jobs_per_s_end_to_end: n / secs(outcome.last_ms - outcome.started_ms),
         ceiling_jobs_per_s: level as f64 * 1000.0 / args.latency_ms as f64,
@@ -381,14 +400,7 @@ async fn run_level(
     if log_lines > 0 {
         tracing::warn!(level, lines = log_lines, log = %log.display(), first = %excerpt.join(" | "), "the worker logged warnings or errors");
     }
-    if !args.keep_temp {
-        delete_topics(
-            &args.bootstrap,
-            &plan.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
-        )
-        .await;
-    }
-    Ok(report)
+    report
 }
 
 /// The worker config of one level: one model on the mock, one single-step pipeline.
@@ -445,74 +457,22 @@ struct Outcome {
     exit: Option<ExitStatus>,
 }
 
+/// When the level's terminal records arrived (their timestamps) and how many were dead letters.
+struct Arrivals {
+    first_ms: i64,
+    last_ms: i64,
+    dead_letters: u64,
+}
+
 impl LevelRun {
     /// Starts the worker, waits for every job's terminal record, reads `/proc`, stops it.
     fn measure(self, cmd: Command) -> Result<Outcome, BenchError> {
         let consumer = crate::kafka::tools::reader_from_beginning(&self.bootstrap, &self.topics)?;
-
         let mock_cpu_before = cpu_seconds(self.mock_pid)?;
         let host_before = host_cpu_ticks()?;
         let started_ms = now_ms();
         let mut worker = ChildGuard::spawn("worker", cmd, &self.log, Stdio::null())?;
-
-        let bar = ProgressBar::new(self.jobs);
-        bar.set_style(style(&format!(
-            "  in_flight {:>5}: finished   {{bar:30}} {{pos}}/{{len}}  {{per_sec}}  {{elapsed}}",
-            self.level
-        )));
-        let mut seen: HashSet<String> = HashSet::with_capacity(self.jobs as usize);
-        let (mut first_ms, mut last_ms, mut dead_letters) = (i64::MAX, i64::MIN, 0u64);
-        let deadline = Instant::now() + self.timeout;
-        let mut next_check = Instant::now();
-        while (seen.len() as u64) < self.jobs {
-            if Instant::now() >= next_check {
-                next_check = Instant::now() + Duration::from_secs(1);
-                if let Some(status) = worker
-                    .child
-                    .try_wait()
-                    .map_err(io_err("waiting for the worker"))?
-                {
-                    bar.finish_and_clear();
-                    let seen = seen.len() as u64;
-                    return Err(BenchError::WorkerExited {
-                        level: self.level,
-                        status,
-                        seen,
-                        jobs: self.jobs,
-                        log: self.log,
-                    });
-                }
-                if Instant::now() >= deadline {
-                    bar.finish_and_clear();
-                    let (seen, timeout_s) = (seen.len() as u64, self.timeout.as_secs());
-                    return Err(BenchError::Timeout {
-                        level: self.level,
-                        seen,
-                        jobs: self.jobs,
-                        timeout_s,
-                        log: self.log,
-                    });
-                }
-            }
-            let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
-                continue;
-            };
-            let msg = msg?;
-            let id = headers::get(msg.headers(), headers::JOB_ID)
-                .or_else(|| msg.key().map(|k| String::from_utf8_lossy(k).into_owned()))
-                .unwrap_or_default();
-            if !seen.insert(id) {
-                continue; // a duplicate (at-least-once): the first copy counted
-            }
-            if msg.topic().ends_with(".dlq") {
-                dead_letters += 1;
-            }
-            let ts = msg.timestamp().to_millis().unwrap_or_else(now_ms);
-            first_ms = first_ms.min(ts);
-            last_ms = last_ms.max(ts);
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
+        let arrivals = self.await_all(&consumer, &mut worker)?;
 
         // Read before stopping: the process's figures vanish with it.
         let pid = worker.pid();
@@ -531,15 +491,97 @@ impl LevelRun {
             .map_err(io_err("stopping the worker"))?;
         Ok(Outcome {
             started_ms,
-            first_ms,
-            last_ms,
-            dead_letters,
+            first_ms: arrivals.first_ms,
+            last_ms: arrivals.last_ms,
+            dead_letters: arrivals.dead_letters,
             worker_cpu_s,
             worker_peak_rss_kib,
             mock_cpu_s,
             host_busy_pct,
             exit,
         })
+    }
+
+    /// Reads results and dead letters until every job id arrived once; fails when the worker
+    /// exits or the level's time is up first.
+    fn await_all(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer,
+        worker: &mut ChildGuard,
+    ) -> Result<Arrivals, BenchError> {
+        let bar = ProgressBar::new(self.jobs);
+        bar.set_style(style(&format!(
+            "  in_flight {:>5}: finished   {{bar:30}} {{pos}}/{{len}}  {{per_sec}}  {{elapsed}}",
+            self.level
+        )));
+        let mut seen: HashSet<String> = HashSet::with_capacity(self.jobs as usize);
+        let mut a = Arrivals {
+            first_ms: i64::MAX,
+            last_ms: i64::MIN,
+            dead_letters: 0,
+        };
+        let deadline = Instant::now() + self.timeout;
+        let mut next_check = Instant::now();
+        while (seen.len() as u64) < self.jobs {
+            if Instant::now() >= next_check {
+                next_check = Instant::now() + Duration::from_secs(1);
+                if let Err(e) = self.still_running(worker, seen.len() as u64, deadline) {
+                    bar.finish_and_clear();
+                    return Err(e);
+                }
+            }
+            let Some(msg) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let msg = msg?;
+            let id = headers::get(msg.headers(), headers::JOB_ID)
+                .or_else(|| msg.key().map(|k| String::from_utf8_lossy(k).into_owned()))
+                .unwrap_or_default();
+            if !seen.insert(id) {
+                continue; // a duplicate (at-least-once): the first copy counted
+            }
+            if msg.topic().ends_with(".dlq") {
+                a.dead_letters += 1;
+            }
+            let ts = msg.timestamp().to_millis().unwrap_or_else(now_ms);
+            a.first_ms = a.first_ms.min(ts);
+            a.last_ms = a.last_ms.max(ts);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        Ok(a)
+    }
+
+    /// An error when the worker has exited or the level's time is up, with `seen` jobs done.
+    fn still_running(
+        &self,
+        worker: &mut ChildGuard,
+        seen: u64,
+        deadline: Instant,
+    ) -> Result<(), BenchError> {
+        if let Some(status) = worker
+            .child
+            .try_wait()
+            .map_err(io_err("waiting for the worker"))?
+        {
+            return Err(BenchError::WorkerExited {
+                level: self.level,
+                status,
+                seen,
+                jobs: self.jobs,
+                log: self.log.clone(),
+            });
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::Timeout {
+                level: self.level,
+                seen,
+                jobs: self.jobs,
+                timeout_s: self.timeout.as_secs(),
+                log: self.log.clone(),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -43,16 +43,34 @@ fn sources(dir: &Path, out: &mut Vec<(String, PathBuf)>) {
     }
 }
 
-/// The file's production code: without `tests.rs` files and `#[cfg(test)]` tails.
+/// The file's production code: without `tests.rs` files and `#[cfg(test)]` items (a
+/// declaration such as `mod tests;`, or a block up to its closing brace).
 fn production_code(path: &Path) -> String {
     if path.file_name().is_some_and(|n| n == "tests.rs") {
         return String::new();
     }
     let text = std::fs::read_to_string(path).unwrap();
-    match text.find("#[cfg(test)]") {
-        Some(i) => text[..i].to_string(),
-        None => text,
+    let mut out = String::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() != "#[cfg(test)]" {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let Some(item) = lines.next() else { break };
+        if item.trim_end().ends_with(';') {
+            continue;
+        }
+        for inner in lines.by_ref() {
+            let at = inner.len() - inner.trim_start().len();
+            if at == indent && inner.trim_start().starts_with('}') {
+                break;
+            }
+        }
     }
+    out
 }
 
 fn floor(room: &str) -> usize {
@@ -81,7 +99,10 @@ fn each_room_imports_only_the_floors_below_it() {
                     }
                     if floor(&used) >= floor(room) {
                         let rel = path.strip_prefix(src()).unwrap().display().to_string();
-                        wrong.entry(format!("{room} -> {used}")).or_default().push(rel);
+                        wrong
+                            .entry(format!("{room} -> {used}"))
+                            .or_default()
+                            .push(rel);
                     }
                 }
             }
@@ -125,7 +146,14 @@ fn long_functions(text: &str, max: usize) -> Vec<(usize, usize, String)> {
 /// The name of the function a line declares, if it declares one.
 fn fn_name(line: &str) -> Option<String> {
     let mut rest = line;
-    for word in ["pub(crate) ", "pub(super) ", "pub ", "const ", "async ", "unsafe "] {
+    for word in [
+        "pub(crate) ",
+        "pub(super) ",
+        "pub ",
+        "const ",
+        "async ",
+        "unsafe ",
+    ] {
         rest = rest.strip_prefix(word).unwrap_or(rest);
     }
     let rest = rest.strip_prefix("async ").unwrap_or(rest);
@@ -152,6 +180,23 @@ fn no_function_is_longer_than_a_screenful_or_two() {
         long.is_empty(),
         "functions over {MAX_FN_LINES} lines, each several named steps waiting to be split:\n{}",
         long.join("\n")
+    );
+}
+
+#[test]
+fn test_items_are_left_out_and_the_rest_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.rs");
+    let text = "#[cfg(test)]\nmod tests;\n\nfn kept() {}\n\n#[cfg(test)]\nmod t {\n    fn gone() {}\n}\nfn also_kept() {}\n";
+    std::fs::write(&path, text).unwrap();
+    let code = production_code(&path);
+    assert!(
+        code.contains("fn kept") && code.contains("fn also_kept"),
+        "{code}"
+    );
+    assert!(
+        !code.contains("gone") && !code.contains("mod tests"),
+        "{code}"
     );
 }
 

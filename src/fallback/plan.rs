@@ -21,6 +21,8 @@ pub enum Plan {
     Terminal {
         /// Whether the route sends this class to a person.
         escalate: bool,
+        /// Whether a later round might have helped but the job has been through every tier.
+        tiers_spent: bool,
     },
 }
 
@@ -50,13 +52,15 @@ pub fn after_round(
     review: &[ErrorClass],
 ) -> Plan {
     let next = from_tier.map_or(0, |t| t + 1);
+    let later = may_succeed_later(class);
     match tiers.get(next) {
-        Some(t) if may_succeed_later(class) => Plan::RetryTier {
+        Some(t) if later => Plan::RetryTier {
             tier: next,
             delay: t.delay.max(not_before.unwrap_or_default()),
         },
         _ => Plan::Terminal {
             escalate: escalates(class, review),
+            tiers_spent: later && from_tier.is_some(),
         },
     }
 }
@@ -112,23 +116,19 @@ mod tests {
                 delay: s(900)
             }
         );
+        let terminal = |escalate, tiers_spent| Plan::Terminal {
+            escalate,
+            tiers_spent,
+        };
         assert_eq!(
             after_round(e, Some(1), &t, None, &[]),
-            Plan::Terminal { escalate: false }
+            terminal(false, true)
         );
+        let filtered = ErrorClass::ContentFilter;
         assert_eq!(
-            after_round(
-                ErrorClass::ContentFilter,
-                None,
-                &t,
-                None,
-                &[ErrorClass::ContentFilter]
-            ),
-            Plan::Terminal { escalate: true }
+            after_round(filtered, None, &t, None, &[filtered]),
+            terminal(true, false)
         );
-        assert_eq!(
-            after_round(e, None, &[], None, &[]),
-            Plan::Terminal { escalate: false }
-        );
+        assert_eq!(after_round(e, None, &[], None, &[]), terminal(false, false));
     }
 }

@@ -42,10 +42,7 @@ pub fn next_after(
     match retry_after {
         Some(ra) if ra > MAX_IN_PROCESS_RETRY_AFTER => (Next::NextCandidate, Some(ra)),
         // Out of calls on this model: the next one needs no wait.
-        _ if last_attempt => {
-            backoff.next_backoff();
-            (Next::NextCandidate, None)
-        }
+        _ if last_attempt => (Next::NextCandidate, None),
         ra => {
             let b = backoff.next_backoff().unwrap_or(Duration::from_secs(5));
             (Next::Retry(ra.map_or(b, |ra| ra.max(b))), None)

@@ -82,19 +82,20 @@ fn usd(v: Option<&str>) -> f64 {
 /// Most rounds kept in a retry history (the oldest are dropped beyond it).
 pub const MAX_HISTORY: usize = 20;
 
-/// One failed round of a job, as its retry history (`baton-retry-history`) keeps it.
+/// One failed round of a job, as its retry history (`baton-retry-history`) keeps it. The
+/// fields are in the order they are written: alphabetical, as the history has always been.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Round {
     /// When the round failed (RFC 3339).
     pub at: String,
-    /// The topic the round consumed the job from (the input topic or a retry tier).
-    pub topic: String,
+    /// Provider calls made in the round.
+    pub attempts: u32,
     /// Why it failed.
     pub error_class: ErrorClass,
     /// The last model tried, if any.
     pub model: Option<String>,
-    /// Provider calls made in the round.
-    pub attempts: u32,
+    /// The topic the round consumed the job from (the input topic or a retry tier).
+    pub topic: String,
 }
 
 /// `history` with `round` appended, the oldest rounds dropped beyond [`MAX_HISTORY`].
@@ -255,6 +256,21 @@ mod tests {
             (0.25, 0.0, 0)
         );
         assert_eq!(m.retry_due_ms, None);
+    }
+
+    #[test]
+    fn a_round_is_written_as_the_history_always_was() {
+        let round = Round {
+            at: "t".into(),
+            attempts: 3,
+            error_class: ErrorClass::ProviderError,
+            model: Some("m".into()),
+            topic: "p.s".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&[round]).unwrap(),
+            r#"[{"at":"t","attempts":3,"error_class":"provider_error","model":"m","topic":"p.s"}]"#
+        );
     }
 
     #[test]

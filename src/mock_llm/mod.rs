@@ -25,9 +25,6 @@ pub mod config;
 pub mod log;
 pub mod server;
 
-#[cfg(test)]
-mod tests;
-
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -156,3 +153,6 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
+
+#[cfg(test)]
+mod tests;

@@ -27,10 +27,8 @@ pub(super) enum Skipped {
 /// A call that was made.
 #[derive(Debug)]
 pub(super) struct Made {
-    /// What it returned.
-    pub result: Result<Completion, ProviderError>,
-    /// What a failure means, under the route's policy.
-    pub fate: Option<Fate>,
+    /// The answer, or the error with what it means under the route's policy.
+    pub result: Result<Completion, (ProviderError, Fate)>,
     /// How long it took.
     pub elapsed: Duration,
 }
@@ -74,10 +72,13 @@ impl StepRunner {
         let started = Instant::now();
         let result = tokio::time::timeout(limit, self.providers[m].complete(request))
             .await
-            .unwrap_or(Err(ProviderError::Timeout(limit)));
+            .unwrap_or(Err(ProviderError::Timeout(limit)))
+            .map_err(|e| {
+                let fate = Fate::of(&e, spec.policy);
+                (e, fate)
+            });
         let elapsed = started.elapsed();
-        let fate = result.as_ref().err().map(|e| Fate::of(e, spec.policy));
-        self.record_circuit(m, admission, fate);
+        self.record_circuit(m, admission, result.as_ref().err().map(|(_, f)| *f));
         if let Some(g) = grant {
             let used = result.as_ref().map_or(0, |c| c.usage.total_tokens);
             self.limits[m].settle(g, used);
@@ -87,7 +88,7 @@ impl StepRunner {
                 usage: c.usage,
                 cost_usd: model.usage_cost_usd(&c.usage),
             },
-            Err(e) => CallEnd::Failed(e.class()),
+            Err((e, _)) => CallEnd::Failed(e.class()),
         };
         ProviderCallEnded {
             model,
@@ -98,11 +99,7 @@ impl StepRunner {
             end,
         }
         .emit();
-        Ok(Made {
-            result,
-            fate,
-            elapsed,
-        })
+        Ok(Made { result, elapsed })
     }
 
     /// Waits for model `m`'s rate-limit capacity: `Ok(None)` when it has no limits,

@@ -23,19 +23,17 @@ impl StepRunner {
         let route = &self.config.routes[step.route];
         let gated =
             router::gated_classifier_request(&self.config, route, job, prompt, spent_before);
-        let Some(gated) = gated else {
+        let Some((m, gated)) = gated else {
             return (ClassChoice::Default("no rule matched".into()), None, 0.0);
         };
-        let (m, request, prompt_tokens) = match gated {
+        let model = &self.config.models[m];
+        let (request, prompt_tokens) = match gated {
             Ok(r) => r,
             Err(why) => {
-                let model = route.classifier.as_ref().map_or(0, |c| c.model);
-                let (choice, call) =
-                    router::classifier_skipped(&self.config.models[model].name, why);
+                let (choice, call) = router::classifier_skipped(&model.name, why);
                 return (choice, Some(call), 0.0);
             }
         };
-        let model = &self.config.models[m];
         let spec = CallSpec {
             step,
             variant,
@@ -62,7 +60,7 @@ impl StepRunner {
                 let (choice, call) = router::classifier_answered(route, &model.name, &c.text, cost);
                 (choice, Some(call), cost)
             }
-            Err(e) => {
+            Err((e, _)) => {
                 let (choice, call) =
                     router::classifier_failed(&model.name, e.class().as_str(), &e.to_string());
                 (choice, Some(call), 0.0)

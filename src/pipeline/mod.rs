@@ -19,8 +19,6 @@ mod call;
 mod classify;
 pub mod outcome;
 mod round;
-#[cfg(test)]
-mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,7 +138,8 @@ impl StepRunner {
         key: &str,
         spent_before: f64,
     ) -> StepOutcome {
-        let started = (tokio::time::Instant::now(), crate::util::now_rfc3339());
+        let started = tokio::time::Instant::now();
+        let started_at = crate::util::now_rfc3339();
         let route = &self.config.routes[step.route];
         let prompt = Prompt::new(step, job);
         let variant = router::pick_variant(route, key);
@@ -184,8 +183,15 @@ impl StepRunner {
                 decision.record.variant.as_deref(),
             );
         }
-        let round = round::Round::new(self, step, job, &prompt, decision, started);
-        round.run(spent_before, cost).await
+        let start = round::Start {
+            at: started,
+            at_rfc3339: started_at,
+            spent_before,
+            classified: cost,
+        };
+        round::Round::new(self, step, job, &prompt, decision, start)
+            .run()
+            .await
     }
 }
 
@@ -194,3 +200,6 @@ impl StepRunner {
 fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
+
+#[cfg(test)]
+mod tests;

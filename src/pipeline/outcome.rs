@@ -179,15 +179,19 @@ pub fn failed(r: Record<'_>, job_id: &str, f: StepFailure, now: &Now) -> Outcome
             step_cost_usd: r.meta.step_cost_usd + f.cost_usd,
             history,
         },
-        Plan::Terminal { escalate } => {
-            let message = match r.tier {
-                Some(_) if plan::may_succeed_later(f.class) => {
-                    format!("{} (after {} retry tiers)", f.message, tiers.len())
-                }
-                _ => f.message,
+        Plan::Terminal {
+            escalate,
+            tiers_spent,
+        } => {
+            let message = if tiers_spent {
+                format!("{} (after {} retry tiers)", f.message, tiers.len())
+            } else {
+                f.message
             };
-            fail_action(r, escalate, f.class, message, f.last_model.clone(), now)
-                .with_history(r.tier.map(|_| history))
+            // The history goes with a job that went through retry tiers.
+            let history = r.tier.map(|_| history);
+            let failure = (f.class, message, f.last_model.clone(), history);
+            fail_action(r, escalate, failure, now)
         }
     };
     Outcome {
@@ -212,20 +216,16 @@ pub fn terminal(
         job_id: job_id.to_string(),
         attempts: 0,
         variant: None,
-        action: fail_action(r, escalate, class, message, None, now),
+        action: fail_action(r, escalate, (class, message, None, None), now),
     }
 }
 
-/// A terminal record of `class`, to the review topic when `escalate`, else the dead-letter
-/// topic.
-fn fail_action(
-    r: Record<'_>,
-    escalate: bool,
-    class: ErrorClass,
-    message: String,
-    last_model: Option<String>,
-    now: &Now,
-) -> Action {
+/// Why a job failed: its class, message, last model and retry history (JSON).
+type Failure = (ErrorClass, String, Option<String>, Option<String>);
+
+/// A terminal record, to the review topic when `escalate`, else the dead-letter topic.
+fn fail_action(r: Record<'_>, escalate: bool, failure: Failure, now: &Now) -> Action {
+    let (class, message, last_model, history) = failure;
     Action::Fail {
         topic: if escalate {
             r.config.topics.review.clone()
@@ -236,7 +236,7 @@ fn fail_action(
         class,
         message,
         last_model,
-        history: None,
+        history,
         failed_at: now.rfc3339.clone(),
     }
 }
@@ -250,13 +250,6 @@ impl Action {
             | Action::Fail { topic, .. } => topic,
         }
     }
-
-    fn with_history(mut self, h: Option<String>) -> Action {
-        if let Action::Fail { history, .. } = &mut self {
-            *history = h;
-        }
-        self
-    }
 }
 
 impl Outcome {
@@ -265,7 +258,11 @@ impl Outcome {
     /// sends it without the original value).
     pub fn rejected(self, r: Record<'_>, size: usize, error: &str, now: &Now) -> Option<Outcome> {
         match self.action {
-            Action::Answer { model, .. } => {
+            Action::Answer {
+                model,
+                job_cost_usd,
+                ..
+            } => {
                 let failure = StepFailure {
                     class: ErrorClass::OutputRejected,
                     message: format!(
@@ -275,7 +272,7 @@ impl Outcome {
                     attempts: self.attempts - r.meta.attempts,
                     variant: self.variant,
                     retry_after: None,
-                    cost_usd: 0.0,
+                    cost_usd: job_cost_usd - r.meta.job_cost_usd,
                 };
                 Some(failed(r, &self.job_id, failure, now))
             }
@@ -284,8 +281,7 @@ impl Outcome {
                 let message = format!("the broker refused the retry record for good: {error}");
                 let class = ErrorClass::OutputRejected;
                 let escalate = plan::escalates(class, &r.config.routes[r.step.route].review);
-                let action =
-                    fail_action(r, escalate, class, message, None, now).with_history(Some(history));
+                let action = fail_action(r, escalate, (class, message, None, Some(history)), now);
                 Some(Outcome { action, ..self })
             }
             Action::Fail { .. } => None,

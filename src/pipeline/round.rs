@@ -33,6 +33,18 @@ enum Tried {
     Stop,
 }
 
+/// When a round starts, and what the job had been billed before its calls.
+pub(super) struct Start {
+    /// When the step picked the job up.
+    pub at: Instant,
+    /// The same, RFC 3339, for the result.
+    pub at_rfc3339: String,
+    /// USD billed by earlier steps and rounds.
+    pub spent_before: f64,
+    /// USD billed by this step's classification.
+    pub classified: f64,
+}
+
 /// A round in progress: what it was given, and what it has seen so far.
 pub(super) struct Round<'a> {
     runner: &'a StepRunner,
@@ -65,14 +77,14 @@ pub(super) struct Round<'a> {
 }
 
 impl<'a> Round<'a> {
-    /// A round of `job` on `step` over `decision`'s candidates, started at `started`.
+    /// A round of `job` on `step` over `decision`'s candidates.
     pub(super) fn new(
         runner: &'a StepRunner,
         step: &'a StepConfig,
         job: &'a Job,
         prompt: &'a Prompt,
         decision: Decision,
-        started: (Instant, String),
+        start: Start,
     ) -> Self {
         Round {
             runner,
@@ -81,11 +93,11 @@ impl<'a> Round<'a> {
             job,
             prompt,
             decision,
-            deadline: started.0 + runner.config.worker.round_deadline,
-            started: started.0,
-            started_at: started.1,
-            spent: 0.0,
-            cost: 0.0,
+            deadline: start.at + runner.config.worker.round_deadline,
+            started: start.at,
+            started_at: start.at_rfc3339,
+            spent: start.spent_before,
+            cost: start.classified,
             attempts: 0,
             last: None,
             out_of_budget: None,
@@ -98,11 +110,8 @@ impl<'a> Round<'a> {
         }
     }
 
-    /// Runs the round; `spent_before` is what earlier steps and rounds billed, `classified`
-    /// what this step's classification did.
-    pub(super) async fn run(mut self, spent_before: f64, classified: f64) -> StepOutcome {
-        self.spent = spent_before;
-        self.cost = classified;
+    /// Runs the round to an answer or a failure.
+    pub(super) async fn run(mut self) -> StepOutcome {
         let mut waited_for_probe = false;
         loop {
             for i in 0..self.decision.candidates.len() {
@@ -176,7 +185,7 @@ impl<'a> Round<'a> {
                     self.cost += model.usage_cost_usd(&c.usage);
                     return Tried::Answered(c);
                 }
-                Err(e) => (e, made.fate.unwrap_or(Fate::Transient)),
+                Err(failure) => failure,
             };
             // A model that times out is at least that slow.
             if matches!(e, ProviderError::Timeout(_)) {

@@ -3,7 +3,7 @@
 //! answer is read here; else the default class).
 
 use super::decide::{forbidden_reason, output_cap_within_budget};
-use crate::config::{Config, RouteConfig, RuleConfig, TokenizerKind};
+use crate::config::{ClassifierConfig, Config, RouteConfig, RuleConfig, TokenizerKind};
 use crate::context::{tokens, ChatRequest, Prompt};
 use crate::envelope::{ClassifierCall, Job};
 use crate::util::{excerpt, round_usd};
@@ -136,33 +136,41 @@ pub fn pick_variant(route: &RouteConfig, key: &str) -> (usize, f64) {
     (route.variants.len() - 1, u)
 }
 
-/// The classifier call a job may be given: `None` when the route has no classifier,
-/// `Some(Err(why))` when the job's constraints rule it out (the classifier sees the job's data,
-/// so sensitivity, residency, its context window and the cost ceiling bind it like any model),
-/// else the model, the request (its output capped to what the budget leaves) and its prompt
-/// tokens.
+/// The classifier call a job may make: the request with its prompt tokens, or why the job's
+/// constraints rule it out.
+pub type Gate = Result<(ChatRequest, u64), String>;
+
+/// The classifier call a job may be given: `None` when the route has no classifier, else the
+/// classifier's model and either the request (its output capped to what the budget leaves)
+/// with its prompt tokens, or why the job's constraints rule the call out (the classifier sees
+/// the job's data, so sensitivity, residency, its context window and the cost ceiling bind it
+/// like any model).
 pub fn gated_classifier_request(
     config: &Config,
     route: &RouteConfig,
     job: &Job,
     prompt: &Prompt,
     spent_usd: f64,
-) -> Option<Result<(usize, ChatRequest, u64), String>> {
+) -> Option<(usize, Gate)> {
     let c = route.classifier.as_ref()?;
-    let (m, mut request) = (c.model, ChatRequest::for_classifier(c, job));
-    let model = &config.models[m];
+    Some((c.model, gate(config, c, job, prompt, spent_usd)))
+}
+
+fn gate(config: &Config, c: &ClassifierConfig, job: &Job, prompt: &Prompt, spent_usd: f64) -> Gate {
+    let mut request = ChatRequest::for_classifier(c, job);
+    let model = &config.models[c.model];
     if let Some(reason) = forbidden_reason(model, job) {
-        return Some(Err(format!("{} not allowed ({reason})", model.name)));
+        return Err(format!("{} not allowed ({reason})", model.name));
     }
     // The classifier's instructions, then the job's messages (counted once for both calls).
     let tokens = tokens::count_chat(model.tokenizer, &request.messages[..1])
         + prompt.own_tokens(model.tokenizer);
     let out = u64::from(request.max_tokens.unwrap_or(0));
     if tokens + out > u64::from(model.context_window) {
-        return Some(Err(format!(
+        return Err(format!(
             "{tokens} prompt tokens exceed {}'s context window",
             model.name
-        )));
+        ));
     }
     let budget = job
         .policy
@@ -170,12 +178,12 @@ pub fn gated_classifier_request(
         .and_then(|p| p.max_cost_usd)
         .map(|b| b - spent_usd);
     match output_cap_within_budget(model, tokens, budget) {
-        Some(cap) if cap < 1 => Some(Err("max_cost_usd leaves no budget for it".into())),
+        Some(cap) if cap < 1 => Err("max_cost_usd leaves no budget for it".into()),
         Some(cap) => {
             request.max_tokens = Some(out.min(cap) as u32);
-            Some(Ok((m, request, tokens)))
+            Ok((request, tokens))
         }
-        None => Some(Ok((m, request, tokens))),
+        None => Ok((request, tokens)),
     }
 }
 

@@ -53,13 +53,10 @@ pub fn decide_offline(
     let variant = pick_variant(route, key);
     let (choice, classifier) = match classify_by_rules(config, route, job, &prompt) {
         Some(m) => (ClassChoice::Rule(m), None),
-        None => match (
-            gated_classifier_request(config, route, job, &prompt, 0.0),
-            route.classifier.as_ref(),
-        ) {
-            (None, _) | (_, None) => (ClassChoice::Default("no rule matched".into()), None),
-            (Some(gated), Some(c)) => {
-                let model = &config.models[c.model].name;
+        None => match gated_classifier_request(config, route, job, &prompt, 0.0) {
+            None => (ClassChoice::Default("no rule matched".into()), None),
+            Some((m, gated)) => {
+                let model = &config.models[m].name;
                 match (gated, assumed_label) {
                     (Err(why), _) => {
                         let (choice, call) = classifier_skipped(model, why);

@@ -414,13 +414,15 @@ fn the_classifier_is_bound_by_the_jobs_constraints_offline_too() {
     let j = job(serde_json::json!({"policy": {"max_cost_usd": 0.0000001}}));
     let (m, _) = classifier_request(&c.routes[s.route], &j).unwrap();
     assert_eq!(c.models[m].name, "mini");
-    let gated =
-        gated_classifier_request(&c, &c.routes[s.route], &j, &Prompt::new(s, &j), 0.0).unwrap();
+    let gated = gated_classifier_request(&c, &c.routes[s.route], &j, &Prompt::new(s, &j), 0.0)
+        .unwrap()
+        .1;
     assert_eq!(gated.unwrap_err(), "max_cost_usd leaves no budget for it");
     // Within budget, the call's output is capped to what the budget leaves.
     let j = job(serde_json::json!({"policy": {"max_cost_usd": 0.00001}}));
-    let (_, r, _) = gated_classifier_request(&c, &c.routes[s.route], &j, &Prompt::new(s, &j), 0.0)
+    let (r, _) = gated_classifier_request(&c, &c.routes[s.route], &j, &Prompt::new(s, &j), 0.0)
         .unwrap()
+        .1
         .unwrap();
     assert!(r.max_tokens.unwrap() <= 8);
 }

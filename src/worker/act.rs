@@ -62,7 +62,7 @@ pub(super) async fn act(
             .rejected(record, size, &error.to_string(), &Now::current())
         {
             Some(next) => outcome = next,
-            None if !drop_value => {
+            None if !drop_value && msg.payload().is_some() => {
                 let topic = outcome.action.topic();
                 warn!(topic = %topic, error = %error, "dead letter rejected; sending it without the original value");
                 if let Action::Fail { message, .. } = &mut outcome.action {

@@ -124,7 +124,7 @@ impl ConsumerContext for WorkerContext {
     }
 }
 
-pub(super) fn tps_of(tpl: &TopicPartitionList) -> Vec<Tp> {
+fn tps_of(tpl: &TopicPartitionList) -> Vec<Tp> {
     tpl.elements()
         .iter()
         .map(|e| (Arc::from(e.topic()), e.partition()))

@@ -17,7 +17,7 @@
 //! - [`kafka`]: clients, record metadata and headers, topic plan, admin, tools.
 //! - [`pipeline`]: one job through one step, using the five; the pure outcome decision.
 //! - [`worker`]: the Kafka runtime: poll, track, act, commit.
-//! - [`cli`], and the developer tools [`mock_llm`], [`demo`], [`bench`].
+//! - [`cli`], and the developer tools [`mock_llm`], [`demo`], [`bench`](mod@bench).
 
 pub mod bench;
 pub mod cli;

@@ -5,12 +5,12 @@
 //! nor writes records; [`outcome`] decides, as a pure function, what the worker publishes.
 //!
 //! A step runs in three parts:
-//! - [`StepRunner::run`]: variant, class (rules, else the classifier call of [`classify`]),
+//! - [`StepRunner::run`]: variant, class (rules, else the classifier call of `classify.rs`),
 //!   routing decision;
-//! - [`round`]: each allowed candidate in route order, each up to `worker.provider_attempts`
+//! - `round.rs`: each allowed candidate in route order, each up to `worker.provider_attempts`
 //!   calls, as the fallback policy says after each failure (retry after a backoff, next
 //!   candidate, give up), within the round's deadline;
-//! - [`call`]: one guarded call (circuit, rate limit, timeout, settlement, telemetry).
+//! - `call.rs`: one guarded call (circuit, rate limit, timeout, settlement, telemetry).
 //!
 //! Every billed call counts toward the job's cost, and the job's cost ceiling covers the
 //! whole pipeline (`spent_before` is what earlier steps and rounds billed).

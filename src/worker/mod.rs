@@ -2,11 +2,11 @@
 //! step, publishes what the pipeline decided (the result, the next step's job, a retry record
 //! or a dead letter), and stores offsets behind finished work.
 //!
-//! Shape: one OS thread owns the `BaseConsumer` and polls it ([`poll`]); every admitted record
-//! becomes a tokio task (bounded by `worker.max_in_flight`) that processes it ([`job`]:
-//! decode, run the step, decide) and acts on the decision ([`act`]: publish, then report);
+//! Shape: one OS thread owns the `BaseConsumer` and polls it (`poll.rs`); every admitted record
+//! becomes a tokio task (bounded by `worker.max_in_flight`) that processes it (`job.rs`:
+//! decode, run the step, decide) and acts on the decision (`act.rs`: publish, then report);
 //! tasks report completion to the [`tracker`], which decides the commit position and hands out
-//! the next job of a busy key. Rebalances are served by the consumer's context ([`rebalance`]).
+//! the next job of a busy key. Rebalances are served by the consumer's context (`rebalance.rs`).
 //!
 //! Guarantees:
 //! - at-least-once: an offset is stored only when every record at or below it has its output

@@ -1,7 +1,7 @@
 //! `[routes.<name>]`: how a step classifies a job and orders the models that may serve it.
 //!
 //! Phase two resolves model names, merges classes with their route and variants
-//! ([`classes`]), compiles rules ([`rules`]), and proves what `baton check` promises (every
+//! (`classes.rs`), compiles rules ([`rules`]), and proves what `baton check` promises (every
 //! declared sensitivity has an allowed model in every class of every variant, weights are
 //! positive, names are unique).
 //!

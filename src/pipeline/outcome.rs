@@ -190,8 +190,15 @@ pub fn failed(r: Record<'_>, job_id: &str, f: StepFailure, now: &Now) -> Outcome
             };
             // The history goes with a job that went through retry tiers.
             let history = r.tier.map(|_| history);
-            let failure = (f.class, message, f.last_model.clone(), history);
-            fail_action(r, escalate, failure, now)
+            fail_action(
+                r,
+                escalate,
+                f.class,
+                message,
+                f.last_model.clone(),
+                history,
+                now,
+            )
         }
     };
     Outcome {
@@ -216,16 +223,21 @@ pub fn terminal(
         job_id: job_id.to_string(),
         attempts: 0,
         variant: None,
-        action: fail_action(r, escalate, (class, message, None, None), now),
+        action: fail_action(r, escalate, class, message, None, None, now),
     }
 }
 
-/// Why a job failed: its class, message, last model and retry history (JSON).
-type Failure = (ErrorClass, String, Option<String>, Option<String>);
-
-/// A terminal record, to the review topic when `escalate`, else the dead-letter topic.
-fn fail_action(r: Record<'_>, escalate: bool, failure: Failure, now: &Now) -> Action {
-    let (class, message, last_model, history) = failure;
+/// A terminal record of `class`, to the review topic when `escalate`, else the dead-letter
+/// topic; `history` is the retry history (JSON) of a job that went through retry tiers.
+fn fail_action(
+    r: Record<'_>,
+    escalate: bool,
+    class: ErrorClass,
+    message: String,
+    last_model: Option<String>,
+    history: Option<String>,
+    now: &Now,
+) -> Action {
     Action::Fail {
         topic: if escalate {
             r.config.topics.review.clone()
@@ -281,7 +293,7 @@ impl Outcome {
                 let message = format!("the broker refused the retry record for good: {error}");
                 let class = ErrorClass::OutputRejected;
                 let escalate = plan::escalates(class, &r.config.routes[r.step.route].review);
-                let action = fail_action(r, escalate, (class, message, None, Some(history)), now);
+                let action = fail_action(r, escalate, class, message, None, Some(history), now);
                 Some(Outcome { action, ..self })
             }
             Action::Fail { .. } => None,

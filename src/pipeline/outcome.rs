@@ -268,8 +268,8 @@ impl Outcome {
     /// What replaces an outcome whose record the broker refused for good (too large): a
     /// terminal `output_rejected` record. `None` for a terminal record itself (the worker then
     /// sends it without the original value).
-    pub fn rejected(self, r: Record<'_>, size: usize, error: &str, now: &Now) -> Option<Outcome> {
-        match self.action {
+    pub fn rejected(&self, r: Record<'_>, size: usize, error: &str, now: &Now) -> Option<Outcome> {
+        match &self.action {
             Action::Answer {
                 model,
                 job_cost_usd,
@@ -280,9 +280,9 @@ impl Outcome {
                     message: format!(
                         "the broker rejected the output ({size} bytes) for good: {error}"
                     ),
-                    last_model: Some(model),
+                    last_model: Some(model.clone()),
                     attempts: self.attempts - r.meta.attempts,
-                    variant: self.variant,
+                    variant: self.variant.clone(),
                     retry_after: None,
                     cost_usd: job_cost_usd - r.meta.job_cost_usd,
                 };
@@ -293,8 +293,13 @@ impl Outcome {
                 let message = format!("the broker refused the retry record for good: {error}");
                 let class = ErrorClass::OutputRejected;
                 let escalate = plan::escalates(class, &r.config.routes[r.step.route].review);
-                let action = fail_action(r, escalate, class, message, None, Some(history), now);
-                Some(Outcome { action, ..self })
+                let history = Some(history.clone());
+                Some(Outcome {
+                    job_id: self.job_id.clone(),
+                    attempts: self.attempts,
+                    variant: self.variant.clone(),
+                    action: fail_action(r, escalate, class, message, None, history, now),
+                })
             }
             Action::Fail { .. } => None,
         }

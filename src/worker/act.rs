@@ -57,10 +57,7 @@ pub(super) async fn act(
             Err(PublishError::Abandoned) => return Ended::Abandoned,
             Err(PublishError::Rejected(e)) => e,
         };
-        match outcome
-            .clone()
-            .rejected(record, size, &error.to_string(), &Now::current())
-        {
+        match outcome.rejected(record, size, &error.to_string(), &Now::current()) {
             Some(next) => outcome = next,
             None if !drop_value && msg.payload().is_some() => {
                 let topic = outcome.action.topic();

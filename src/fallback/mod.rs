@@ -10,7 +10,7 @@
 //! - [`limits`]: each model kept under its provider's quota (requests and tokens per minute,
 //!   concurrency).
 //! - [`plan`]: where a job goes after a failed round: a delayed retry tier with its due time,
-//!   the dead-letter topic, or human review; and the retry history it carries.
+//!   the dead-letter topic, or human review.
 
 pub mod breaker;
 pub mod circuits;

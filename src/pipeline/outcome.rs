@@ -17,13 +17,12 @@ use crate::util::round_usd;
 
 use super::{StepFailure, StepOutcome};
 
-/// The moment a decision is made.
-#[derive(Debug, Clone)]
+/// The moment a decision is made: cheap to take for every record; its RFC 3339 form is made
+/// only for a record that needs it (a failure).
+#[derive(Debug, Clone, Copy)]
 pub struct Now {
     /// Unix time, milliseconds.
     pub unix_ms: u64,
-    /// The same, RFC 3339.
-    pub rfc3339: String,
 }
 
 impl Now {
@@ -31,8 +30,14 @@ impl Now {
     pub fn current() -> Now {
         Now {
             unix_ms: crate::util::unix_ms(),
-            rfc3339: crate::util::now_rfc3339(),
         }
+    }
+
+    /// The same moment, RFC 3339 with milliseconds, UTC.
+    pub fn rfc3339(&self) -> String {
+        chrono::DateTime::from_timestamp_millis(self.unix_ms as i64)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     }
 }
 
@@ -153,7 +158,7 @@ pub fn failed(r: Record<'_>, job_id: &str, f: StepFailure, now: &Now) -> Outcome
     let history = meta::append(
         r.meta.history.clone(),
         Round {
-            at: now.rfc3339.clone(),
+            at: now.rfc3339(),
             topic: r
                 .tier
                 .map_or(&step.topic, |t| &step.retry_topics[t])
@@ -249,7 +254,7 @@ fn fail_action(
         message,
         last_model,
         history,
-        failed_at: now.rfc3339.clone(),
+        failed_at: now.rfc3339(),
     }
 }
 
@@ -399,10 +404,7 @@ model = "m"
     }
 
     fn now() -> Now {
-        Now {
-            unix_ms: 1_000_000,
-            rfc3339: "2026-12-03T00:00:00.000Z".into(),
-        }
+        Now { unix_ms: 1_000_000 }
     }
 
     fn job() -> Job {
@@ -454,6 +456,11 @@ model = "m"
             tier,
             meta,
         }
+    }
+
+    #[test]
+    fn now_reads_as_rfc3339() {
+        assert_eq!(now().rfc3339(), "1970-01-01T00:16:40.000Z");
     }
 
     #[test]

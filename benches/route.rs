@@ -50,13 +50,16 @@ fn main() {
             (false, _) => 1_000,
         };
         // Warm up the tokenizers' lazy tables.
-        let _ = decide_offline(&config, step, &job, "k", None);
+        let prompt =
+            || baton::context::Prompt::new(&config.templates, step, &job).expect("renders");
+        let _ = decide_offline(&config, step, &job, &prompt(), "k", None);
         let mut samples = Vec::with_capacity(iterations);
         let mut tokenize = Vec::with_capacity(iterations);
         for i in 0..iterations {
             let key = format!("customer-{i}");
             let t = Instant::now();
-            let d = decide_offline(&config, step, &job, &key, None).expect("routable");
+            // The prompt is built inside the timing, as the worker does for each job.
+            let d = decide_offline(&config, step, &job, &prompt(), &key, None).expect("routable");
             samples.push(t.elapsed().as_nanos() as f64 / 1000.0);
             std::hint::black_box(d);
             let t = Instant::now();
@@ -66,7 +69,7 @@ fn main() {
         samples.sort_by(f64::total_cmp);
         tokenize.sort_by(f64::total_cmp);
         let pct = |v: &[f64], q: f64| v[((q * v.len() as f64) as usize).min(v.len() - 1)];
-        let tokens = decide_offline(&config, step, &job, "k", None)
+        let tokens = decide_offline(&config, step, &job, &prompt(), "k", None)
             .expect("routable")
             .record
             .prompt_tokens;

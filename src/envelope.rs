@@ -46,6 +46,45 @@ pub struct Job {
     /// Passed through untouched to the result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
+    /// The earlier steps of its pipeline, in order, each with its output: what a step's
+    /// templates read as `steps.<name>`. Written by baton when it forwards a job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trail: Vec<TrailEntry>,
+}
+
+/// One finished step of a pipeline, as the trail carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrailEntry {
+    /// Step name.
+    pub step: String,
+    /// Config name of the model that answered.
+    pub model: String,
+    /// Provider of that model.
+    pub provider: String,
+    /// A/B variant, when the step's route has variants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// Usage of the answering call.
+    pub usage: Usage,
+    /// Cost of the step, every billed call of every round, USD.
+    pub cost_usd: f64,
+    /// Wall time of the step's answering round, milliseconds.
+    pub latency_ms: u64,
+    /// Provider calls made for the step.
+    pub attempts: u32,
+    /// The answer.
+    pub output: Output,
+}
+
+/// A tool call in a model's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The provider's id for the call.
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// Its arguments, as the JSON text the model wrote.
+    pub arguments: String,
 }
 
 /// One chat message.
@@ -130,9 +169,12 @@ pub struct Output {
     /// The answer parsed as JSON, when it is JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub json: Option<Value>,
-    /// Why the model stopped (`stop`, `length`...).
+    /// Why the model stopped (`stop`, `tool_calls`...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
+    /// Tool calls the model made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// How the job was routed.
@@ -232,6 +274,12 @@ pub struct JobResult {
     /// Copied from the job, untouched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
+    /// What the whole job cost, every step and round of its pipeline, USD.
+    #[serde(default)]
+    pub total_cost_usd: f64,
+    /// For a pipeline of several steps, the final result's trail: every step, this one last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trail: Vec<TrailEntry>,
 }
 
 /// Why a record could not be decoded into a job. Every variant dead-letters the record.

@@ -27,6 +27,8 @@ fn the_job_schema_matches_the_decoder() {
         r#"{"id":"a","messages":[]}"#,
         r#"{"id":"  ","input":"x"}"#,
         r#"{"id":"a","input":"x","unknown_field":true}"#,
+        r#"{"id":"a","input":"x","trail":[{"step":"extract","model":"m","provider":"openai","usage":{"input_tokens":1,"output_tokens":2,"total_tokens":3},"cost_usd":0.1,"latency_ms":5,"attempts":1,"output":{"text":"{}","json":{}}}]}"#,
+        r#"{"id":"a","input":"x","trail":[{"step":"extract"}]}"#,
     ] {
         cases.push(extra.as_bytes().to_vec());
     }
@@ -71,7 +73,14 @@ fn a_result_envelope_validates() {
             "dropped": [{ "model": "on-prem", "reason": "lacks capability json_schema" }]
         },
         "started_at": "2026-11-24T10:00:00.000Z", "finished_at": "2026-11-24T10:00:00.230Z",
-        "metadata": { "a": 1 }
+        "metadata": { "a": 1 },
+        "total_cost_usd": 0.0000096,
+        "trail": [{
+            "step": "extract", "model": "cheap-fast", "provider": "openai",
+            "usage": { "input_tokens": 10, "output_tokens": 5, "total_tokens": 15, "reasoning_tokens": 2 },
+            "cost_usd": 0.0000042, "latency_ms": 120, "attempts": 2,
+            "output": { "text": "{}", "json": {}, "tool_calls": [{ "id": "c1", "name": "answer", "arguments": "{}" }] }
+        }]
     }))
     .unwrap();
     let value = serde_json::to_value(&result).unwrap();

@@ -6,8 +6,9 @@ use clap::Args;
 
 use super::CliError;
 use crate::config::{Config, StepConfig};
+use crate::context::Prompt;
 use crate::envelope::Job;
-use crate::router::Decision;
+use crate::router::{decide_offline, Decision};
 
 /// `baton route`
 #[derive(Debug, Args)]
@@ -50,11 +51,18 @@ pub(super) fn route(args: RouteArgs) -> Result<(), CliError> {
                 .clone()
                 .unwrap_or_else(|| job.id.clone())
         });
-        let decision =
-            match crate::router::decide_offline(&config, step, job, &key, args.class.as_deref()) {
-                Ok(d) => d,
-                Err(e) => *e.decision,
-            };
+        let prompt = match Prompt::new(&config.templates, step, job) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("job {}: template_error: {e}", job.id);
+                continue;
+            }
+        };
+        let class = args.class.as_deref();
+        let decision = match decide_offline(&config, step, job, &prompt, &key, class) {
+            Ok(d) => d,
+            Err(e) => *e.decision,
+        };
         if args.json {
             let json = serde_json::to_string(&decision.record).expect("decisions serialize");
             println!("{json}");
@@ -62,7 +70,8 @@ pub(super) fn route(args: RouteArgs) -> Result<(), CliError> {
             if n > 0 {
                 println!();
             }
-            let trace = crate::router::explain::render(&config, step, job, &key, &decision);
+            let trace =
+                crate::router::explain::render(&config, step, job, &prompt, &key, &decision);
             print!("{trace}");
         } else {
             println!("{}", one_line(job, &decision));

@@ -20,6 +20,8 @@ pub mod pipelines;
 pub mod raw;
 pub mod retry;
 pub mod routes;
+pub mod schema;
+pub mod templates;
 pub mod topics;
 pub mod vocab;
 pub mod worker;
@@ -38,6 +40,7 @@ pub use routes::{
     ClassConfig, ClassifierConfig, ContentFilterPolicy, RouteConfig, RuleConfig, Strategy,
     VariantConfig,
 };
+pub use schema::ResponseSchema;
 pub use topics::{TopicDeclarations, TopicNames, TopicSpec};
 pub use vocab::{ErrorClass, Role, Sensitivity, Usage};
 pub use worker::WorkerSettings;
@@ -69,6 +72,8 @@ pub struct Config {
     pub steps: Vec<StepConfig>,
     /// Pipeline names in config order.
     pub pipelines: Vec<String>,
+    /// Every step's prompt templates, compiled (see [`StepConfig::system_template`]).
+    pub templates: std::sync::Arc<minijinja::Environment<'static>>,
 }
 
 impl Config {
@@ -123,8 +128,11 @@ impl Config {
             route_names: raw.routes.keys().cloned().collect(),
             routes: &mut routes,
             topics_seen: Default::default(),
+            base_dir,
+            templates: templates::environment(),
         };
         let steps = pipelines::resolve_all(&raw.pipelines, &mut scope, &mut r);
+        let templates = std::sync::Arc::new(std::mem::take(&mut scope.templates));
         let kafka = raw.kafka.resolve(&mut r);
         let worker = raw.worker.resolve(&mut r);
         let (circuit_breaker, out_of_rotation) = raw.circuit_breaker.resolve(&mut r);
@@ -142,6 +150,7 @@ impl Config {
             routes,
             steps,
             pipelines: raw.pipelines.keys().cloned().collect(),
+            templates,
         })
     }
 

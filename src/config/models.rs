@@ -206,7 +206,7 @@ impl ModelConfig {
             input_tokens,
             output_tokens,
             total_tokens: input_tokens + output_tokens,
-            cached_input_tokens: 0,
+            ..Usage::default()
         })
     }
 

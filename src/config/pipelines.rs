@@ -2,8 +2,13 @@
 //! `<prefix><pipeline>.<step>` and publishes to the next step's topic or, for the last step,
 //! the results topic; each step has its retry-tier topics and picks its models through a route
 //! (named, or its own inline one).
+//!
+//! A step says what its model sees (`system` and `user` prompt templates over the job and the
+//! earlier steps' outputs, `max_tokens`), what shape its answer must have (`response_format`, a
+//! JSON Schema) and when a finished answer also goes to a person (`review_when`).
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -11,6 +16,8 @@ use serde::Deserialize;
 use super::error::{list, valid_topic_part, Resolver};
 use super::retry::RetryTier;
 use super::routes::{inline, ContentFilterPolicy, ModelIndex, RouteConfig};
+use super::schema::{RawResponseFormat, ResponseSchema};
+use super::templates;
 use super::vocab::ErrorClass;
 
 /// `[pipelines.<name>]` as written.
@@ -43,8 +50,17 @@ pub struct RawStep {
     /// What a content-filter refusal does (with `model`; a route says it itself).
     #[serde(default)]
     pub content_filter: ContentFilterPolicy,
-    /// System prompt placed before the job's messages.
-    pub system_prompt: Option<String>,
+    /// System prompt template, placed before the job's messages (`system_prompt` is its
+    /// older name).
+    #[serde(alias = "system_prompt")]
+    pub system: Option<toml::Spanned<String>>,
+    /// User message template; without one the model sees the job's messages (first step) or
+    /// the previous step's answer (later steps).
+    pub user: Option<toml::Spanned<String>>,
+    /// The JSON Schema answers must satisfy.
+    pub response_format: Option<toml::Spanned<RawResponseFormat>>,
+    /// An expression over the step's output; when true the result also goes to review.
+    pub review_when: Option<toml::Spanned<String>>,
     /// Output token cap when the job sets none.
     pub max_tokens: Option<u32>,
 }
@@ -62,8 +78,18 @@ pub struct StepConfig {
     pub route: usize,
     /// Its retry topics, one per tier of [`super::Config::retry_tiers`]: `<topic>.retry.<delay>`.
     pub retry_topics: Vec<String>,
-    /// System prompt put before the job's messages, if any.
-    pub system_prompt: Option<String>,
+    /// Its place in [`super::Config::steps`].
+    pub index: usize,
+    /// Name of its system prompt template in [`super::Config::templates`], if it has one.
+    pub system_template: Option<String>,
+    /// Name of its user message template, if it has one.
+    pub user_template: Option<String>,
+    /// The previous step's name (not for a pipeline's first step).
+    pub previous: Option<String>,
+    /// The JSON Schema answers must satisfy.
+    pub response_schema: Option<ResponseSchema>,
+    /// When true over the step's output, the result also goes to the review topic.
+    pub review_when: Option<String>,
     /// Output token cap sent to the provider when the job does not set one.
     pub max_tokens: Option<u32>,
     /// Where this step's results go: the next step's topic or the results topic.
@@ -95,6 +121,10 @@ pub struct StepScope<'a> {
     pub route_names: Vec<String>,
     /// Each input topic and the step that took it first.
     pub topics_seen: HashMap<String, String>,
+    /// Where relative schema files are read from (the config file's directory).
+    pub base_dir: Option<&'a Path>,
+    /// Every step's templates, compiled.
+    pub templates: minijinja::Environment<'static>,
 }
 
 /// Every step of every pipeline, in config order.
@@ -149,9 +179,16 @@ impl RawPipeline {
                 Some(next) => format!("{prefix}{pname}.{}", next.name),
                 None => scope.results.to_string(),
             };
+            let (system_template, user_template) = s.templates(pname, &spath, scope, r);
             out.push(StepConfig {
                 pipeline: pname.to_string(),
                 name: s.name.clone(),
+                index: out.len(),
+                system_template,
+                user_template,
+                previous: i.checked_sub(1).map(|p| self.steps[p].name.clone()),
+                response_schema: s.schema(&spath, scope.base_dir, r),
+                review_when: s.review_when.as_ref().map(|e| e.get_ref().clone()),
                 retry_topics: scope
                     .retry_tiers
                     .iter()
@@ -159,7 +196,6 @@ impl RawPipeline {
                     .collect(),
                 topic,
                 route,
-                system_prompt: s.system_prompt.clone(),
                 max_tokens: s.max_tokens,
                 output_topic,
                 is_last: i + 1 == self.steps.len(),
@@ -169,6 +205,52 @@ impl RawPipeline {
 }
 
 impl RawStep {
+    /// Compiles the step's templates and checks its `review_when`; returns the names of its
+    /// system and user templates.
+    fn templates(
+        &self,
+        pname: &str,
+        spath: &str,
+        scope: &mut StepScope<'_>,
+        r: &mut Resolver<'_>,
+    ) -> (Option<String>, Option<String>) {
+        let mut add = |key: &str, source: &Option<toml::Spanned<String>>| {
+            let source = source.as_ref()?;
+            let name = format!("{pname}.{}.{key}", self.name);
+            templates::add(
+                &mut scope.templates,
+                &name,
+                source,
+                &format!("{spath}.{key}"),
+                r,
+            );
+            Some(name)
+        };
+        let names = (add("system", &self.system), add("user", &self.user));
+        if let Some(expr) = &self.review_when {
+            let path = format!("{spath}.review_when");
+            templates::check_expression(&scope.templates, expr, &path, r);
+        }
+        names
+    }
+
+    /// The step's compiled response schema, if it has one.
+    fn schema(
+        &self,
+        spath: &str,
+        base_dir: Option<&Path>,
+        r: &mut Resolver<'_>,
+    ) -> Option<ResponseSchema> {
+        let raw = self.response_format.as_ref()?;
+        match raw.get_ref().resolve(&self.name, base_dir) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                r.err_at(&format!("{spath}.response_format"), raw.span().start, e);
+                None
+            }
+        }
+    }
+
     /// Checks the step's own keys and returns the index of its route: a named one, or an
     /// inline one built (and appended) for it.
     fn route_index(

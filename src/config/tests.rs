@@ -338,3 +338,67 @@ fn retry_tiers_are_durations_that_name_topics() {
         "{e:?}"
     );
 }
+
+#[test]
+fn step_templates_schemas_and_review_expressions_are_checked_with_key_and_line() {
+    let text = r#"
+[models.m]
+base_url = "http://127.0.0.1:1/v1"
+
+[[pipelines.c.steps]]
+name = "extract"
+model = "m"
+user = "Extract from {{ input"
+response_format = { schema = { type = "objekt" } }
+
+[[pipelines.c.steps]]
+name = "classify"
+model = "m"
+review_when = "steps.classify.json.risk =="
+response_format = { schema_file = "no/such/schema.json" }
+"#;
+    let e = errors(text);
+    assert_eq!(e.len(), 4, "{e:#?}");
+    assert!(
+        e[0].starts_with("pipelines.c.steps[0].user (line 8): "),
+        "{e:#?}"
+    );
+    assert!(
+        e[1].starts_with("pipelines.c.steps[0].response_format (line 9): not a valid JSON Schema"),
+        "{e:#?}"
+    );
+    assert!(
+        e[2].starts_with("pipelines.c.steps[1].review_when (line 14): "),
+        "{e:#?}"
+    );
+    assert!(e[3].contains("cannot read schema file"), "{e:#?}");
+}
+
+#[test]
+fn schema_files_resolve_against_the_config_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("schemas")).unwrap();
+    std::fs::write(
+        dir.path().join("schemas/risk.json"),
+        r#"{"type":"object","required":["risk"]}"#,
+    )
+    .unwrap();
+    let text = r#"
+[models.m]
+base_url = "http://127.0.0.1:1/v1"
+
+[[pipelines.c.steps]]
+name = "classify"
+model = "m"
+system_prompt = "You classify."
+response_format = { schema_file = "schemas/risk.json" }
+"#;
+    let c = Config::from_toml(text, Some(dir.path())).unwrap();
+    let s = c.steps[0].response_schema.as_ref().unwrap();
+    assert_eq!(s.name, "classify");
+    assert_eq!(s.schema["required"][0], "risk");
+    assert_eq!(
+        c.steps[0].system_template.as_deref(),
+        Some("c.classify.system")
+    );
+}

@@ -56,6 +56,10 @@ pub struct Usage {
     /// Input tokens the provider served from its prompt cache (billed at the cached price).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cached_input_tokens: u64,
+    /// Output tokens the model spent reasoning before its answer (billed as output tokens;
+    /// included in `output_tokens`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reasoning_tokens: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -98,8 +102,20 @@ pub enum ErrorClass {
     ContentFilter,
     /// The provider rejected the request (other 4xx).
     BadRequest,
-    /// The provider's answer was malformed or empty.
+    /// The provider's 2xx body was not a valid completion (garbled, cut, no choices): the
+    /// model may do better on another call.
+    MalformedResponse,
+    /// The answer is not what the step asked for: not JSON, or JSON that fails the step's
+    /// schema even after the one repair attempt on every candidate.
     InvalidOutput,
+    /// The answer was cut by the output token cap (finish reason `length`).
+    OutputTruncated,
+    /// The model answered nothing (no text and no tool call).
+    EmptyOutput,
+    /// The model refused to answer (the provider's explicit refusal).
+    ModelRefusal,
+    /// A step's prompt template references something the job does not have.
+    TemplateError,
     /// The broker refused the output for good (e.g. larger than the topic allows).
     OutputRejected,
     /// baton failed while processing the record (a bug); the record is kept as it came.
@@ -125,7 +141,12 @@ impl ErrorClass {
             ErrorClass::ContextLengthExceeded => "context_length_exceeded",
             ErrorClass::ContentFilter => "content_filter",
             ErrorClass::BadRequest => "bad_request",
+            ErrorClass::MalformedResponse => "malformed_response",
             ErrorClass::InvalidOutput => "invalid_output",
+            ErrorClass::OutputTruncated => "output_truncated",
+            ErrorClass::EmptyOutput => "empty_output",
+            ErrorClass::ModelRefusal => "model_refusal",
+            ErrorClass::TemplateError => "template_error",
             ErrorClass::OutputRejected => "output_rejected",
             ErrorClass::InternalError => "internal_error",
         }

@@ -8,7 +8,9 @@
 
 pub mod prompt;
 pub mod request;
+pub mod template;
 pub mod tokens;
 
 pub use prompt::Prompt;
 pub use request::ChatRequest;
+pub use template::TemplateError;

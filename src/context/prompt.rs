@@ -4,7 +4,10 @@
 
 use std::sync::OnceLock;
 
+use minijinja::Environment;
+
 use super::request::ChatRequest;
+use super::template::TemplateError;
 use super::tokens;
 use crate::config::{StepConfig, TokenizerKind};
 use crate::envelope::Job;
@@ -45,10 +48,14 @@ impl Counts {
 }
 
 impl Prompt {
-    /// The prompt of `job` on `step`.
-    pub fn new(step: &StepConfig, job: &Job) -> Prompt {
-        let request = ChatRequest::for_step(step, job);
-        let lead = usize::from(step.system_prompt.is_some());
+    /// The prompt of `job` on `step`, its templates rendered from `templates`.
+    pub fn new(
+        templates: &Environment<'static>,
+        step: &StepConfig,
+        job: &Job,
+    ) -> Result<Prompt, TemplateError> {
+        let request = ChatRequest::for_step(templates, step, job)?;
+        let lead = usize::from(step.system_template.is_some());
         let own = &request.messages[lead..];
         let content = match own {
             [one] => one.content.clone(),
@@ -58,13 +65,13 @@ impl Prompt {
                 .collect::<Vec<_>>()
                 .join("\n"),
         };
-        Prompt {
+        Ok(Prompt {
             request,
             content,
             lead,
             own: Counts::default(),
             all: Counts::default(),
-        }
+        })
     }
 
     /// Tokens of the job's own messages with `kind`'s tokenizer, framing included, without the

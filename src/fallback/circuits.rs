@@ -48,9 +48,13 @@ impl Circuits {
             // It answered, or refused the request on its merits (or throttled it, which is
             // the rate limiter's business): it is up.
             None
-            | Some(Fate::Throttled | Fate::NotThisModel | Fate::NotThisProvider | Fate::Refused) => {
-                b.record(now, admission, CallOutcome::Healthy)
-            }
+            | Some(
+                Fate::Throttled
+                | Fate::NotThisModel
+                | Fate::NotThisProvider
+                | Fate::Refused
+                | Fate::Unfit,
+            ) => b.record(now, admission, CallOutcome::Healthy),
         }
     }
 

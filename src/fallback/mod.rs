@@ -45,6 +45,10 @@ pub enum Fate {
     /// The request itself is refused (content filter, other 4xx): no model will do better;
     /// the model is up.
     Refused,
+    /// The model answered, but nothing a result can be made of (truncated, empty, refused, or
+    /// off its schema after the repair attempt): the next candidate may do better; the model
+    /// is up. The output parser says so; no HTTP error maps here.
+    Unfit,
 }
 
 impl Fate {
@@ -54,7 +58,7 @@ impl Fate {
             ProviderError::Timeout(_)
             | ProviderError::Connect(_)
             | ProviderError::Server { .. }
-            | ProviderError::InvalidOutput(_) => Fate::Transient,
+            | ProviderError::Malformed(_) => Fate::Transient,
             ProviderError::RateLimited { .. } => Fate::Throttled,
             ProviderError::ContextLength(_) => Fate::NotThisModel,
             ProviderError::Auth { .. } | ProviderError::NotFound(_) => Fate::Misconfigured,
@@ -73,7 +77,7 @@ impl Fate {
     /// Whether the failure only says "not this model" (its window, its config): the job itself
     /// was not refused.
     pub fn rules_out_model(self) -> bool {
-        matches!(self, Fate::NotThisModel | Fate::Misconfigured)
+        matches!(self, Fate::NotThisModel | Fate::Misconfigured | Fate::Unfit)
     }
 }
 

@@ -28,8 +28,9 @@ pub enum Plan {
 
 /// Whether a job that failed this way may succeed in a later round, so it goes to a delayed
 /// retry tier rather than straight to a terminal record: the provider side was down, slow,
-/// saturated or garbled. Everything else (bad input, policy, a request the provider refuses on
-/// its merits, bad credentials) needs a person.
+/// saturated, garbled or blank. Everything else needs a person: bad input, policy, a request
+/// the provider refuses on its merits, bad credentials, and an answer every candidate got
+/// wrong (failing the step's schema after its repair, truncated, refused).
 pub fn may_succeed_later(class: ErrorClass) -> bool {
     matches!(
         class,
@@ -37,7 +38,8 @@ pub fn may_succeed_later(class: ErrorClass) -> bool {
             | ErrorClass::ProviderUnavailable
             | ErrorClass::ProviderError
             | ErrorClass::RateLimited
-            | ErrorClass::InvalidOutput
+            | ErrorClass::MalformedResponse
+            | ErrorClass::EmptyOutput
     )
 }
 

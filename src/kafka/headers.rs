@@ -47,6 +47,8 @@ pub const VARIANT: &str = "baton-variant";
 /// Forwarded jobs and retry records: what the job has been billed so far (USD), so later steps
 /// and rounds keep its cost ceiling.
 pub const JOB_COST: &str = "baton-job-cost-usd";
+/// Why a result was copied to the review topic (its step's `review_when`).
+pub const REVIEW_REASON: &str = "baton-review-reason";
 
 /// A header list baton can read: borrowed from a consumer or owned by a detached message.
 pub trait RawHeaders {

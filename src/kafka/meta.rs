@@ -161,6 +161,8 @@ pub struct OutMeta<'a> {
     pub history: Option<&'a str>,
     /// The dead-letter headers (dead letters and review records).
     pub dead: Option<DeadLetterHeaders<'a>>,
+    /// `baton-review-reason`: why a result was copied to the review topic.
+    pub review_reason: Option<&'a str>,
 }
 
 impl OutMeta<'_> {
@@ -199,6 +201,9 @@ impl OutMeta<'_> {
         }
         if let Some(c) = self.step_cost_usd {
             text(headers::STEP_COST, &c.to_string());
+        }
+        if let Some(why) = self.review_reason {
+            text(headers::REVIEW_REASON, why);
         }
         fields
             .iter()
@@ -323,6 +328,7 @@ mod tests {
                 last_model: None,
                 failed_at: "now",
             }),
+            review_reason: None,
         }
         .headers(Some(&original));
         let get = |k| headers::get(Some(&out), k);

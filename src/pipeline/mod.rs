@@ -67,6 +67,21 @@ pub struct StepFailure {
     pub cost_usd: f64,
 }
 
+impl StepFailure {
+    /// A failure before any call was made.
+    fn before_calls(class: ErrorClass, message: String) -> StepFailure {
+        StepFailure {
+            class,
+            message,
+            last_model: None,
+            attempts: 0,
+            variant: None,
+            retry_after: None,
+            cost_usd: 0.0,
+        }
+    }
+}
+
 /// What a step needs: the config, one provider per model (same indices), and the shared state
 /// of the fallback handler and the router.
 #[derive(Debug, Clone)]
@@ -141,7 +156,15 @@ impl StepRunner {
         let started = tokio::time::Instant::now();
         let started_at = crate::util::now_rfc3339();
         let route = &self.config.routes[step.route];
-        let prompt = Prompt::new(step, job);
+        let prompt = match Prompt::new(&self.config.templates, step, job) {
+            Ok(p) => p,
+            Err(e) => {
+                return StepOutcome::Failed(StepFailure::before_calls(
+                    ErrorClass::TemplateError,
+                    e.to_string(),
+                ))
+            }
+        };
         let variant = router::pick_variant(route, key);
         let (choice, classifier, cost) =
             match router::classify_by_rules(&self.config, route, job, &prompt) {

@@ -3,14 +3,16 @@
 //! the offset; nothing here touches Kafka.
 //!
 //! - The step answered: the result (last step) or the next step's job, with the job's cost so
-//!   far, to the step's output topic.
+//!   far and the trail of finished steps, to the step's output topic; when the step's
+//!   `review_when` holds, a copy of the step's result also goes to the review topic.
 //! - It failed and a later round may succeed: the original record, to the next retry tier, due
 //!   after the tier's delay (or the provider's longer Retry-After), with its history.
 //! - Otherwise, or once the tiers are spent: the original record, to the step's dead-letter
 //!   topic, or to the review topic for the classes the route escalates.
 
 use crate::config::{Config, ErrorClass, StepConfig, TopicNames};
-use crate::envelope::{Job, JobResult};
+use crate::context::template;
+use crate::envelope::{Job, JobResult, TrailEntry};
 use crate::fallback::plan::{self, Plan};
 use crate::kafka::meta::{self, DeadLetterHeaders, OutMeta, RecordMeta, RetryHeaders, Round};
 use crate::util::round_usd;
@@ -69,6 +71,8 @@ pub enum Action {
         job_cost_usd: f64,
         /// The model that answered.
         model: String,
+        /// A copy for a person, when the step's `review_when` held.
+        review: Option<Review>,
     },
     /// The original record, to a retry tier.
     Retry {
@@ -104,6 +108,17 @@ pub enum Action {
     },
 }
 
+/// A copy of a step's result for a person, sent to the review topic beside the result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Review {
+    /// The review topic.
+    pub topic: String,
+    /// Why (the `review_when` that held, or why it could not be evaluated).
+    pub reason: String,
+    /// The step's result envelope, with the trail so far.
+    pub payload: Vec<u8>,
+}
+
 /// What a decision is about: the step, the tier the record came from, its metadata.
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
@@ -125,7 +140,8 @@ pub fn decide(r: Record<'_>, job: &Job, outcome: StepOutcome, now: &Now) -> Outc
     }
 }
 
-/// The outcome of an answer: the result reports the step's cost and calls over every round.
+/// The outcome of an answer: the result reports the step's cost and calls over every round,
+/// the job's total cost, and (for a pipeline of several steps) the trail.
 fn answer(r: Record<'_>, job: &Job, mut result: JobResult) -> Outcome {
     let round_cost = result.cost_usd;
     result.cost_usd = round_usd(r.meta.step_cost_usd + round_cost);
@@ -133,10 +149,23 @@ fn answer(r: Record<'_>, job: &Job, mut result: JobResult) -> Outcome {
     if let Some(t) = r.tier {
         result.retries = t as u32 + 1;
     }
+    let job_cost_usd = r.meta.job_cost_usd + round_cost;
+    result.total_cost_usd = round_usd(job_cost_usd);
+    let mut trail = job.trail.clone();
+    trail.push(trail_entry(&result));
+    let several_steps = !(r.step.is_last && r.step.previous.is_none());
+    if several_steps {
+        result.trail = trail.clone();
+    }
+    let review = review_reason(r, job, &result).map(|reason| Review {
+        topic: r.config.topics.review.clone(),
+        reason,
+        payload: serde_json::to_vec(&result).expect("envelopes serialize"),
+    });
     let payload = if r.step.is_last {
         serde_json::to_vec(&result)
     } else {
-        serde_json::to_vec(&next_step_job(job, &result))
+        serde_json::to_vec(&next_step_job(job, trail))
     };
     Outcome {
         job_id: job.id.clone(),
@@ -146,9 +175,36 @@ fn answer(r: Record<'_>, job: &Job, mut result: JobResult) -> Outcome {
             topic: r.step.output_topic.clone(),
             payload: payload.expect("envelopes serialize"),
             is_result: r.step.is_last,
-            job_cost_usd: r.meta.job_cost_usd + round_cost,
+            job_cost_usd,
             model: result.model,
+            review,
         },
+    }
+}
+
+/// The step's line in the trail.
+fn trail_entry(result: &JobResult) -> TrailEntry {
+    TrailEntry {
+        step: result.step.clone(),
+        model: result.model.clone(),
+        provider: result.provider.clone(),
+        variant: result.variant.clone(),
+        usage: result.usage,
+        cost_usd: result.cost_usd,
+        latency_ms: result.latency_ms,
+        attempts: result.attempts,
+        output: result.output.clone(),
+    }
+}
+
+/// Why the step's result goes to a person too: its `review_when` held, or could not be
+/// evaluated (a person looks rather than the flag being lost).
+fn review_reason(r: Record<'_>, job: &Job, result: &JobResult) -> Option<String> {
+    let expr = r.step.review_when.as_deref()?;
+    let templates = &r.config.templates;
+    match template::review_reason(templates, expr, job, &r.step.name, &result.output) {
+        Ok(reason) => reason,
+        Err(e) => Some(format!("review_when could not be evaluated: {e}")),
     }
 }
 
@@ -329,6 +385,7 @@ impl Outcome {
             retry: None,
             history: None,
             dead: None,
+            review_reason: None,
         };
         match &self.action {
             Action::Answer { job_cost_usd, .. } => out.job_cost_usd = Some(*job_cost_usd),
@@ -368,12 +425,11 @@ impl Outcome {
     }
 }
 
-/// The job the next step of a pipeline receives: this step's answer as its input, everything
-/// else (id, policy, tenant, metadata...) carried over.
-pub fn next_step_job(job: &Job, result: &JobResult) -> Job {
+/// The job the next step of a pipeline receives: the job as it came (id, input, policy,
+/// tenant, metadata...) with the trail of its finished steps, this one last.
+pub fn next_step_job(job: &Job, trail: Vec<TrailEntry>) -> Job {
     Job {
-        messages: None,
-        input: Some(result.output.text.clone()),
+        trail,
         ..job.clone()
     }
 }
@@ -505,8 +561,13 @@ model = "m"
         let next: Job = serde_json::from_slice(payload).unwrap();
         assert_eq!(
             (next.id.as_str(), next.input.as_deref()),
-            ("j1", Some("the answer"))
+            ("j1", Some("hello"))
         );
+        assert_eq!(next.trail.len(), 1);
+        assert_eq!(next.trail[0].output.text, "the answer");
+        // Without a `user` template, the next step's model sees the previous answer.
+        let request = crate::context::ChatRequest::for_step(&c.templates, &c.steps[1], &next);
+        assert_eq!(request.unwrap().messages[0].content, "the answer");
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //! `worker.provider_attempts` calls, until one answers or the round gives up. After each failed
 //! call the fallback policy says what follows (call again after a wait, the next candidate, or
 //! the end of the round); after a context-length refusal only a model with a larger window is
-//! tried, after a content-filter refusal the route may let another provider endpoint try. The
-//! round ends at its deadline. A round stuck on open circuits waits once for a half-open
+//! tried, after a content-filter refusal the route may let another provider endpoint try. An
+//! answer goes through the output parser before it can be a result: one that fails the step's
+//! schema is sent back to the same model once with what is wrong (the repair), and one that is
+//! still wrong, truncated, empty or refused moves the round to the next candidate. Every billed
+//! call counts toward the job's cost. The round ends at its deadline. A round stuck on open circuits waits once for a half-open
 //! model's probe before it gives up.
 
 use std::time::Duration;
@@ -14,19 +17,35 @@ use super::call::{CallSpec, Skipped};
 use super::{now, StepFailure, StepOutcome, StepRunner, PROBE_WAIT};
 use crate::config::{ErrorClass, ModelConfig, RouteConfig, StepConfig};
 use crate::context::{ChatRequest, Prompt};
-use crate::envelope::{Job, JobResult, Output};
+use crate::envelope::{ChatMessage, Job, JobResult, Output};
 use crate::fallback::retry::{self, Next};
 use crate::fallback::{CircuitState, Fate};
-use crate::output::Completion;
+use crate::output::{self, Completion, Expect, Rejection};
 use crate::providers::ProviderError;
 use crate::router::{self, Decision};
 use crate::telemetry;
 use crate::util::{round_usd, usd};
 
+/// An answer the output parser accepted.
+pub(super) struct Answer {
+    /// The completion.
+    completion: Completion,
+    /// Its JSON, when it has some.
+    json: Option<serde_json::Value>,
+}
+
+/// The last failure of a round: which model, why, and what it meant.
+struct Last {
+    model: usize,
+    class: ErrorClass,
+    message: String,
+    fate: Fate,
+}
+
 /// How trying one candidate ended.
 enum Tried {
     /// It answered.
-    Answered(Completion),
+    Answered(Answer),
     /// Try the next candidate.
     NextModel,
     /// End the round.
@@ -61,8 +80,8 @@ pub(super) struct Round<'a> {
     /// USD billed in this step so far (the classification, then the calls).
     cost: f64,
     attempts: u32,
-    /// The last failed call: its model, error and fate.
-    last: Option<(usize, ProviderError, Fate)>,
+    /// The last failed call (or unusable answer).
+    last: Option<Last>,
     /// The last model the cost ceiling left no budget for.
     out_of_budget: Option<String>,
     circuit_open: Vec<String>,
@@ -155,18 +174,7 @@ impl<'a> Round<'a> {
                 self.out_of_budget = Some(model.name.clone());
                 return Tried::NextModel;
             };
-            let spec = CallSpec {
-                step: self.step,
-                variant: self.decision.record.variant.as_deref(),
-                policy: self.route.content_filter,
-                tokens: prompt_tokens
-                    + u64::from(
-                        request
-                            .max_tokens
-                            .unwrap_or(router::DEFAULT_EXPECTED_OUTPUT_TOKENS),
-                    ),
-                deadline: Some(self.deadline),
-            };
+            let spec = self.spec(&request, prompt_tokens);
             let made = match runner.guarded_call(m, &request, spec).await {
                 Ok(made) => made,
                 Err(skipped) => {
@@ -183,7 +191,7 @@ impl<'a> Round<'a> {
                 Ok(c) => {
                     runner.latency.record(m, made.elapsed);
                     self.cost += model.usage_cost_usd(&c.usage);
-                    return Tried::Answered(c);
+                    return self.accept(m, &request, prompt_tokens, c).await;
                 }
                 Err(failure) => failure,
             };
@@ -204,6 +212,104 @@ impl<'a> Round<'a> {
                 Next::GiveUp => return Tried::Stop,
             }
         }
+        Tried::NextModel
+    }
+
+    /// What a call of `request` (with `prompt_tokens`) is about, for the guard.
+    fn spec(&self, request: &ChatRequest, prompt_tokens: u64) -> CallSpec<'_> {
+        let output = request
+            .max_tokens
+            .unwrap_or(router::DEFAULT_EXPECTED_OUTPUT_TOKENS);
+        CallSpec {
+            step: self.step,
+            variant: self.decision.record.variant.as_deref(),
+            policy: self.route.content_filter,
+            tokens: prompt_tokens + u64::from(output),
+            deadline: Some(self.deadline),
+        }
+    }
+
+    /// What the step expects of an answer.
+    fn expect(&self) -> Expect<'a> {
+        Expect {
+            schema: self.step.response_schema.as_ref(),
+            json: self.prompt.request.wants_json(),
+        }
+    }
+
+    /// Reads model `m`'s answer `c` to `request`: accepted; or, when the model may fix it (off
+    /// its schema), sent back once with what is wrong; or, still unusable, the next candidate.
+    async fn accept(
+        &mut self,
+        m: usize,
+        request: &ChatRequest,
+        prompt_tokens: u64,
+        c: Completion,
+    ) -> Tried {
+        let expect = self.expect();
+        let rejection = match output::read(&c, expect) {
+            Ok(json) => {
+                return Tried::Answered(Answer {
+                    completion: c,
+                    json,
+                })
+            }
+            Err(r) => r,
+        };
+        if !rejection.repairable() {
+            return self.unfit(m, rejection);
+        }
+        let model = &self.runner.config.models[m];
+        telemetry::repair_attempt(&model.name, &self.step.pipeline, &self.step.name);
+        let mut repair = request.clone();
+        repair.messages.push(ChatMessage {
+            role: crate::config::Role::Assistant,
+            content: c.text,
+        });
+        repair.messages.push(ChatMessage {
+            role: crate::config::Role::User,
+            content: output::repair_prompt(&rejection, expect),
+        });
+        // The repair carries the answer and the errors too: a rough count is enough for quotas.
+        let tokens = prompt_tokens + u64::from(repair_tokens(&repair));
+        let made = match self
+            .runner
+            .guarded_call(m, &repair, self.spec(&repair, tokens))
+            .await
+        {
+            Ok(made) => made,
+            Err(_) => return self.unfit(m, rejection),
+        };
+        self.attempts += 1;
+        match made.result {
+            Ok(c) => {
+                self.cost += model.usage_cost_usd(&c.usage);
+                match output::read(&c, expect) {
+                    Ok(json) => Tried::Answered(Answer {
+                        completion: c,
+                        json,
+                    }),
+                    Err(again) => self.unfit(m, again),
+                }
+            }
+            Err((e, fate)) => {
+                self.last = Some(Last::of(m, &e, fate));
+                Tried::NextModel
+            }
+        }
+    }
+
+    /// Model `m`'s answer cannot be a result: the next candidate gets its turn.
+    fn unfit(&mut self, m: usize, rejection: Rejection) -> Tried {
+        let model = &self.runner.config.models[m];
+        let class = rejection.class();
+        telemetry::fallback(&model.name, class.as_str());
+        self.last = Some(Last {
+            model: m,
+            class,
+            message: rejection.to_string(),
+            fate: Fate::Unfit,
+        });
         Tried::NextModel
     }
 
@@ -247,7 +353,7 @@ impl<'a> Round<'a> {
         if next == Next::NextCandidate {
             telemetry::fallback(&model.name, e.class().as_str());
         }
-        self.last = Some((m, e, fate));
+        self.last = Some(Last::of(m, &e, fate));
         next
     }
 
@@ -258,7 +364,7 @@ impl<'a> Round<'a> {
             && self
                 .last
                 .as_ref()
-                .is_none_or(|(_, _, fate)| fate.rules_out_model())
+                .is_none_or(|last| last.fate.rules_out_model())
     }
 
     /// If an allowed model is half-open (its probe is out, or due), its verdict is a moment
@@ -289,9 +395,12 @@ impl<'a> Round<'a> {
     }
 
     /// The result of model `m`'s answer.
-    fn result(self, m: usize, c: Completion) -> JobResult {
+    fn result(self, m: usize, answer: Answer) -> JobResult {
         let model = &self.runner.config.models[m];
-        let json = crate::output::json::extract(&c.text);
+        let Answer {
+            completion: c,
+            json,
+        } = answer;
         JobResult {
             id: self.job.id.clone(),
             pipeline: self.step.pipeline.clone(),
@@ -302,6 +411,7 @@ impl<'a> Round<'a> {
                 text: c.text,
                 json,
                 finish_reason: c.finish_reason,
+                tool_calls: c.tool_calls,
             },
             model: model.name.clone(),
             provider: model.provider.as_str().to_string(),
@@ -315,6 +425,8 @@ impl<'a> Round<'a> {
             started_at: self.started_at,
             finished_at: crate::util::now_rfc3339(),
             metadata: self.job.metadata.clone(),
+            total_cost_usd: round_usd(self.spent + self.cost),
+            trail: Vec::new(),
         }
     }
 
@@ -346,15 +458,15 @@ impl<'a> Round<'a> {
                 self.circuit_open.last().cloned(),
                 None,
             ),
-            Some((m, e, _)) => {
-                let name = &self.runner.config.models[*m].name;
+            Some(last) => {
+                let name = &self.runner.config.models[last.model].name;
                 let late = if self.deadline_passed {
                     format!("; the round's deadline of {deadline:?} passed")
                 } else {
                     String::new()
                 };
-                let message = format!("{e} (model {name}){late}");
-                (e.class(), message, Some(name.clone()), self.retry_after)
+                let message = format!("{} (model {name}){late}", last.message);
+                (last.class, message, Some(name.clone()), self.retry_after)
             }
             None => (
                 ErrorClass::PolicyUnsatisfiable,
@@ -383,16 +495,39 @@ impl<'a> Round<'a> {
     }
 
     fn open_circuits_message(&self) -> String {
-        let refused = self.last.as_ref().map_or(String::new(), |(m, e, _)| {
+        let refused = self.last.as_ref().map_or(String::new(), |last| {
             format!(
                 "{} refused ({}); ",
-                self.runner.config.models[*m].name,
-                e.class().as_str()
+                self.runner.config.models[last.model].name,
+                last.class.as_str()
             )
         });
         format!(
             "{refused}the circuits of the remaining allowed models are open ({})",
             self.circuit_open.join(", ")
         )
+    }
+}
+
+/// A rough token count of what a repair adds to the prompt (four characters a token).
+fn repair_tokens(repair: &ChatRequest) -> u32 {
+    let added: usize = repair
+        .messages
+        .iter()
+        .rev()
+        .take(2)
+        .map(|m| m.content.len())
+        .sum();
+    (added / 4) as u32
+}
+
+impl Last {
+    fn of(model: usize, e: &ProviderError, fate: Fate) -> Last {
+        Last {
+            model,
+            class: e.class(),
+            message: e.to_string(),
+            fate,
+        }
     }
 }

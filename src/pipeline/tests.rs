@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::fallback::{Admission, CircuitState, Fate};
+use crate::output::Completion;
 use crate::providers::fake::{Script, ScriptedProvider};
 use crate::providers::ProviderError;
 
@@ -350,13 +351,158 @@ async fn answers_failing_everywhere_keep_the_last_error() {
             ("b", vec![Script::fail(server_error())]),
             (
                 "big",
-                vec![Script::fail(ProviderError::InvalidOutput("empty".into()))],
+                vec![Script::fail(ProviderError::Malformed("empty".into()))],
             ),
+        ],
+    );
+    let f = failed(run(&r).await);
+    assert_eq!(f.class, ErrorClass::MalformedResponse);
+    assert_eq!(f.last_model.as_deref(), Some("big"));
+    assert_eq!(f.attempts, 9);
+    assert_eq!(fakes["big"].calls(), 3);
+}
+
+/// A step whose answers must match a schema; `a` then `big` may serve it; $1 per million
+/// tokens either way, so each scripted call (10 + 5 tokens) costs $0.000015.
+const SCHEMA_CONFIG: &str = r#"
+[models.a]
+base_url = "http://a.invalid/v1"
+price_input_per_mtok = 1.0
+price_output_per_mtok = 1.0
+
+[models.big]
+base_url = "http://big.invalid/v1"
+price_input_per_mtok = 1.0
+price_output_per_mtok = 1.0
+
+[[pipelines.p.steps]]
+name = "classify"
+model = "a"
+fallbacks = ["big"]
+response_format = { schema = { type = "object", required = ["risk"], properties = { risk = { enum = ["low", "high"] } } } }
+"#;
+
+const CALL_USD: f64 = 0.000015;
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_off_its_schema_is_repaired_once_by_the_same_model() {
+    let (r, fakes) = runner(
+        SCHEMA_CONFIG,
+        vec![(
+            "a",
+            vec![
+                Script::answer(r#"{"risk": "extreme"}"#),
+                Script::answer(r#"Fixed: {"risk": "high"}"#),
+            ],
+        )],
+    );
+    let res = answered(run(&r).await);
+    assert_eq!(res.output.json, Some(serde_json::json!({"risk": "high"})));
+    assert_eq!((res.model.as_str(), res.attempts), ("a", 2));
+    assert!(
+        (res.cost_usd - 2.0 * CALL_USD).abs() < 1e-12,
+        "both calls billed"
+    );
+    let requests = fakes["a"].requests();
+    assert_eq!(requests.len(), 2);
+    let first = &requests[0];
+    assert_eq!(
+        first.response_format.as_ref().unwrap()["type"],
+        "json_schema"
+    );
+    let repair = &requests[1].messages;
+    assert_eq!(repair.len(), first.messages.len() + 2);
+    assert_eq!(repair[repair.len() - 2].content, r#"{"risk": "extreme"}"#);
+    assert!(
+        repair.last().unwrap().content.contains("/risk"),
+        "{repair:?}"
+    );
+    assert_eq!(fakes["big"].calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_still_off_its_schema_moves_on_then_fails_as_invalid_output() {
+    let (r, fakes) = runner(
+        SCHEMA_CONFIG,
+        vec![
+            ("a", vec![Script::answer("no json at all")]),
+            ("big", vec![Script::answer(r#"{"risk": 3}"#)]),
         ],
     );
     let f = failed(run(&r).await);
     assert_eq!(f.class, ErrorClass::InvalidOutput);
     assert_eq!(f.last_model.as_deref(), Some("big"));
-    assert_eq!(f.attempts, 9);
-    assert_eq!(fakes["big"].calls(), 3);
+    assert!(f.message.contains("/risk"), "{}", f.message);
+    assert_eq!((fakes["a"].calls(), fakes["big"].calls()), (2, 2));
+    assert_eq!(f.attempts, 4);
+    assert!(
+        (f.cost_usd - 4.0 * CALL_USD).abs() < 1e-12,
+        "every call billed"
+    );
+    // A later round would get the same answers: a person decides.
+    assert!(!crate::fallback::plan::may_succeed_later(f.class));
+}
+
+#[tokio::test(start_paused = true)]
+async fn truncated_empty_and_refused_answers_are_never_results() {
+    let truncated = Completion {
+        text: r#"{"risk": "hi"#.into(),
+        finish_reason: Some("length".into()),
+        ..Completion::default()
+    };
+    let refused = Completion {
+        refusal: Some("I can't help with that.".into()),
+        finish_reason: Some("stop".into()),
+        ..Completion::default()
+    };
+    let cases = [
+        (truncated, ErrorClass::OutputTruncated),
+        (refused, ErrorClass::ModelRefusal),
+        (Completion::default(), ErrorClass::EmptyOutput),
+    ];
+    for (answer, class) in cases {
+        let (r, fakes) = runner(
+            SCHEMA_CONFIG,
+            vec![
+                ("a", vec![Script::Complete(answer.clone())]),
+                ("big", vec![Script::Complete(answer)]),
+            ],
+        );
+        let f = failed(run(&r).await);
+        assert_eq!(f.class, class);
+        // Not repairable: one call each, then the next candidate.
+        assert_eq!(
+            (fakes["a"].calls(), fakes["big"].calls()),
+            (1, 1),
+            "{class:?}"
+        );
+    }
+    // A truncated answer from one model, a whole one from the next: the whole one is the result.
+    let cut = Completion {
+        text: "{".into(),
+        finish_reason: Some("length".into()),
+        ..Completion::default()
+    };
+    let (r, _) = runner(
+        SCHEMA_CONFIG,
+        vec![
+            ("a", vec![Script::Complete(cut)]),
+            ("big", vec![Script::answer(r#"{"risk":"low"}"#)]),
+        ],
+    );
+    assert_eq!(answered(run(&r).await).model, "big");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_template_referencing_what_the_job_lacks_fails_with_template_error() {
+    let config = SCHEMA_CONFIG.replace(
+        "fallbacks = [\"big\"]",
+        "fallbacks = [\"big\"]\nuser = \"Classify for {{ metadata.customer }}: {{ input }}\"",
+    );
+    let (r, fakes) = runner(&config, vec![]);
+    let f = failed(run(&r).await);
+    assert_eq!(f.class, ErrorClass::TemplateError);
+    assert!(f.message.contains("undefined"), "{}", f.message);
+    assert_eq!(fakes["a"].calls(), 0);
+    assert!(!crate::fallback::plan::may_succeed_later(f.class));
 }

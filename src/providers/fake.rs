@@ -33,6 +33,8 @@ pub enum Script {
         /// How long the call takes.
         after: Duration,
     },
+    /// Answers this completion as it is (a truncated, refused or tool-calling answer).
+    Complete(Completion),
     /// Never answers: a provider that took the request and went silent.
     Hang,
 }
@@ -46,7 +48,7 @@ impl Script {
                 input_tokens: 10,
                 output_tokens: 5,
                 total_tokens: 15,
-                cached_input_tokens: 0,
+                ..Usage::default()
             },
             after: Duration::ZERO,
         }
@@ -64,7 +66,7 @@ impl Script {
     pub fn after(mut self, d: Duration) -> Script {
         match &mut self {
             Script::Answer { after, .. } | Script::Fail { after, .. } => *after = d,
-            Script::Hang => {}
+            Script::Complete(_) | Script::Hang => {}
         }
         self
     }
@@ -130,12 +132,14 @@ impl Provider for ScriptedProvider {
                         text,
                         finish_reason: Some("stop".into()),
                         usage,
+                        ..Completion::default()
                     })
                 }
                 Script::Fail { error, after } => {
                     tokio::time::sleep(after).await;
                     Err(error)
                 }
+                Script::Complete(c) => Ok(c),
                 Script::Hang => std::future::pending().await,
             }
         })

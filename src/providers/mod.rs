@@ -76,9 +76,9 @@ pub enum ProviderError {
         /// The provider's message.
         message: String,
     },
-    /// A 2xx whose body is not a valid completion, or an empty answer.
-    #[error("invalid answer: {0}")]
-    InvalidOutput(String),
+    /// A 2xx whose body is not a valid completion.
+    #[error("malformed response: {0}")]
+    Malformed(String),
 }
 
 impl ProviderError {
@@ -93,7 +93,7 @@ impl ProviderError {
             ProviderError::ContextLength(_) => ErrorClass::ContextLengthExceeded,
             ProviderError::ContentFilter(_) => ErrorClass::ContentFilter,
             ProviderError::BadRequest { .. } | ProviderError::NotFound(_) => ErrorClass::BadRequest,
-            ProviderError::InvalidOutput(_) => ErrorClass::InvalidOutput,
+            ProviderError::Malformed(_) => ErrorClass::MalformedResponse,
         }
     }
 

@@ -11,7 +11,7 @@ use super::{classify_status, Provider, ProviderError};
 use crate::config::{ModelConfig, Usage};
 use crate::context::ChatRequest;
 use crate::envelope::ChatMessage;
-use crate::output::Completion;
+use crate::output::{Completion, ToolCall};
 use crate::util::excerpt;
 
 /// Client for one model on an OpenAI-compatible endpoint.
@@ -69,6 +69,24 @@ struct WireChoice {
 #[derive(Deserialize)]
 struct WireMessage {
     content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<WireToolCall>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall {
+    #[serde(default)]
+    id: String,
+    function: WireFunction,
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    name: String,
+    #[serde(default)]
+    arguments: String,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +95,14 @@ struct WireUsage {
     completion_tokens: u64,
     #[serde(default)]
     prompt_tokens_details: Option<WirePromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<WireCompletionDetails>,
+}
+
+#[derive(Deserialize)]
+struct WireCompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: u64,
 }
 
 #[derive(Deserialize)]
@@ -177,7 +203,7 @@ impl Provider for OpenAiClient {
 /// Decodes a 2xx body into a [`Completion`].
 fn decode_completion(bytes: &[u8]) -> Result<Completion, ProviderError> {
     let wire: WireResponse = serde_json::from_slice(bytes).map_err(|e| {
-        ProviderError::InvalidOutput(format!(
+        ProviderError::Malformed(format!(
             "body is not a chat completion ({e}): {}",
             excerpt(&String::from_utf8_lossy(bytes), 120)
         ))
@@ -186,26 +212,38 @@ fn decode_completion(bytes: &[u8]) -> Result<Completion, ProviderError> {
         .choices
         .into_iter()
         .next()
-        .ok_or_else(|| ProviderError::InvalidOutput("no choices in the answer".into()))?;
+        .ok_or_else(|| ProviderError::Malformed("no choices in the answer".into()))?;
     if choice.finish_reason.as_deref() == Some("content_filter") {
         return Err(ProviderError::ContentFilter(
             "the provider's content filter withheld the answer".into(),
         ));
-    }
-    let text = choice.message.content.unwrap_or_default();
-    if text.trim().is_empty() {
-        return Err(ProviderError::InvalidOutput("empty answer".into()));
     }
     let usage = wire.usage.map_or(Usage::default(), |u| Usage {
         input_tokens: u.prompt_tokens,
         output_tokens: u.completion_tokens,
         total_tokens: u.prompt_tokens.saturating_add(u.completion_tokens),
         cached_input_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+        reasoning_tokens: u
+            .completion_tokens_details
+            .map_or(0, |d| d.reasoning_tokens),
     });
+    let message = choice.message;
+    // An empty, truncated or refused answer is the output parser's to judge; it comes back
+    // normalized, with its usage (it was billed).
     Ok(Completion {
-        text,
+        text: message.content.unwrap_or_default(),
         finish_reason: choice.finish_reason,
         usage,
+        tool_calls: message
+            .tool_calls
+            .into_iter()
+            .map(|t| ToolCall {
+                id: t.id,
+                name: t.function.name,
+                arguments: t.function.arguments,
+            })
+            .collect(),
+        refusal: message.refusal.filter(|r| !r.trim().is_empty()),
     })
 }
 
@@ -233,7 +271,7 @@ mod tests {
                 input_tokens: 10,
                 output_tokens: 3,
                 total_tokens: 13,
-                cached_input_tokens: 0,
+                ..Usage::default()
             }
         );
         assert_eq!(c.finish_reason.as_deref(), Some("stop"));
@@ -245,17 +283,31 @@ mod tests {
     }
 
     #[test]
-    fn malformed_and_empty_bodies_are_invalid_output() {
-        for body in [
-            &b"{\"choices\":[{\"mess"[..],
-            b"{\"choices\":[]}",
-            br#"{"choices":[{"message":{"content":"  "}}]}"#,
-        ] {
+    fn malformed_bodies_are_malformed_responses() {
+        for body in [&b"{\"choices\":[{\"mess"[..], b"{\"choices\":[]}"] {
             assert!(matches!(
                 decode_completion(body),
-                Err(ProviderError::InvalidOutput(_))
+                Err(ProviderError::Malformed(_))
             ));
         }
+    }
+
+    #[test]
+    fn refusals_tool_calls_and_reasoning_tokens_are_normalized() {
+        let body = br#"{"choices":[{"message":{"content":null,"refusal":"I can't help with that."},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":7,"completion_tokens_details":{"reasoning_tokens":4}}}"#;
+        let c = decode_completion(body).unwrap();
+        assert_eq!(c.refusal.as_deref(), Some("I can't help with that."));
+        assert_eq!(c.usage.reasoning_tokens, 4);
+        let body = br#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"answer","arguments":"{\"a\":1}"}}]},"finish_reason":"tool_calls"}]}"#;
+        let c = decode_completion(body).unwrap();
+        assert_eq!(c.tool_calls[0].name, "answer");
+        assert_eq!(c.tool_calls[0].arguments, r#"{"a":1}"#);
+        let empty = decode_completion(br#"{"choices":[{"message":{"content":"  "}}]}"#).unwrap();
+        assert_eq!(
+            empty.text.trim(),
+            "",
+            "an empty answer is the output parser's to judge"
+        );
     }
 
     #[test]

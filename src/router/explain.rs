@@ -16,13 +16,14 @@ pub fn render(
     config: &Config,
     step: &StepConfig,
     job: &Job,
+    prompt: &Prompt,
     key: &str,
     decision: &Decision,
 ) -> String {
     let route = &config.routes[decision.route];
     let mut o = String::new();
     header(&mut o, step, route, job, key);
-    classification(&mut o, config, route, step, job, decision);
+    classification(&mut o, config, route, prompt, job, decision);
     variant(&mut o, route, decision);
     models(&mut o, config, route, decision);
     let order = if decision.candidates.is_empty() {
@@ -65,18 +66,17 @@ fn classification(
     o: &mut String,
     config: &Config,
     route: &RouteConfig,
-    step: &StepConfig,
+    prompt: &Prompt,
     job: &Job,
     decision: &Decision,
 ) {
-    let prompt = Prompt::new(step, job);
     let _ = writeln!(o, "\nclass: {}", route.classes[decision.class]);
     let rule_tokens = prompt.tokens(rule_tokenizer(config, route));
     for (i, rule) in route.rules.iter().enumerate() {
         let verdict = match &decision.choice {
             ClassChoice::Rule(m) if m.rule == i => format!("MATCHED ({})", m.why),
             ClassChoice::Rule(m) if m.rule < i => "not checked (an earlier rule matched)".into(),
-            _ => match rule_matches(rule, job, &prompt, rule_tokens) {
+            _ => match rule_matches(rule, job, prompt, rule_tokens) {
                 Some(_) => "matches".into(),
                 None => "no match".into(),
             },

@@ -45,15 +45,15 @@ pub fn decide_offline(
     config: &Config,
     step: &StepConfig,
     job: &Job,
+    prompt: &Prompt,
     key: &str,
     assumed_label: Option<&str>,
 ) -> Result<Decision, Unsatisfiable> {
     let route = &config.routes[step.route];
-    let prompt = Prompt::new(step, job);
     let variant = pick_variant(route, key);
-    let (choice, classifier) = match classify_by_rules(config, route, job, &prompt) {
+    let (choice, classifier) = match classify_by_rules(config, route, job, prompt) {
         Some(m) => (ClassChoice::Rule(m), None),
-        None => match gated_classifier_request(config, route, job, &prompt, 0.0) {
+        None => match gated_classifier_request(config, route, job, prompt, 0.0) {
             None => (ClassChoice::Default("no rule matched".into()), None),
             Some((m, gated)) => {
                 let model = &config.models[m].name;
@@ -79,7 +79,7 @@ pub fn decide_offline(
         job,
         DecideInput {
             step,
-            prompt: &prompt,
+            prompt,
             key,
             variant,
             choice: &choice,

@@ -148,12 +148,23 @@ fn step<'a>(c: &'a Config, pipeline: &str) -> &'a StepConfig {
     c.steps.iter().find(|s| s.pipeline == pipeline).unwrap()
 }
 
+fn prompt(c: &Config, s: &StepConfig, j: &Job) -> Prompt {
+    Prompt::new(&c.templates, s, j).unwrap()
+}
+
 fn names(c: &Config, ids: &[usize]) -> Vec<String> {
     ids.iter().map(|&m| c.models[m].name.clone()).collect()
 }
 
 fn decide_for(c: &Config, pipeline: &str, j: &Job) -> Result<Decision, Unsatisfiable> {
-    decide_offline(c, step(c, pipeline), j, &j.id, None)
+    decide_offline(
+        c,
+        step(c, pipeline),
+        j,
+        &prompt(c, step(c, pipeline), j),
+        &j.id,
+        None,
+    )
 }
 
 /// job, expected class, expected rule, expected candidate order.
@@ -325,7 +336,7 @@ fn latency_ceiling_prefers_fast_models_but_never_empties_the_list() {
     let c = config();
     let s = step(&c, "fast");
     let j = job(serde_json::json!({"policy": {"max_latency_ms": 700}}));
-    let prompt = Prompt::new(s, &j);
+    let prompt = prompt(&c, s, &j);
     let run = |observed: &dyn Fn(usize) -> Option<Duration>, j: &Job| {
         decide(
             &c,
@@ -399,7 +410,7 @@ fn the_classifier_is_bound_by_the_jobs_constraints_offline_too() {
     // mini (the classifier) may not receive confidential data: no call, default class, even
     // when an answer is assumed.
     let j = job(serde_json::json!({"policy": {"sensitivity": "confidential"}}));
-    let d = decide_offline(&c, s, &j, "job-1", Some("complex")).unwrap();
+    let d = decide_offline(&c, s, &j, &prompt(&c, s, &j), "job-1", Some("complex")).unwrap();
     assert_eq!(d.record.class, "simple");
     assert!(
         d.record
@@ -414,13 +425,13 @@ fn the_classifier_is_bound_by_the_jobs_constraints_offline_too() {
     let j = job(serde_json::json!({"policy": {"max_cost_usd": 0.0000001}}));
     let (m, _) = classifier_request(&c.routes[s.route], &j).unwrap();
     assert_eq!(c.models[m].name, "mini");
-    let gated = gated_classifier_request(&c, &c.routes[s.route], &j, &Prompt::new(s, &j), 0.0)
+    let gated = gated_classifier_request(&c, &c.routes[s.route], &j, &prompt(&c, s, &j), 0.0)
         .unwrap()
         .1;
     assert_eq!(gated.unwrap_err(), "max_cost_usd leaves no budget for it");
     // Within budget, the call's output is capped to what the budget leaves.
     let j = job(serde_json::json!({"policy": {"max_cost_usd": 0.00001}}));
-    let (r, _) = gated_classifier_request(&c, &c.routes[s.route], &j, &Prompt::new(s, &j), 0.0)
+    let (r, _) = gated_classifier_request(&c, &c.routes[s.route], &j, &prompt(&c, s, &j), 0.0)
         .unwrap()
         .1
         .unwrap();
@@ -497,13 +508,21 @@ fn classifier_answers_are_validated_against_the_label_set() {
 
     let j = job(serde_json::json!({}));
     let s = step(&c, "support");
-    let d = decide_offline(&c, s, &j, "job-1", Some("complex")).unwrap();
+    let d = decide_offline(&c, s, &j, &prompt(&c, s, &j), "job-1", Some("complex")).unwrap();
     assert_eq!(
         (d.record.class.as_str(), d.record.rule.as_str()),
         ("complex", "classifier")
     );
     assert!(d.record.classifier.as_ref().unwrap().valid);
-    let d = decide_offline(&c, s, &j, "job-1", Some("maybe complex?")).unwrap();
+    let d = decide_offline(
+        &c,
+        s,
+        &j,
+        &prompt(&c, s, &j),
+        "job-1",
+        Some("maybe complex?"),
+    )
+    .unwrap();
     assert_eq!(d.record.class, "simple");
     assert!(d
         .record
@@ -640,7 +659,7 @@ proptest! {
             v["response_format"] = serde_json::json!({"type": "json_schema"});
         }
         let j: Job = serde_json::from_value(v).unwrap();
-        let d = match decide_offline(&c, &c.steps[0], &j, &key, None) {
+        let d = match decide_offline(&c, &c.steps[0], &j, &prompt(&c, &c.steps[0], &j), &key, None) {
             Ok(d) => d,
             Err(e) => *e.decision,
         };

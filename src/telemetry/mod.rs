@@ -67,6 +67,10 @@ pub mod names {
     pub const RATE_LIMIT_WAIT: &str = "baton_rate_limit_wait_seconds";
     /// Counter: calls that got no rate-limit capacity in time (the next candidate was tried).
     pub const RATE_LIMIT_SATURATED: &str = "baton_rate_limit_saturated_total";
+    /// Counter: answers sent back to their model once to fix their JSON.
+    pub const OUTPUT_REPAIRS: &str = "baton_output_repairs_total";
+    /// Counter: results also sent to review because the step's `review_when` held.
+    pub const REVIEWS_FLAGGED: &str = "baton_review_flagged_total";
 }
 
 /// Label keys (the closed set of DESIGN.md, plus `partition` for the lag gauge).
@@ -191,6 +195,14 @@ fn describe() {
         "Records the consumer delivered again within one assignment, skipped as already handled."
     );
     describe_counter!(
+        OUTPUT_REPAIRS,
+        "Answers that failed the step's JSON Schema (or held no JSON) and were sent back to their model once to fix."
+    );
+    describe_counter!(
+        REVIEWS_FLAGGED,
+        "Results also copied to the review topic because the step's review_when held."
+    );
+    describe_counter!(
         PRODUCE_RETRIES,
         "Output records whose delivery failed and was retried."
     );
@@ -212,6 +224,17 @@ pub fn job_finished(pipeline: &str, step: &str, outcome: &'static str, elapsed: 
 /// A record was dead-lettered.
 pub fn dead_lettered(pipeline: &str, step: &str, class: &'static str) {
     counter!(DEAD_LETTERS, PIPELINE => pipeline.to_string(), STEP => step.to_string(), ERROR_CLASS => class).increment(1);
+}
+
+/// An answer of `model` on a step was sent back to it to repair its JSON.
+pub fn repair_attempt(model: &str, pipeline: &str, step: &str) {
+    counter!(OUTPUT_REPAIRS, MODEL => model.to_string(), PIPELINE => pipeline.to_string(), STEP => step.to_string()).increment(1);
+}
+
+/// A step's result was flagged for review by its `review_when`.
+pub fn review_flagged(pipeline: &str, step: &str) {
+    counter!(REVIEWS_FLAGGED, PIPELINE => pipeline.to_string(), STEP => step.to_string())
+        .increment(1);
 }
 
 /// A job was routed: its first-choice model and variant.

@@ -29,6 +29,9 @@ pub(super) async fn act(
 ) -> Ended {
     let msg = &item.msg;
     let label = record.step.label();
+    if let Err(PublishError::Abandoned) = review_copy(shared, record, item, &outcome).await {
+        return Ended::Abandoned;
+    }
     let mut drop_value = false;
     loop {
         let origin = (msg.topic(), msg.partition(), msg.offset());
@@ -78,6 +81,43 @@ pub(super) async fn act(
                 }
             }
         }
+    }
+}
+
+/// Publishes the copy of a flagged result to the review topic (before the result, so a
+/// finished job's copy is never missing). A copy the broker refuses for good is logged and
+/// left: the result itself still goes out.
+async fn review_copy(
+    shared: &Shared,
+    record: Record<'_>,
+    item: &Item,
+    outcome: &Outcome,
+) -> Result<(), PublishError> {
+    let Action::Answer {
+        review: Some(review),
+        ..
+    } = &outcome.action
+    else {
+        return Ok(());
+    };
+    let msg = &item.msg;
+    let label = record.step.label();
+    let origin = (msg.topic(), msg.partition(), msg.offset());
+    let mut meta = outcome.out_meta(&label, &item.meta, origin);
+    meta.review_reason = Some(&review.reason);
+    let hdrs = meta.headers::<OwnedHeaders>(None);
+    let key = Some(msg.key().unwrap_or(outcome.job_id.as_bytes()));
+    let payload = Some(review.payload.as_slice());
+    match publish(shared, &review.topic, key, payload, hdrs, &item.cancel).await {
+        Err(PublishError::Rejected(e)) => {
+            warn!(topic = %review.topic, error = %e, "review copy rejected for good; the result still goes out");
+            Ok(())
+        }
+        Ok(()) => {
+            telemetry::review_flagged(&record.step.pipeline, &record.step.name);
+            Ok(())
+        }
+        Err(PublishError::Abandoned) => Err(PublishError::Abandoned),
     }
 }
 

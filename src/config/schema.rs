@@ -1,0 +1,101 @@
+//! A step's `response_format`: the JSON Schema its answers must satisfy, written inline or read
+//! from a file (relative to the config file, e.g. `schemas/extract.json`), checked and compiled
+//! once when the config loads.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// `response_format = { schema = {...} }` or `{ schema_file = "schemas/x.json" }` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponseFormat {
+    /// The schema's name, sent to providers that want one (default: the step's name).
+    pub name: Option<String>,
+    /// The schema, inline (a TOML table is its JSON object).
+    pub schema: Option<Value>,
+    /// A file holding the schema as JSON, relative to the config file.
+    pub schema_file: Option<String>,
+}
+
+/// A compiled JSON Schema for a step's answers.
+#[derive(Clone)]
+pub struct ResponseSchema {
+    /// Its name (letters, digits, `_` and `-`, as providers require).
+    pub name: String,
+    /// The schema itself.
+    pub schema: Arc<Value>,
+    /// The compiled validator.
+    pub validator: Arc<jsonschema::Validator>,
+}
+
+impl std::fmt::Debug for ResponseSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseSchema")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseSchema {
+    /// Compiles `schema`; the error says what is wrong with it.
+    pub fn compile(name: &str, schema: Value) -> Result<ResponseSchema, String> {
+        if !schema.is_object() {
+            return Err("a JSON Schema must be an object".into());
+        }
+        let validator = jsonschema::validator_for(&schema)
+            .map_err(|e| format!("not a valid JSON Schema: {e}"))?;
+        Ok(ResponseSchema {
+            name: name.to_string(),
+            schema: Arc::new(schema),
+            validator: Arc::new(validator),
+        })
+    }
+
+    /// The OpenAI-style `response_format` asking for answers in this schema.
+    pub fn wire_format(&self) -> Value {
+        serde_json::json!({
+            "type": "json_schema",
+            "json_schema": {"name": self.name, "schema": *self.schema},
+        })
+    }
+}
+
+impl RawResponseFormat {
+    /// The compiled schema; `default_name` names it when the config does not.
+    pub fn resolve(
+        &self,
+        default_name: &str,
+        base_dir: Option<&Path>,
+    ) -> Result<ResponseSchema, String> {
+        let schema = match (&self.schema, &self.schema_file) {
+            (Some(s), None) => s.clone(),
+            (None, Some(file)) => read_schema(file, base_dir)?,
+            _ => return Err("set exactly one of `schema` (inline) and `schema_file`".into()),
+        };
+        let name = self.name.as_deref().unwrap_or(default_name);
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "name {name:?} may use only letters, digits, '_' and '-'"
+            ));
+        }
+        ResponseSchema::compile(name, schema)
+    }
+}
+
+fn read_schema(file: &str, base_dir: Option<&Path>) -> Result<Value, String> {
+    let path = match base_dir {
+        Some(dir) => dir.join(file),
+        None => Path::new(file).to_path_buf(),
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read schema file {}: {e}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("schema file {} is not JSON: {e}", path.display()))
+}

@@ -20,7 +20,7 @@ use rand_distr::StandardNormal;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::config::{AnswerSpec, LatencySpec, ModelBehavior, MAX_LATENCY};
+use super::config::{AnswerSpec, JsonAnswer, LatencySpec, ModelBehavior, MAX_LATENCY};
 
 /// Tokens added per message for role and framing.
 pub const TOKENS_PER_MESSAGE: u32 = 4;
@@ -187,6 +187,110 @@ impl LatencySpec {
     }
 }
 
+/// What the mock answers on a 200: content (absent for a refusal), a refusal, and why it
+/// stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// `message.content`.
+    pub content: Option<String>,
+    /// `message.refusal`.
+    pub refusal: Option<String>,
+    /// `finish_reason`.
+    pub finish_reason: &'static str,
+}
+
+/// The reply to `messages` under `b`: the special modes (JSON for the request's schema,
+/// truncated, empty, refusal), else [`answer_text`]. `response_format` is the request's.
+pub fn reply(
+    b: &ModelBehavior,
+    messages: &[ChatMessage],
+    response_format: Option<&Value>,
+    u: f64,
+) -> Reply {
+    let text = |content: String, finish_reason| Reply {
+        content: Some(content),
+        refusal: None,
+        finish_reason,
+    };
+    match &b.answer {
+        AnswerSpec::Json(mode) => text(json_answer(*mode, messages, response_format), "stop"),
+        AnswerSpec::Truncated(_) => {
+            let full = echo_text(messages);
+            let half: String = full.chars().take(full.chars().count() / 2).collect();
+            text(half, "length")
+        }
+        AnswerSpec::Empty(_) => text(String::new(), "stop"),
+        AnswerSpec::Refusal(why) => Reply {
+            content: None,
+            refusal: Some(why.clone()),
+            finish_reason: "stop",
+        },
+        _ => {
+            let json_mode = matches!(
+                response_format
+                    .and_then(|f| f.get("type"))
+                    .and_then(Value::as_str),
+                Some("json_object" | "json_schema")
+            );
+            text(answer_text(b, messages, json_mode, u), "stop")
+        }
+    }
+}
+
+/// A `json` answer: an instance of the request's schema (varied by the last user message), or
+/// an invalid one, as `mode` says.
+fn json_answer(
+    mode: JsonAnswer,
+    messages: &[ChatMessage],
+    response_format: Option<&Value>,
+) -> String {
+    let schema = response_format
+        .and_then(|f| f.pointer("/json_schema/schema"))
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({"type": "object", "required": ["answer"], "properties": {"answer": {"type": "string"}}}));
+    let seed = xxhash_rust::xxh3::xxh3_64(last_user_text(messages).as_bytes());
+    let valid = crate::output::schema::sample(&schema, seed);
+    let repairing = messages.iter().any(|m| m.role == "assistant");
+    let invalid = match mode {
+        JsonAnswer::Valid => false,
+        JsonAnswer::InvalidThenValid => !repairing,
+        JsonAnswer::Invalid => true,
+    };
+    if invalid {
+        invalid_instance(&schema, valid).to_string()
+    } else {
+        valid.to_string()
+    }
+}
+
+/// `valid` made invalid for `schema`: its first required property removed, else its first
+/// property given a value of the wrong type, else a bare string where an object belongs.
+fn invalid_instance(schema: &Value, mut valid: Value) -> Value {
+    let first_required = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .and_then(|r| r.first())
+        .and_then(Value::as_str);
+    let Some(obj) = valid.as_object_mut() else {
+        return Value::String("not what the schema asks for".into());
+    };
+    if let Some(key) = first_required {
+        obj.remove(key);
+        return valid;
+    }
+    match obj.iter_mut().next() {
+        Some((_, v)) => {
+            *v = if v.is_string() {
+                serde_json::json!(12345)
+            } else {
+                serde_json::json!("wrong type")
+            };
+            valid
+        }
+        None => Value::String("not what the schema asks for".into()),
+    }
+}
+
 /// The answer text before any `max_tokens` cut: echo or canned fitted to `output_tokens`, or a
 /// classify label (never fitted, so it comes back exactly); in JSON mode wrapped as
 /// `{"answer": "..."}` unless it already is JSON (then untouched). `u` is a uniform draw in
@@ -194,7 +298,12 @@ impl LatencySpec {
 pub fn answer_text(b: &ModelBehavior, messages: &[ChatMessage], json_mode: bool, u: f64) -> String {
     let (raw, fit) = match &b.answer {
         AnswerSpec::Canned(text) => (text.clone(), true),
-        AnswerSpec::Echo(_) => (echo_text(messages), true),
+        // The special modes answer through [`reply`]; here they read as echo.
+        AnswerSpec::Echo(_)
+        | AnswerSpec::Json(_)
+        | AnswerSpec::Truncated(_)
+        | AnswerSpec::Empty(_)
+        | AnswerSpec::Refusal(_) => (echo_text(messages), true),
         AnswerSpec::Classify(spec) => {
             let label = spec.label_for(&last_user_text(messages));
             let text = if u < spec.noise_rate {

@@ -9,7 +9,7 @@
 //! defaults below, not the values of `[default]`. Requests naming a model that has no section
 //! get `[default]`.
 //!
-//! The answer text ([`AnswerSpec`]) is one of:
+//! The answer ([`AnswerSpec`]) is one of:
 //! - `answer = { echo = true }` (the default): `You said: <last user message>`;
 //! - `answer = { canned = "text" }`: always that text;
 //! - `answer = { classify = { rules = [ { contains = ["MSA", "invoice"], answer = "complex" } ],
@@ -20,7 +20,11 @@
 //!   off-label sentence, `I think this is probably "<label>" but I am not sure.`, so clients that
 //!   validate labels see a rejectable answer. `output_tokens` never pads or trims a classify
 //!   answer, so a label comes back exactly (JSON mode still wraps it as `{"answer": "<label>"}`
-//!   and a client's `max_tokens` still cuts it).
+//!   and a client's `max_tokens` still cuts it);
+//! - `answer = { json = "valid" | "invalid_then_valid" | "invalid" }`: JSON for the schema the
+//!   request asks for (see [`JsonAnswer`]);
+//! - `answer = { truncated = true }`, `{ empty = true }`, `{ refusal = "text" }`: the answers a
+//!   client must never publish as results.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -81,6 +85,9 @@ pub struct MockLlmConfig {
     /// Number of [`RequestRecord`](super::RequestRecord)s kept; older ones are dropped.
     /// 0 disables the log.
     pub request_log_capacity: usize,
+    /// Whether each logged request keeps the messages it carried (each cut to 16 KiB), so a
+    /// test can check what a model saw. Off by default: load tests send large prompts.
+    pub request_log_messages: bool,
     /// Longest time a hung request is held (it ends earlier if the client disconnects).
     /// Capped at [`MAX_LATENCY`].
     pub max_hang_s: u64,
@@ -95,6 +102,7 @@ impl Default for MockLlmConfig {
         Self {
             seed: None,
             request_log_capacity: DEFAULT_REQUEST_LOG_CAPACITY,
+            request_log_messages: false,
             max_hang_s: DEFAULT_MAX_HANG_S,
             default: ModelBehavior::default(),
             models: BTreeMap::new(),
@@ -241,7 +249,15 @@ impl ModelBehavior {
                 ));
             }
             AnswerSpec::Classify(spec) => spec.validate(&format!("{key}.answer.classify"))?,
-            AnswerSpec::Echo(true) | AnswerSpec::Canned(_) => {}
+            AnswerSpec::Truncated(false) | AnswerSpec::Empty(false) => {
+                return Err(invalid(format!("{key}.answer"), "the mode must be `true`"));
+            }
+            AnswerSpec::Echo(true)
+            | AnswerSpec::Canned(_)
+            | AnswerSpec::Json(_)
+            | AnswerSpec::Truncated(true)
+            | AnswerSpec::Empty(true)
+            | AnswerSpec::Refusal(_) => {}
         }
         if let Some([lo, hi]) = self.output_tokens {
             if lo > hi {
@@ -347,6 +363,29 @@ pub enum AnswerSpec {
     Canned(String),
     /// A label chosen by keyword rules on the last user message, as a classifier model would.
     Classify(ClassifySpec),
+    /// JSON for the schema the request asks for (`response_format.json_schema.schema`).
+    Json(JsonAnswer),
+    /// Half the echo answer, with `finish_reason: "length"` (cut by the token cap). Must be
+    /// `true`.
+    Truncated(bool),
+    /// An empty answer (`content: ""`). Must be `true`.
+    Empty(bool),
+    /// A refusal: `message.refusal` is this text and `content` is null.
+    Refusal(String),
+}
+
+/// How a `json` answer relates to the request's schema, written `answer = { json = "valid" }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonAnswer {
+    /// An instance of the schema (varied by the last user message).
+    Valid,
+    /// Invalid (a required property missing, or a property of the wrong type) until the request
+    /// carries an assistant turn (a client's repair request sends the rejected answer back),
+    /// then valid.
+    InvalidThenValid,
+    /// Never valid.
+    Invalid,
 }
 
 /// A rule-based stand-in for a classifier model; see [`ClassifySpec::label_for`].

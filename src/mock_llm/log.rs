@@ -1,7 +1,9 @@
 //! The request log: one [`RequestRecord`] per chat request, in a bounded ring buffer.
 //!
-//! Memory is bounded by `request_log_capacity` records (the oldest are dropped) and by
-//! [`MAX_MODEL_NAME_CHARS`] per record. The lock is a plain mutex held only to push, clear or
+//! Memory is bounded by `request_log_capacity` records (the oldest are dropped), by
+//! [`MAX_MODEL_NAME_CHARS`] per record and, when `request_log_messages` keeps the messages a
+//! request carried (so tests can check what a model saw), by [`MAX_LOGGED_MESSAGE_CHARS`] per
+//! message. The lock is a plain mutex held only to push, clear or
 //! copy, never across an `.await`.
 
 use std::collections::VecDeque;
@@ -11,6 +13,18 @@ use serde::{Deserialize, Serialize};
 
 /// Model names longer than this are cut in the log, so a hostile client cannot grow it.
 pub const MAX_MODEL_NAME_CHARS: usize = 200;
+
+/// Messages longer than this are cut in the log.
+pub const MAX_LOGGED_MESSAGE_CHARS: usize = 16_384;
+
+/// One message of a logged request: its role and (cut) text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedMessage {
+    /// `system`, `user`, `assistant`...
+    pub role: String,
+    /// The text, cut to [`MAX_LOGGED_MESSAGE_CHARS`].
+    pub content: String,
+}
 
 /// How a request ended, as written in `GET /mock/requests`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -55,6 +69,9 @@ pub struct RequestRecord {
     pub prompt_tokens: u32,
     /// Completion token estimate of the answer sent (0 for errors).
     pub completion_tokens: u32,
+    /// The messages the request carried, when `request_log_messages` is on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<LoggedMessage>,
 }
 
 /// Bounded, thread-safe log of [`RequestRecord`]s.
@@ -127,6 +144,7 @@ mod tests {
             latency_ms: 1,
             prompt_tokens: 2,
             completion_tokens: 3,
+            messages: Vec::new(),
         }
     }
 

@@ -33,10 +33,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    AnswerSpec, ClassifyRule, ClassifySpec, ErrorSpec, LatencySpec, MockConfigError, MockLlmConfig,
-    ModelBehavior, RateLimitSpec,
+    AnswerSpec, ClassifyRule, ClassifySpec, ErrorSpec, JsonAnswer, LatencySpec, MockConfigError,
+    MockLlmConfig, ModelBehavior, RateLimitSpec,
 };
-pub use log::{Outcome, RequestRecord};
+pub use log::{LoggedMessage, Outcome, RequestRecord};
 pub use server::{router, serve, MockState, MAX_BODY_BYTES};
 
 /// Listen backlog, sized for thousands of clients connecting at once in load tests.

@@ -27,10 +27,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::behavior::{
-    answer_text, decide, estimate_tokens, prompt_tokens, truncate_to_tokens, ChatMessage, Decision,
+    decide, estimate_tokens, prompt_tokens, reply, truncate_to_tokens, ChatMessage, Decision,
 };
 use super::config::{MockConfigError, MockLlmConfig, ModelBehavior};
-use super::log::{log_model_name, Outcome, RequestLog, RequestRecord};
+use super::log::{
+    log_model_name, LoggedMessage, Outcome, RequestLog, RequestRecord, MAX_LOGGED_MESSAGE_CHARS,
+};
 
 /// Largest accepted request body. Large enough for a prompt well past a 128k-token window.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -183,17 +185,6 @@ struct ChatRequest {
     stream: Option<bool>,
 }
 
-impl ChatRequest {
-    fn json_mode(&self) -> bool {
-        let kind = self
-            .response_format
-            .as_ref()
-            .and_then(|f| f.get("type"))
-            .and_then(Value::as_str);
-        matches!(kind, Some("json_object" | "json_schema"))
-    }
-}
-
 #[derive(Debug, Serialize)]
 struct ChatResponse<'a> {
     id: String,
@@ -215,7 +206,9 @@ struct Choice {
 #[derive(Debug, Serialize)]
 struct AssistantMessage {
     role: &'static str,
-    content: String,
+    content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -233,6 +226,7 @@ struct Pending {
     arrived: Instant,
     model: String,
     prompt_tokens: u32,
+    messages: Vec<LoggedMessage>,
     done: bool,
 }
 
@@ -251,6 +245,7 @@ impl Pending {
             latency_ms: u64::try_from(self.arrived.elapsed().as_millis()).unwrap_or(u64::MAX),
             prompt_tokens: self.prompt_tokens,
             completion_tokens,
+            messages: std::mem::take(&mut self.messages),
         });
     }
 }
@@ -290,6 +285,7 @@ async fn chat_completions(
         arrived: Instant::now(),
         model: String::new(),
         prompt_tokens: 0,
+        messages: Vec::new(),
         done: false,
     };
     let req = match parse_chat_request(body, &mut pending) {
@@ -297,6 +293,9 @@ async fn chat_completions(
         Err(refused) => return *refused,
     };
     let config = state.config();
+    if config.request_log_messages {
+        pending.messages = req.messages.iter().map(logged).collect();
+    }
     let behavior = config.behavior_for(&req.model);
     let n = state.inner.seq.fetch_add(1, Ordering::Relaxed);
     let mut rng = state.rng_for(n);
@@ -330,6 +329,14 @@ async fn chat_completions(
         answer_draw,
     };
     respond(&state, &config, decision, call, &mut pending).await
+}
+
+/// A message as the request log keeps it.
+fn logged(m: &ChatMessage) -> LoggedMessage {
+    LoggedMessage {
+        role: m.role.chars().take(32).collect(),
+        content: m.text().chars().take(MAX_LOGGED_MESSAGE_CHARS).collect(),
+    }
 }
 
 /// The request body as a chat request; a refusal (with the request logged) when it is not one
@@ -477,15 +484,24 @@ fn completion_body(
     n: u64,
     answer_draw: f64,
 ) -> (String, u32) {
-    let mut content = answer_text(behavior, &req.messages, req.json_mode(), answer_draw);
-    let mut finish_reason = "stop";
-    if let Some(limit) = req.max_completion_tokens.or(req.max_tokens) {
-        if estimate_tokens(&content) > limit {
-            content = truncate_to_tokens(&content, limit);
+    let reply = reply(
+        behavior,
+        &req.messages,
+        req.response_format.as_ref(),
+        answer_draw,
+    );
+    let mut content = reply.content;
+    let mut finish_reason = reply.finish_reason;
+    if let (Some(limit), Some(text)) = (req.max_completion_tokens.or(req.max_tokens), &content) {
+        if estimate_tokens(text) > limit {
+            content = Some(truncate_to_tokens(text, limit));
             finish_reason = "length";
         }
     }
-    let completion_tokens = estimate_tokens(&content);
+    let completion_tokens = content
+        .as_deref()
+        .or(reply.refusal.as_deref())
+        .map_or(0, estimate_tokens);
     let resp = ChatResponse {
         id: format!("chatcmpl-mock-{n:016x}"),
         object: "chat.completion",
@@ -496,6 +512,7 @@ fn completion_body(
             message: AssistantMessage {
                 role: "assistant",
                 content,
+                refusal: reply.refusal,
             },
             logprobs: None,
             finish_reason,

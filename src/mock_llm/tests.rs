@@ -592,3 +592,103 @@ async fn classifier_round_trips_through_admin_endpoints() {
     );
     mock.shutdown().await;
 }
+
+#[tokio::test]
+async fn json_modes_answer_for_the_requests_schema_and_the_log_keeps_messages() {
+    let mock = start(
+        r#"
+request_log_messages = true
+[models.valid]
+answer = { json = "valid" }
+[models.fix]
+answer = { json = "invalid_then_valid" }
+[models.never]
+answer = { json = "invalid" }
+"#,
+    )
+    .await;
+    let schema = json!({"type": "object", "required": ["risk"], "properties": {"risk": {"enum": ["low", "high"]}}});
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let client = Client::new();
+    let ask = |model: &str, repair: bool| {
+        let mut messages = vec![json!({"role": "user", "content": "a contract"})];
+        if repair {
+            messages.push(json!({"role": "assistant", "content": "{}"}));
+            messages.push(json!({"role": "user", "content": "fix it"}));
+        }
+        json!({
+            "model": model, "messages": messages,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}
+        })
+    };
+    let answer = |model: &'static str, repair: bool| {
+        let body = ask(model, repair);
+        let client = client.clone();
+        let mock = &mock;
+        async move {
+            let v: Value = post(&client, mock, &body).await.json().await.unwrap();
+            let text = v["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            serde_json::from_str::<Value>(&text).unwrap()
+        }
+    };
+    assert!(validator.is_valid(&answer("valid", false).await));
+    assert!(!validator.is_valid(&answer("fix", false).await));
+    assert!(validator.is_valid(&answer("fix", true).await));
+    assert!(!validator.is_valid(&answer("never", true).await));
+    let log = mock.state().request_log();
+    assert_eq!(log[2].messages.len(), 3);
+    assert_eq!(log[2].messages[1].role, "assistant");
+    assert_eq!(log[2].messages[2].content, "fix it");
+}
+
+#[tokio::test]
+async fn truncated_empty_and_refusal_modes() {
+    let mock = start(
+        r#"
+[models.cut]
+answer = { truncated = true }
+[models.blank]
+answer = { empty = true }
+[models.no]
+answer = { refusal = "I can't help with that." }
+"#,
+    )
+    .await;
+    let client = Client::new();
+    let first = |v: Value| v["choices"][0].clone();
+    let cut = first(
+        post(&client, &mock, &chat("cut", "tell me a long story"))
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(cut["finish_reason"], "length");
+    assert!(
+        cut["message"]["content"].as_str().unwrap().len() < "You said: tell me a long story".len()
+    );
+    let blank = first(
+        post(&client, &mock, &chat("blank", "hi"))
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(blank["message"]["content"], "");
+    let no = first(
+        post(&client, &mock, &chat("no", "hi"))
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(no["message"]["content"], Value::Null);
+    assert_eq!(no["message"]["refusal"], "I can't help with that.");
+    assert!(
+        mock.state().request_log()[0].messages.is_empty(),
+        "messages are logged only when asked"
+    );
+}

@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::CliError;
 use crate::config::{Config, RouteConfig};
+use crate::envelope::Job;
 
 /// `baton check`
 #[derive(Debug, Args)]
@@ -13,11 +14,28 @@ pub struct CheckArgs {
     /// The config file.
     #[arg(long)]
     pub config: PathBuf,
+    /// A job (JSON) to render every step's templates against; by default a sample job with
+    /// only `id`, `input`, `tenant` and `task`.
+    #[arg(long)]
+    pub sample_job: Option<PathBuf>,
 }
 
 /// Loads the config (every error names its key) and lists its models, steps and routes.
 pub(super) fn check(args: CheckArgs) -> Result<(), CliError> {
     let config = Config::load(&args.config)?;
+    let sample = sample_job(args.sample_job.as_ref())?;
+    let problems = crate::context::template::check(&config, &sample);
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|(step, what)| format!("  step {step}: {what}"))
+            .collect();
+        return Err(CliError::Usage(format!(
+            "{}: templates fail on the sample job (pass --sample-job FILE to render a real one):\n{}",
+            args.config.display(),
+            lines.join("\n")
+        )));
+    }
     println!("{}: ok", args.config.display());
     let models: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
     println!("  models: {}", models.join(", "));
@@ -31,6 +49,18 @@ pub(super) fn check(args: CheckArgs) -> Result<(), CliError> {
         print_route(&config, r);
     }
     Ok(())
+}
+
+/// The job templates are rendered against: the file's, or a minimal sample.
+fn sample_job(path: Option<&PathBuf>) -> Result<Job, CliError> {
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p)?,
+        None => {
+            r#"{"id":"sample-1","input":"Sample input.","tenant":"sample","task":"sample"}"#.into()
+        }
+    };
+    serde_json::from_str(&text)
+        .map_err(|e| CliError::Usage(format!("--sample-job: not a job: {e}")))
 }
 
 /// A route's variants, each class's candidates and strategy, and the sensitivities it serves.

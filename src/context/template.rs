@@ -8,6 +8,7 @@
 use minijinja::Environment;
 use serde_json::{Map, Value};
 
+use crate::config::{Config, StepConfig};
 use crate::envelope::{Job, Output, TrailEntry};
 
 /// A template that cannot be rendered for this job: a missing value, a bad filter, a type
@@ -17,12 +18,19 @@ use crate::envelope::{Job, Output, TrailEntry};
 pub struct TemplateError(pub String);
 
 impl TemplateError {
-    fn of(what: &str, e: &minijinja::Error) -> TemplateError {
+    /// `e` in words: what failed, where, and the line of `source` it failed on.
+    fn of(what: &str, e: &minijinja::Error, source: &str) -> TemplateError {
         let detail = e
             .detail()
             .map_or_else(|| e.kind().to_string(), str::to_string);
-        let line = e.line().map(|l| format!(" (line {l})")).unwrap_or_default();
-        TemplateError(format!("{what}{line}: {detail}"))
+        let at = match e.line() {
+            Some(l) => {
+                let text = source.lines().nth(l.saturating_sub(1)).unwrap_or("").trim();
+                format!(" (line {l}: `{}`)", crate::util::excerpt(text, 120))
+            }
+            None => String::new(),
+        };
+        TemplateError(format!("{what}{at}: {detail}"))
     }
 }
 
@@ -84,9 +92,9 @@ pub fn render(
 ) -> Result<String, TemplateError> {
     let t = env
         .get_template(name)
-        .map_err(|e| TemplateError::of(name, &e))?;
+        .map_err(|e| TemplateError::of(name, &e, ""))?;
     t.render(minijinja::Value::from(minijinja::value::Serde(scope)))
-        .map_err(|e| TemplateError::of(&format!("template {name}"), &e))
+        .map_err(|e| TemplateError::of(&format!("template {name}"), &e, t.source()))
 }
 
 /// Whether `expr` (a step's `review_when`) holds once step `step` has answered `output`;
@@ -105,11 +113,70 @@ pub fn review_reason(
     s.insert("output".into(), Value::Object(output_view(output)));
     let compiled = env
         .compile_expression(expr)
-        .map_err(|e| TemplateError::of("review_when", &e))?;
+        .map_err(|e| TemplateError::of("review_when", &e, expr))?;
     let v = compiled
         .eval(minijinja::Value::from(minijinja::value::Serde(&s)))
-        .map_err(|e| TemplateError::of("review_when", &e))?;
+        .map_err(|e| TemplateError::of("review_when", &e, expr))?;
     Ok(v.is_true().then(|| format!("review_when: {expr}")))
+}
+
+/// Renders every step's templates (and evaluates its `review_when`) against `sample`, each
+/// earlier step's output being a sample instance of its JSON Schema: what `baton check` runs to
+/// catch a typo (`steps.extract.json.partys`) before a job fails on it. Returns each problem
+/// as `(step, what)`.
+pub fn check(config: &Config, sample: &Job) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    for step in &config.steps {
+        let mut job = sample.clone();
+        job.trail = config
+            .steps
+            .iter()
+            .filter(|s| s.pipeline == step.pipeline && s.index < step.index)
+            .map(sample_entry)
+            .collect();
+        let scope = scope(&job);
+        for name in [&step.system_template, &step.user_template]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(e) = render(&config.templates, name, &scope) {
+                problems.push((step.label(), e.0));
+            }
+        }
+        if let Some(expr) = &step.review_when {
+            let own = sample_entry(step).output;
+            if let Err(e) = review_reason(&config.templates, expr, &job, &step.name, &own) {
+                problems.push((step.label(), e.0));
+            }
+        }
+    }
+    problems
+}
+
+/// A finished step as a sample: its output an instance of its schema (text only without one).
+fn sample_entry(step: &StepConfig) -> TrailEntry {
+    let json = step
+        .response_schema
+        .as_ref()
+        .map(|s| crate::output::schema::sample(&s.schema, 0));
+    TrailEntry {
+        step: step.name.clone(),
+        model: "sample".into(),
+        provider: "sample".into(),
+        variant: None,
+        usage: Default::default(),
+        cost_usd: 0.0,
+        latency_ms: 0,
+        attempts: 1,
+        output: Output {
+            text: json
+                .as_ref()
+                .map_or("sample answer".into(), Value::to_string),
+            json,
+            finish_reason: Some("stop".into()),
+            tool_calls: Vec::new(),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -184,6 +251,21 @@ review_when = 'steps.classify.json.risk == "high"'
         job.trail.push(trail(serde_json::json!({"partys": []})));
         let e = render(&c.templates, "c.classify.user", &scope(&job)).unwrap_err();
         assert!(e.0.contains("c.classify.user"), "{e}");
+    }
+
+    #[test]
+    fn check_renders_every_step_against_samples_of_the_earlier_schemas() {
+        let text = include_str!("../../examples/contracts.toml");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let c = Config::from_toml(text, Some(&dir)).unwrap();
+        let sample: Job = serde_json::from_str(r#"{"id":"s","input":"A contract."}"#).unwrap();
+        assert_eq!(check(&c, &sample), vec![]);
+        let typo = text.replace("steps.extract.json.parties", "steps.extract.json.partys");
+        let c = Config::from_toml(&typo, Some(&dir)).unwrap();
+        let problems = check(&c, &sample);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, "contracts.classify");
+        assert!(problems[0].1.contains("undefined"), "{problems:?}");
     }
 
     #[test]

@@ -237,7 +237,7 @@ pub fn reply(
     }
 }
 
-/// A `json` answer: an instance of the request's schema (varied by the last user message), or
+/// A `json` answer: an instance of the request's schema (varied by the first user message), or
 /// an invalid one, as `mode` says.
 fn json_answer(
     mode: JsonAnswer,
@@ -248,7 +248,13 @@ fn json_answer(
         .and_then(|f| f.pointer("/json_schema/schema"))
         .cloned()
         .unwrap_or_else(|| serde_json::json!({"type": "object", "required": ["answer"], "properties": {"answer": {"type": "string"}}}));
-    let seed = xxhash_rust::xxh3::xxh3_64(last_user_text(messages).as_bytes());
+    // Varied by the first user message: a repair request (same errors for every job) still gets
+    // the answer its original question would have.
+    let first_user = messages
+        .iter()
+        .find(|m| m.role == "user")
+        .map(ChatMessage::text);
+    let seed = xxhash_rust::xxh3::xxh3_64(first_user.unwrap_or_default().as_bytes());
     let valid = crate::output::schema::sample(&schema, seed);
     let repairing = messages.iter().any(|m| m.role == "assistant");
     let invalid = match mode {

@@ -378,7 +378,7 @@ pub enum AnswerSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JsonAnswer {
-    /// An instance of the schema (varied by the last user message).
+    /// An instance of the schema (varied by the first user message).
     Valid,
     /// Invalid (a required property missing, or a property of the wrong type) until the request
     /// carries an assistant turn (a client's repair request sends the rejected answer back),

@@ -1,0 +1,230 @@
+//! The shipped contracts pipeline (`examples/contracts.toml`: extract → classify → summarize,
+//! each answer checked against its JSON Schema) end to end against a real broker and
+//! mock-llm: the handoff through step topics, the trail and total cost on the result, the one
+//! repair attempt, the review copy of high-risk contracts, and the dead letter of an answer no
+//! model gets right.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use baton::mock_llm::MockLlm;
+use common::*;
+use serde_json::Value;
+
+/// `examples/contracts.toml` pointed at this test's broker, topics and mock: the file as it
+/// ships, with only where-things-are rewritten.
+fn contracts_config() -> String {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let text = std::fs::read_to_string(examples.join("contracts.toml")).unwrap();
+    let mut t: toml::Table = toml::from_str(&text).unwrap();
+    let kafka = t["kafka"].as_table_mut().unwrap();
+    kafka.insert("bootstrap_servers".into(), "{BOOTSTRAP}".into());
+    kafka.insert("group_id".into(), "{GROUP}".into());
+    let mut topics = toml::Table::new();
+    topics.insert("prefix".into(), "{PREFIX}".into());
+    t.insert("topics".into(), topics.into());
+    let worker = t["worker"].as_table_mut().unwrap();
+    worker.insert("metrics_listen".into(), "off".into());
+    for (_, m) in t["models"].as_table_mut().unwrap() {
+        let m = m.as_table_mut().unwrap();
+        m.insert("base_url".into(), "{MOCK}".into());
+        m.remove("api_key_env");
+    }
+    let steps = t["pipelines"]["contracts"]["steps"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let steps: Vec<toml::Value> = steps
+        .into_iter()
+        .map(|mut s| {
+            let rf = s["response_format"].as_table_mut().unwrap();
+            let file = rf["schema_file"].as_str().unwrap();
+            let abs = examples.join(file).display().to_string();
+            rf.insert("schema_file".into(), abs.into());
+            s
+        })
+        .collect();
+    t["pipelines"]["contracts"]
+        .as_table_mut()
+        .unwrap()
+        .insert("steps".into(), steps.into());
+    toml::to_string(&t).unwrap()
+}
+
+/// The first `n` sample contracts, as (key, value) records.
+fn contracts(n: usize) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/contracts.jsonl");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .take(n)
+        .map(|l| {
+            let id = serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (Some(id.into_bytes()), l.as_bytes().to_vec())
+        })
+        .collect()
+}
+
+fn mock_config(fast: &str, premium: &str) -> String {
+    format!(
+        r#"
+seed = 3
+request_log_messages = true
+[default]
+latency = {{ fixed_ms = 5 }}
+[models."gpt-4.1-mini"]
+latency = {{ fixed_ms = 5 }}
+answer = {{ json = "{fast}" }}
+[models."claude-sonnet-4"]
+latency = {{ fixed_ms = 5 }}
+answer = {{ json = "{premium}" }}
+"#
+    )
+}
+
+/// What mock-llm billed, at the config's prices (per million tokens).
+fn billed_usd(mock: &MockLlm) -> f64 {
+    let price = |model: &str| match model {
+        "gpt-4.1-mini" => (0.40, 1.60),
+        "claude-sonnet-4" => (3.00, 15.00),
+        other => panic!("unexpected model {other}"),
+    };
+    mock.state()
+        .request_log()
+        .iter()
+        .map(|r| {
+            let (pin, pout) = price(&r.model);
+            (f64::from(r.prompt_tokens) * pin + f64::from(r.completion_tokens) * pout) / 1e6
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn contracts_flow_through_three_steps_with_their_trail_repairs_and_reviews() {
+    let mock = mock(&mock_config("invalid_then_valid", "valid")).await;
+    let w = World::new("contracts", &mock.base_url(), &contracts_config()).await;
+    let _worker = w.worker();
+    let n = 6;
+    produce(&w.input(), contracts(n)).await;
+    let mut results = Reader::new(&[w.results()]);
+    assert!(
+        results.read_until(Duration::from_secs(90), |r| r.len() >= n),
+        "{} of {n} results",
+        results.records.len()
+    );
+    let mut total = 0.0;
+    let mut high_risk = 0;
+    for m in &results.records {
+        let r = value(m);
+        let steps: Vec<&str> = r["trail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["step"].as_str().unwrap())
+            .collect();
+        assert_eq!(steps, ["extract", "classify", "summarize"], "{r}");
+        let models: Vec<&str> = r["trail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["model"].as_str().unwrap())
+            .collect();
+        assert_eq!(models, ["fast", "fast", "premium"]);
+        // The fast model's first answers are off their schema: each was repaired (two calls).
+        assert_eq!(r["trail"][0]["attempts"], 2);
+        assert_eq!(r["trail"][1]["attempts"], 2);
+        assert!(r["trail"][0]["output"]["json"]["parties"].is_array());
+        assert!(r["output"]["json"]["summary"].is_string(), "{r}");
+        let step_costs: f64 = r["trail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["cost_usd"].as_f64().unwrap())
+            .sum();
+        let job_total = r["total_cost_usd"].as_f64().unwrap();
+        assert!(
+            (step_costs - job_total).abs() < 1e-8,
+            "{step_costs} vs {job_total}"
+        );
+        total += job_total;
+        if r["trail"][1]["output"]["json"]["risk"] == "high" {
+            high_risk += 1;
+        }
+    }
+    // The results' total cost is what the provider billed, call for call.
+    let billed = billed_usd(&mock);
+    assert!(
+        (total - billed).abs() < 1e-7,
+        "results {total} vs billed {billed}"
+    );
+    // Every repair carried the rejected answer and the validation errors back to the model.
+    let log = mock.state().request_log();
+    let fast: Vec<_> = log.iter().filter(|r| r.model == "gpt-4.1-mini").collect();
+    assert_eq!(fast.len(), n * 4, "two steps, two calls each");
+    let repairs: Vec<_> = fast
+        .iter()
+        .filter(|r| r.messages.iter().any(|m| m.role == "assistant"))
+        .collect();
+    assert_eq!(repairs.len(), n * 2);
+    for r in repairs {
+        let last = &r.messages.last().unwrap().content;
+        assert!(
+            last.contains("does not match the required JSON Schema"),
+            "{last}"
+        );
+    }
+    // Step two saw what step one extracted.
+    let classify_prompt = fast
+        .iter()
+        .map(|r| &r.messages)
+        .find(|m| m.iter().any(|x| x.content.starts_with("Parties: ")))
+        .expect("a classify request");
+    assert!(!classify_prompt[1].content.contains("{{"));
+    // High-risk contracts were also copied to review, with the reason (the mock's answers
+    // vary by contract; these six include high-risk ones).
+    assert!(
+        high_risk > 0 && high_risk < n,
+        "{high_risk} of {n} high-risk"
+    );
+    let mut review = Reader::new(&[w.config.topics.review.clone()]);
+    review.read_until(Duration::from_secs(10), |r| r.len() >= high_risk);
+    review.drain_for(Duration::from_secs(1));
+    assert_eq!(review.records.len(), high_risk);
+    for m in &review.records {
+        assert_eq!(
+            header(m, "baton-review-reason").as_deref(),
+            Some(r#"review_when: steps.classify.json.risk == "high""#)
+        );
+        assert_eq!(value(m)["step"], "classify");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_no_model_gets_right_is_a_dead_letter_not_a_result() {
+    let mock = mock(&mock_config("invalid", "invalid")).await;
+    let w = World::new("contracts-bad", &mock.base_url(), &contracts_config()).await;
+    let _worker = w.worker();
+    produce(&w.input(), contracts(2)).await;
+    let mut dlq = Reader::new(&[w.dlq()]);
+    assert!(dlq.read_until(Duration::from_secs(60), |r| r.len() >= 2));
+    for m in &dlq.records {
+        assert_eq!(
+            header(m, "baton-error-class").as_deref(),
+            Some("invalid_output")
+        );
+        assert_eq!(
+            header(m, "baton-attempt").as_deref(),
+            Some("4"),
+            "two models, each repaired once"
+        );
+        assert_eq!(header(m, "baton-last-model").as_deref(), Some("premium"));
+    }
+    let mut results = Reader::new(&[w.results(), format!("{}contracts.classify", w.prefix)]);
+    results.drain_for(Duration::from_secs(2));
+    assert!(results.records.is_empty(), "nothing invalid flowed on");
+}

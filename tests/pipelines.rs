@@ -191,7 +191,7 @@ async fn contracts_flow_through_three_steps_with_their_trail_repairs_and_reviews
         high_risk > 0 && high_risk < n,
         "{high_risk} of {n} high-risk"
     );
-    let mut review = Reader::new(&[w.config.topics.review.clone()]);
+    let mut review = Reader::new(std::slice::from_ref(&w.config.topics.review));
     review.read_until(Duration::from_secs(10), |r| r.len() >= high_risk);
     review.drain_for(Duration::from_secs(1));
     assert_eq!(review.records.len(), high_risk);

@@ -282,6 +282,77 @@ pub struct JobResult {
     pub trail: Vec<TrailEntry>,
 }
 
+/// Where a job stands on a step, as `baton.status` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Published to the step's topic, not picked up yet.
+    Queued,
+    /// A worker is running it.
+    Running,
+    /// Waiting in a retry tier for its next round.
+    Retrying,
+    /// The step answered (for the last step: the job is finished).
+    Done,
+    /// Sent to a person (the review topic): the job needs a decision.
+    Failed,
+    /// Dead-lettered.
+    Dead,
+}
+
+impl JobState {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Retrying => "retrying",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Dead => "dead",
+        }
+    }
+
+    /// Whether the job will not move on by itself.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Done | JobState::Failed | JobState::Dead)
+    }
+}
+
+/// One update on `baton.status` (key = job id; compaction keeps each job's latest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusRecord {
+    /// The job id.
+    pub job_id: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// The step the job is on.
+    pub step: String,
+    /// Where it stands there.
+    pub state: JobState,
+    /// When it got there (RFC 3339).
+    pub at: String,
+    /// The same, Unix milliseconds.
+    pub at_ms: u64,
+    /// Provider calls made on this step so far, over every round.
+    pub attempts: u32,
+    /// The last error's class, when the step failed a round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<ErrorClass>,
+    /// The last error (never the prompt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The model that answered, or the last one tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// When a retrying job's next round is due (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_ms: Option<u64>,
+    /// The pipeline's steps the job has finished, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps_done: Vec<String>,
+}
+
 /// Why a record could not be decoded into a job. Every variant dead-letters the record.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DecodeError {

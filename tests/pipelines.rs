@@ -228,3 +228,128 @@ async fn an_answer_no_model_gets_right_is_a_dead_letter_not_a_result() {
     results.drain_for(Duration::from_secs(2));
     assert!(results.records.is_empty(), "nothing invalid flowed on");
 }
+
+/// `baton status` (the binary) with `args`, parsed from its `--json` output.
+fn status_json(w: &World, args: &[&str]) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .arg("status")
+        .arg("--config")
+        .arg(&w.config_path)
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "baton status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_stuck_at_step_two_shows_in_status_and_moves_to_done_after_recovery() {
+    let mock = mock("[default]\nlatency = { fixed_ms = 5 }\n").await;
+    mock.set_model(
+        "b",
+        baton::mock_llm::ModelBehavior::from_json_slice(
+            br#"{"errors":[{"status":503,"rate":1.0}]}"#,
+            "b",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let config = format!(
+        r#"{}
+[retry]
+tiers = ["2s", "3s", "4s", "5s", "6s", "7s", "8s"]
+
+[models.a]
+base_url = "{{MOCK}}"
+[models.b]
+base_url = "{{MOCK}}"
+
+[[pipelines.contracts.steps]]
+name = "extract"
+model = "a"
+[[pipelines.contracts.steps]]
+name = "classify"
+model = "b"
+"#,
+        config_head("provider_attempts = 1\nround_deadline_ms = 2000")
+    );
+    let w = World::new("status", &mock.base_url(), &config).await;
+    let _worker = w.worker();
+    produce(
+        &w.input(),
+        vec![(Some(b"stuck-1".to_vec()), job("stuck-1", "hello"))],
+    )
+    .await;
+
+    // Its model down, the job goes round step two's retry tiers: stuck there.
+    let start = std::time::Instant::now();
+    let stuck = loop {
+        let s = status_json(&w, &["--pipeline", "contracts", "--stuck-for", "5s"]);
+        let found = s["stuck"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["latest"]["job_id"] == "stuck-1")
+            .cloned();
+        if let Some(j) = found {
+            break j;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "never stuck: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(stuck["latest"]["step"], "classify");
+    assert_eq!(
+        stuck["latest"]["steps_done"],
+        serde_json::json!(["extract"])
+    );
+    let last = stuck["latest"]["state"].as_str().unwrap();
+    assert!(["running", "retrying"].contains(&last), "{stuck}");
+    let history = status_json(&w, &["stuck-1"]);
+    let classes: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["error_class"].as_str())
+        .collect();
+    assert!(classes.contains(&"provider_error"), "{history}");
+
+    // The model recovers: the next round answers, and the job is done.
+    mock.set_model("b", baton::mock_llm::ModelBehavior::default())
+        .unwrap();
+    let mut results = Reader::new(&[w.results()]);
+    assert!(results.read_until(Duration::from_secs(40), |r| !r.is_empty()));
+    let start = std::time::Instant::now();
+    loop {
+        let history = status_json(&w, &["stuck-1"]);
+        let latest = history.as_array().unwrap().last().unwrap().clone();
+        if latest["state"] == "done" {
+            assert_eq!(latest["step"], "classify");
+            let states: Vec<&str> = history
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["state"].as_str().unwrap())
+                .collect();
+            for s in ["running", "queued", "retrying", "done"] {
+                assert!(states.contains(&s), "{states:?}");
+            }
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{latest}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let s = status_json(&w, &["--pipeline", "contracts", "--stuck-for", "5s"]);
+    assert_eq!(s["stuck"], serde_json::json!([]));
+    assert_eq!(
+        s["counts"],
+        serde_json::json!([{"step": "classify", "state": "done", "jobs": 1}])
+    );
+}

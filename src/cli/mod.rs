@@ -8,6 +8,7 @@ mod mock;
 mod records;
 mod route;
 mod run;
+mod status;
 mod topics;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,7 @@ pub use mock::MockLlmArgs;
 pub use records::{ConsumeArgs, ProduceArgs};
 pub use route::RouteArgs;
 pub use run::RunArgs;
+pub use status::StatusArgs;
 pub use topics::{TopicsApplyArgs, TopicsCommand};
 
 use crate::config::{Config, ConfigError, ConfigErrors};
@@ -63,6 +65,9 @@ pub enum Command {
     /// Look into a dead-letter topic, or put its records back to work.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Where jobs are: one job's state and history, or a pipeline's jobs per step and state
+    /// and those stuck longer than --stuck-for, with their last error.
+    Status(StatusArgs),
     /// Measure worker throughput, CPU per 1,000 jobs and peak RSS against a real broker.
     Bench(crate::bench::BenchArgs),
 }
@@ -198,6 +203,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Route(args) => route::route(args),
         Command::Dlq(DlqCommand::Inspect(args)) => dlq::dlq_inspect(args).await,
         Command::Dlq(DlqCommand::Replay(args)) => dlq::dlq_replay(args).await,
+        Command::Status(args) => status::status(args).await,
         Command::Bench(args) => {
             crate::bench::run(args).await?;
             Ok(())

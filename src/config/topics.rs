@@ -27,6 +27,9 @@ pub struct RawTopics {
     /// Conversation memory topic (compacted).
     #[serde(default = "d_memory")]
     pub memory: String,
+    /// Stage tracking topic (compacted, key = job id).
+    #[serde(default = "d_status")]
+    pub status: String,
     /// A topic declarations file (see `topics/baton.toml`); the built-in one when absent.
     pub declarations: Option<PathBuf>,
 }
@@ -39,6 +42,7 @@ impl Default for RawTopics {
             calls: d_calls(),
             review: d_review(),
             memory: d_memory(),
+            status: d_status(),
             declarations: None,
         }
     }
@@ -52,6 +56,9 @@ fn d_calls() -> String {
 }
 fn d_review() -> String {
     "baton.review".into()
+}
+fn d_status() -> String {
+    "baton.status".into()
 }
 fn d_memory() -> String {
     "baton.memory".into()
@@ -70,6 +77,8 @@ pub struct TopicNames {
     pub review: String,
     /// Conversation memory (compacted).
     pub memory: String,
+    /// Each job's stage (compacted, key = job id).
+    pub status: String,
 }
 
 impl TopicNames {
@@ -88,6 +97,7 @@ impl RawTopics {
             calls: format!("{prefix}{}", self.calls),
             review: format!("{prefix}{}", self.review),
             memory: format!("{prefix}{}", self.memory),
+            status: format!("{prefix}{}", self.status),
             prefix: prefix.clone(),
         }
     }
@@ -142,6 +152,9 @@ pub struct TopicDeclarations {
     pub review: TopicSpec,
     /// The conversation memory topic.
     pub memory: TopicSpec,
+    /// The stage tracking topic; as `memory` (compacted) when absent.
+    #[serde(default)]
+    pub status: Option<TopicSpec>,
 }
 
 /// Why a declarations file could not be used.
@@ -207,7 +220,12 @@ impl TopicDeclarations {
         self.retry.as_ref().unwrap_or(&self.input)
     }
 
-    fn kinds(&self) -> [(&'static str, &TopicSpec); 7] {
+    /// The spec of the status topic.
+    pub fn status_spec(&self) -> &TopicSpec {
+        self.status.as_ref().unwrap_or(&self.memory)
+    }
+
+    fn kinds(&self) -> [(&'static str, &TopicSpec); 8] {
         [
             ("input", &self.input),
             ("retry", self.retry_spec()),
@@ -216,6 +234,7 @@ impl TopicDeclarations {
             ("calls", &self.calls),
             ("review", &self.review),
             ("memory", &self.memory),
+            ("status", self.status_spec()),
         ]
     }
 }

@@ -35,6 +35,9 @@ pub struct RawWorker {
     /// goes to a retry tier.
     #[serde(default = "d_round_deadline")]
     pub round_deadline_ms: u64,
+    /// Whether each job's stage is written to the status topic (`baton status` reads it).
+    #[serde(default = "d_track_status")]
+    pub track_status: bool,
 }
 
 impl Default for RawWorker {
@@ -48,6 +51,7 @@ impl Default for RawWorker {
             metrics_listen: d_metrics(),
             rate_limit_wait_ms: d_rl_wait(),
             round_deadline_ms: d_round_deadline(),
+            track_status: d_track_status(),
         }
     }
 }
@@ -73,6 +77,9 @@ fn d_metrics() -> Option<String> {
 fn d_round_deadline() -> u64 {
     180_000
 }
+fn d_track_status() -> bool {
+    true
+}
 fn d_rl_wait() -> u64 {
     2_000
 }
@@ -96,6 +103,8 @@ pub struct WorkerSettings {
     pub rate_limit_wait: Duration,
     /// The longest one round of a job (all its attempts) may take.
     pub round_deadline: Duration,
+    /// Whether each job's stage is written to the status topic.
+    pub track_status: bool,
 }
 
 impl RawWorker {
@@ -122,6 +131,7 @@ impl RawWorker {
             metrics_listen: self.metrics_listen(r),
             rate_limit_wait: Duration::from_millis(self.rate_limit_wait_ms),
             round_deadline: Duration::from_millis(self.round_deadline_ms),
+            track_status: self.track_status,
         }
     }
 

@@ -186,6 +186,41 @@ pub fn read_topic(
     Ok(out)
 }
 
+/// Reads every record of `topic` up to its end as of now (each partition's high watermark),
+/// giving up after `deadline`. Uses no consumer group. What `baton status` reads: the end is
+/// Kafka's, not a quiet period's guess.
+pub fn read_to_end(
+    bootstrap: &str,
+    topic: &str,
+    deadline: Duration,
+) -> Result<Vec<OwnedMessage>, KafkaError> {
+    let consumer = reader_from_beginning(bootstrap, &[topic.to_string()])?;
+    let assignment = consumer.assignment()?;
+    let mut ends = std::collections::HashMap::new();
+    for e in assignment.elements_for_topic(topic) {
+        let (low, high) =
+            consumer.fetch_watermarks(topic, e.partition(), Duration::from_secs(10))?;
+        if high > low {
+            ends.insert(e.partition(), high);
+        }
+    }
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while !ends.is_empty() && start.elapsed() < deadline {
+        if let Some(r) = consumer.poll(Duration::from_millis(100)) {
+            let m = r?.detach();
+            if ends
+                .get(&m.partition())
+                .is_some_and(|&h| m.offset() + 1 >= h)
+            {
+                ends.remove(&m.partition());
+            }
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
 /// A record as one JSON line: topic, partition, offset, key, headers, and the value (as JSON
 /// when it is JSON, else as text).
 pub fn record_json(m: &OwnedMessage) -> Value {

@@ -41,5 +41,6 @@ pub fn plan(config: &Config) -> Vec<PlannedTopic> {
     push(config.topics.calls.clone(), "calls", &d.calls);
     push(config.topics.review.clone(), "review", &d.review);
     push(config.topics.memory.clone(), "memory", &d.memory);
+    push(config.topics.status.clone(), "status", d.status_spec());
     out
 }

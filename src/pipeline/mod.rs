@@ -19,6 +19,7 @@ mod call;
 mod classify;
 pub mod outcome;
 mod round;
+pub mod status;
 
 use std::sync::Arc;
 use std::time::Duration;

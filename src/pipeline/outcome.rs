@@ -52,6 +52,8 @@ pub struct Outcome {
     pub attempts: u32,
     /// The job's A/B variant, when its route has variants.
     pub variant: Option<String>,
+    /// The pipeline's steps the job has finished (this one last, when it answered).
+    pub steps_done: Vec<String>,
     /// Where it goes.
     pub action: Action,
 }
@@ -88,6 +90,10 @@ pub enum Action {
         step_cost_usd: f64,
         /// The retry history (JSON), this round included.
         history: String,
+        /// Why the round failed.
+        class: ErrorClass,
+        /// The last model tried.
+        last_model: Option<String>,
     },
     /// The original record, as a terminal failure.
     Fail {
@@ -134,10 +140,16 @@ pub struct Record<'a> {
 
 /// The outcome of a decoded job whose step ended as `outcome`.
 pub fn decide(r: Record<'_>, job: &Job, outcome: StepOutcome, now: &Now) -> Outcome {
-    match outcome {
+    let mut o = match outcome {
         StepOutcome::Done(result) => answer(r, job, *result),
         StepOutcome::Failed(f) => failed(r, &job.id, f, now),
+    };
+    let mut done: Vec<String> = job.trail.iter().map(|t| t.step.clone()).collect();
+    if let Action::Answer { .. } = o.action {
+        done.push(r.step.name.clone());
     }
+    o.steps_done = done;
+    o
 }
 
 /// The outcome of an answer: the result reports the step's cost and calls over every round,
@@ -171,6 +183,7 @@ fn answer(r: Record<'_>, job: &Job, mut result: JobResult) -> Outcome {
         job_id: job.id.clone(),
         attempts: result.attempts,
         variant: result.variant.clone(),
+        steps_done: Vec::new(),
         action: Action::Answer {
             topic: r.step.output_topic.clone(),
             payload: payload.expect("envelopes serialize"),
@@ -239,6 +252,8 @@ pub fn failed(r: Record<'_>, job_id: &str, f: StepFailure, now: &Now) -> Outcome
             job_cost_usd: r.meta.job_cost_usd + f.cost_usd,
             step_cost_usd: r.meta.step_cost_usd + f.cost_usd,
             history,
+            class: f.class,
+            last_model: f.last_model.clone(),
         },
         Plan::Terminal {
             escalate,
@@ -266,6 +281,7 @@ pub fn failed(r: Record<'_>, job_id: &str, f: StepFailure, now: &Now) -> Outcome
         job_id: job_id.to_string(),
         attempts: r.meta.attempts + f.attempts,
         variant: f.variant,
+        steps_done: Vec::new(),
         action,
     }
 }
@@ -284,6 +300,7 @@ pub fn terminal(
         job_id: job_id.to_string(),
         attempts: 0,
         variant: None,
+        steps_done: Vec::new(),
         action: fail_action(r, escalate, class, message, None, None, now),
     }
 }
@@ -347,7 +364,10 @@ impl Outcome {
                     retry_after: None,
                     cost_usd: job_cost_usd - r.meta.job_cost_usd,
                 };
-                Some(failed(r, &self.job_id, failure, now))
+                let mut o = failed(r, &self.job_id, failure, now);
+                o.steps_done = self.steps_done.clone();
+                o.steps_done.pop();
+                Some(o)
             }
             Action::Retry { history, .. } => {
                 // The record came in at this size: a refusal now is a broker/topic mismatch.
@@ -359,6 +379,7 @@ impl Outcome {
                     job_id: self.job_id.clone(),
                     attempts: self.attempts,
                     variant: self.variant.clone(),
+                    steps_done: self.steps_done.clone(),
                     action: fail_action(r, escalate, class, message, None, history, now),
                 })
             }
@@ -582,10 +603,13 @@ model = "m"
             job_cost_usd,
             step_cost_usd,
             history,
+            class,
+            ..
         } = &o.action
         else {
             panic!("{o:?}")
         };
+        assert_eq!(*class, ErrorClass::ProviderError);
         assert_eq!(
             (topic.as_str(), tier_name.as_str()),
             ("p.first.retry.30s", "30s")

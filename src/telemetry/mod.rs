@@ -71,6 +71,8 @@ pub mod names {
     pub const OUTPUT_REPAIRS: &str = "baton_output_repairs_total";
     /// Counter: results also sent to review because the step's `review_when` held.
     pub const REVIEWS_FLAGGED: &str = "baton_review_flagged_total";
+    /// Counter: stage updates that could not be written to the status topic.
+    pub const STATUS_FAILED: &str = "baton_status_write_failures_total";
 }
 
 /// Label keys (the closed set of DESIGN.md, plus `partition` for the lag gauge).
@@ -203,6 +205,10 @@ fn describe() {
         "Results also copied to the review topic because the step's review_when held."
     );
     describe_counter!(
+        STATUS_FAILED,
+        "Stage updates that could not be written to the status topic (jobs are unaffected)."
+    );
+    describe_counter!(
         PRODUCE_RETRIES,
         "Output records whose delivery failed and was retried."
     );
@@ -229,6 +235,11 @@ pub fn dead_lettered(pipeline: &str, step: &str, class: &'static str) {
 /// An answer of `model` on a step was sent back to it to repair its JSON.
 pub fn repair_attempt(model: &str, pipeline: &str, step: &str) {
     counter!(OUTPUT_REPAIRS, MODEL => model.to_string(), PIPELINE => pipeline.to_string(), STEP => step.to_string()).increment(1);
+}
+
+/// A stage update could not be written.
+pub fn status_failed() {
+    counter!(STATUS_FAILED).increment(1);
 }
 
 /// A step's result was flagged for review by its `review_when`.

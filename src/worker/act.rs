@@ -52,7 +52,18 @@ pub(super) async fn act(
             }
         };
         let size = payload.map_or(0, <[u8]>::len);
-        let error = match publish(shared, topic, key, payload, hdrs, &item.cancel).await {
+        let status = shared
+            .config
+            .worker
+            .track_status
+            .then(|| crate::pipeline::status::after(record, &outcome, &Now::current()));
+        let main = publish(shared, topic, key, payload, hdrs, &item.cancel);
+        let (sent, ()) = tokio::join!(main, async {
+            if let Some(s) = status {
+                super::status::publish(shared, item, s).await;
+            }
+        });
+        let error = match sent {
             Ok(()) => {
                 counted(shared, &record, &outcome, started);
                 return Ended::Finished;
@@ -167,7 +178,7 @@ fn counted(shared: &Shared, record: &Record<'_>, outcome: &Outcome, started: Ins
 
 /// Why a record was not published.
 #[derive(Debug)]
-enum PublishError {
+pub(super) enum PublishError {
     /// The partition's epoch ended (rebalance or shutdown deadline) before the broker acked.
     Abandoned,
     /// The broker or client refuses this record whatever the retries (e.g. too large).
@@ -191,7 +202,7 @@ fn is_permanent(e: &KafkaError) -> bool {
 /// Sends one record and waits for the broker's acknowledgement, retrying transient failures
 /// with backoff until they succeed or the partition's epoch ends. A job is finished only when
 /// this returns `Ok`.
-async fn publish(
+pub(super) async fn publish(
     shared: &Shared,
     topic: &str,
     key: Option<&[u8]>,

@@ -117,6 +117,11 @@ async fn process(shared: &Shared, item: &Item) -> Ended {
     );
     let outcome = match decoded {
         Ok(job) => {
+            if config.worker.track_status {
+                let done = job.trail.iter().map(|t| t.step.clone()).collect();
+                let s = crate::pipeline::status::running(record, &job.id, done, &Now::current());
+                super::status::send_detached(shared, item, &s);
+            }
             let key = routing_key(msg, &job);
             let run = shared.runner.run(step, &job, &key, item.meta.job_cost_usd);
             let step_outcome = tokio::select! {

@@ -31,6 +31,7 @@ mod act;
 mod job;
 mod poll;
 mod rebalance;
+mod status;
 pub mod tracker;
 
 use std::collections::HashSet;

@@ -66,13 +66,16 @@ pub(super) async fn status(args: StatusArgs) -> Result<(), CliError> {
     }
 }
 
+/// Each pipeline's steps, in order.
+type StepOrder = BTreeMap<String, Vec<String>>;
+
 /// Bootstrap servers, status topic, and each pipeline's steps in order (from the config).
-fn source(args: &StatusArgs) -> Result<(String, String, BTreeMap<String, Vec<String>>), CliError> {
+fn source(args: &StatusArgs) -> Result<(String, String, StepOrder), CliError> {
     match &args.config {
         Some(path) => {
             let config = load_config(path, args.bootstrap.as_deref())?;
             config.require_bootstrap()?;
-            let mut steps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut steps = StepOrder::new();
             for s in &config.steps {
                 steps
                     .entry(s.pipeline.clone())

@@ -129,7 +129,7 @@ impl Board {
             })
             .filter(|s| s.for_ms >= min_ms)
             .collect();
-        out.sort_by(|a, b| b.for_ms.cmp(&a.for_ms));
+        out.sort_by_key(|s| std::cmp::Reverse(s.for_ms));
         out
     }
 }

@@ -353,3 +353,93 @@ model = "b"
         serde_json::json!([{"step": "classify", "state": "done", "jobs": 1}])
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fallback_with_a_smaller_window_gets_a_fitted_prompt_never_a_400() {
+    // mock-llm answers 400 context_length_exceeded above 900 estimated tokens for `tiny`.
+    let mock = mock(
+        r#"
+request_log_messages = true
+[default]
+latency = { fixed_ms = 5 }
+[models.big]
+errors = [{ status = 503, rate = 1.0 }]
+[models.tiny]
+context_window = 900
+[models.sum]
+answer = { canned = "EARLIER: the customer asked about invoices 1 to 14." }
+"#,
+    )
+    .await;
+    let config = format!(
+        r#"{}
+[models.big]
+base_url = "{{MOCK}}"
+context_window = 100000
+[models.tiny]
+base_url = "{{MOCK}}"
+context_window = 700
+[models.sum]
+base_url = "{{MOCK}}"
+context_window = 100000
+
+[[pipelines.t.steps]]
+name = "answer"
+model = "big"
+fallbacks = ["tiny"]
+max_tokens = 100
+context = {{ overflow = "truncate" }}
+
+[[pipelines.s.steps]]
+name = "answer"
+model = "big"
+fallbacks = ["tiny"]
+max_tokens = 100
+context = {{ overflow = "summarize", summarize_model = "sum" }}
+"#,
+        config_head("provider_attempts = 1")
+    );
+    let w = World::new("fit", &mock.base_url(), &config).await;
+    let _worker = w.worker();
+    let messages: Vec<Value> = (0..30)
+        .map(|i| {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            serde_json::json!({"role": role, "content": format!("turn {i}: about invoice {i}, {}", "and some more detail ".repeat(10))})
+        })
+        .collect();
+    for p in ["t", "s"] {
+        let job = serde_json::json!({"id": format!("{p}-1"), "messages": messages});
+        let topic = format!("{}{p}.answer", w.prefix);
+        produce(&topic, vec![(None, serde_json::to_vec(&job).unwrap())]).await;
+    }
+    let mut results = Reader::new(&[w.results()]);
+    assert!(results.read_until(Duration::from_secs(30), |r| r.len() >= 2));
+    for m in &results.records {
+        assert_eq!(value(m)["model"], "tiny", "{}", value(m));
+    }
+    let log = mock.state().request_log();
+    assert!(
+        log.iter()
+            .all(|r| r.outcome != baton::mock_llm::Outcome::ContextLengthExceeded),
+        "a prompt too long for tiny reached it"
+    );
+    let tiny: Vec<_> = log.iter().filter(|r| r.model == "tiny").collect();
+    assert_eq!(tiny.len(), 2);
+    for r in &tiny {
+        assert!(r.messages.len() < 30, "older turns dropped");
+        assert_eq!(r.messages.last().unwrap().content, messages[29]["content"]);
+    }
+    let summarized = tiny
+        .iter()
+        .filter(|r| {
+            r.messages
+                .iter()
+                .any(|m| m.content.contains("EARLIER: the customer"))
+        })
+        .count();
+    assert_eq!(
+        summarized, 1,
+        "the summarize pipeline's prompt carries the summary"
+    );
+    assert_eq!(log.iter().filter(|r| r.model == "sum").count(), 1);
+}

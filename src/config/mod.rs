@@ -13,6 +13,7 @@
 //! key (`api_key_env`), and the key itself is read by the provider at start-up.
 
 pub mod circuit_breaker;
+pub mod context;
 pub mod error;
 pub mod kafka;
 pub mod models;
@@ -30,6 +31,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use circuit_breaker::BreakerSettings;
+pub use context::{Overflow, StepContext};
 pub use error::{ConfigError, ConfigErrors};
 pub use kafka::KafkaSettings;
 pub use models::{Capability, LimitSettings, ModelConfig, ProviderKind, TokenizerKind};

@@ -13,6 +13,7 @@ use std::path::Path;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+use super::context::{RawStepContext, StepContext};
 use super::error::{list, valid_topic_part, Resolver};
 use super::retry::RetryTier;
 use super::routes::{inline, ContentFilterPolicy, ModelIndex, RouteConfig};
@@ -63,6 +64,9 @@ pub struct RawStep {
     pub review_when: Option<toml::Spanned<String>>,
     /// Output token cap when the job sets none.
     pub max_tokens: Option<u32>,
+    /// Fitting prompts to windows, and conversation memory.
+    #[serde(default)]
+    pub context: RawStepContext,
 }
 
 /// One step of a pipeline: the topic it consumes and how it picks a model.
@@ -90,6 +94,8 @@ pub struct StepConfig {
     pub response_schema: Option<ResponseSchema>,
     /// When true over the step's output, the result also goes to the review topic.
     pub review_when: Option<String>,
+    /// Fitting prompts to windows, and conversation memory.
+    pub context: StepContext,
     /// Output token cap sent to the provider when the job does not set one.
     pub max_tokens: Option<u32>,
     /// Where this step's results go: the next step's topic or the results topic.
@@ -189,6 +195,9 @@ impl RawPipeline {
                 previous: i.checked_sub(1).map(|p| self.steps[p].name.clone()),
                 response_schema: s.schema(&spath, scope.base_dir, r),
                 review_when: s.review_when.as_ref().map(|e| e.get_ref().clone()),
+                context: s
+                    .context
+                    .resolve(&format!("{spath}.context"), scope.models, r),
                 retry_topics: scope
                     .retry_tiers
                     .iter()

@@ -6,6 +6,7 @@
 //! Fitting a prompt to a model's window (truncate, summarize, a larger model) and conversation
 //! memory come next; they build on these two types.
 
+pub mod fit;
 pub mod prompt;
 pub mod request;
 pub mod template;

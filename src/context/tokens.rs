@@ -12,13 +12,17 @@ const PER_MESSAGE: u64 = 4;
 /// Tokens OpenAI adds to prime the reply.
 pub const REPLY_PRIMING: u64 = 3;
 
-/// Tokens in `text`.
-pub fn count_text(kind: TokenizerKind, text: &str) -> u64 {
-    let t = match kind {
+/// The byte-pair encoder of `kind`.
+pub fn tokenizer(kind: TokenizerKind) -> &'static bpe_openai::Tokenizer {
+    match kind {
         TokenizerKind::O200kBase => bpe_openai::o200k_base(),
         TokenizerKind::Cl100kBase => bpe_openai::cl100k_base(),
-    };
-    t.count(text) as u64
+    }
+}
+
+/// Tokens in `text`.
+pub fn count_text(kind: TokenizerKind, text: &str) -> u64 {
+    tokenizer(kind).count(text) as u64
 }
 
 /// Prompt tokens of a chat request made of `messages`.

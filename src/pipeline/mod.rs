@@ -17,6 +17,7 @@
 
 mod call;
 mod classify;
+mod fit;
 pub mod outcome;
 mod round;
 pub mod status;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::call::{CallSpec, Skipped};
+use super::fit::{FitFor, Fitted};
 use super::{now, StepFailure, StepOutcome, StepRunner, PROBE_WAIT};
 use crate::config::{ErrorClass, ModelConfig, RouteConfig, StepConfig};
 use crate::context::{ChatRequest, Prompt};
@@ -163,6 +164,10 @@ impl<'a> Round<'a> {
         {
             return Tried::NextModel;
         }
+        let (fitted, fitted_tokens) = match self.fitted(m).await {
+            Ok(f) => f,
+            Err(next) => return next,
+        };
         let mut backoff = retry::attempt_backoff();
         let attempts = runner.config.worker.provider_attempts;
         for attempt in 1..=attempts {
@@ -170,7 +175,8 @@ impl<'a> Round<'a> {
                 self.deadline_passed = true;
                 return Tried::Stop;
             }
-            let Some((request, prompt_tokens)) = self.request_for(model) else {
+            let Some((request, prompt_tokens)) = self.request_for(model, &fitted, fitted_tokens)
+            else {
                 self.out_of_budget = Some(model.name.clone());
                 return Tried::NextModel;
             };
@@ -315,11 +321,14 @@ impl<'a> Round<'a> {
 
     /// The step's request on `model`, its output capped so the call stays within the job's
     /// cost ceiling, with the prompt's tokens; `None` when the ceiling leaves it nothing.
-    fn request_for(&self, model: &ModelConfig) -> Option<(ChatRequest, u64)> {
-        let mut request = self.prompt.request.clone();
-        let prompt_tokens = self.prompt.tokens(model.tokenizer);
-        let max_cost = self.job.policy.as_ref().and_then(|p| p.max_cost_usd);
-        let left = max_cost.map(|m| m - self.spent - self.cost);
+    fn request_for(
+        &self,
+        model: &ModelConfig,
+        fitted: &ChatRequest,
+        prompt_tokens: u64,
+    ) -> Option<(ChatRequest, u64)> {
+        let mut request = fitted.clone();
+        let left = self.budget_left();
         match router::output_cap_within_budget(model, prompt_tokens, left) {
             Some(cap) if cap < 1 => return None,
             Some(cap) => {
@@ -329,6 +338,48 @@ impl<'a> Round<'a> {
             None => {}
         }
         Some((request, prompt_tokens))
+    }
+
+    /// USD left under the job's cost ceiling, if it has one.
+    fn budget_left(&self) -> Option<f64> {
+        let max_cost = self.job.policy.as_ref().and_then(|p| p.max_cost_usd);
+        max_cost.map(|m| m - self.spent - self.cost)
+    }
+
+    /// Candidate `m`'s prompt, fitted to its window by the step's strategy (a summary's cost
+    /// is billed to the job); `Err` with how the round goes on when it cannot be.
+    async fn fitted(&mut self, m: usize) -> Result<(ChatRequest, u64), Tried> {
+        let f = FitFor {
+            step: self.step,
+            job: self.job,
+            prompt: self.prompt,
+            budget_left: self.budget_left(),
+            deadline: self.deadline,
+        };
+        let (message, fate) = match self.runner.fit(m, &f).await {
+            Fitted::Ready {
+                request,
+                tokens,
+                summary_usd,
+            } => {
+                self.cost += summary_usd;
+                return Ok((request, tokens));
+            }
+            Fitted::TooLong(message) => (message, Fate::NotThisModel),
+            Fitted::Rejected(message) => (message, Fate::Refused),
+        };
+        let model = &self.runner.config.models[m];
+        self.window_exceeded = self.window_exceeded.max(Some(model.context_window));
+        self.last = Some(Last {
+            model: m,
+            class: ErrorClass::ContextLengthExceeded,
+            message,
+            fate,
+        });
+        Err(match fate {
+            Fate::Refused => Tried::Stop,
+            _ => Tried::NextModel,
+        })
     }
 
     /// Learns from a failed call on `m` and asks the fallback policy what follows.

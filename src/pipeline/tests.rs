@@ -506,3 +506,151 @@ async fn a_template_referencing_what_the_job_lacks_fails_with_template_error() {
     assert_eq!(fakes["a"].calls(), 0);
     assert!(!crate::fallback::plan::may_succeed_later(f.class));
 }
+
+/// A step whose first model (`a`, a large window) is down, and whose fallback (`tiny`) has a
+/// window of 700 tokens; `sum` summarizes. `OVERFLOW` is replaced by the strategy under test.
+const FIT_CONFIG: &str = r#"
+[worker]
+provider_attempts = 1
+
+[models.a]
+base_url = "http://a.invalid/v1"
+context_window = 100000
+sensitivities = ["public", "internal", "confidential"]
+
+[models.tiny]
+base_url = "http://tiny.invalid/v1"
+context_window = 700
+price_input_per_mtok = 1.0
+sensitivities = ["public", "internal", "confidential"]
+
+[models.sum]
+base_url = "http://sum.invalid/v1"
+context_window = 100000
+price_input_per_mtok = 1.0
+price_output_per_mtok = 1.0
+sensitivities = ["public", "internal"]
+
+[[pipelines.p.steps]]
+name = "s"
+model = "a"
+fallbacks = ["tiny"]
+max_tokens = 100
+system = "You answer questions about the conversation."
+context = OVERFLOW
+"#;
+
+fn long_conversation() -> Job {
+    let messages: Vec<serde_json::Value> = (0..30)
+        .map(|i| {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            serde_json::json!({"role": role, "content": format!("turn {i}: {}", "more words here ".repeat(12))})
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({"id": "j1", "messages": messages})).unwrap()
+}
+
+fn fit_runner(overflow: &str) -> (StepRunner, HashMap<String, Arc<ScriptedProvider>>) {
+    runner(
+        &FIT_CONFIG.replace("OVERFLOW", overflow),
+        vec![
+            ("a", vec![Script::fail(server_error())]),
+            (
+                "sum",
+                vec![Script::answer("EARLIER: they discussed turns 0 to 20")],
+            ),
+        ],
+    )
+}
+
+async fn run_job(r: &StepRunner, job: &Job) -> StepOutcome {
+    let step = r.config().steps[0].clone();
+    r.run(&step, job, "j1", 0.0).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_with_a_smaller_window_gets_a_truncated_prompt() {
+    let (r, fakes) = fit_runner(r#"{ overflow = "truncate" }"#);
+    let job = long_conversation();
+    let res = answered(run_job(&r, &job).await);
+    assert_eq!(res.model, "tiny");
+    let sent = &fakes["tiny"].requests()[0];
+    let tokens =
+        crate::context::fit::prompt_tokens(&sent.messages, crate::config::TokenizerKind::O200kBase);
+    assert!(
+        tokens + 100 <= 700,
+        "{tokens} prompt tokens + 100 reserved exceed the window"
+    );
+    assert_eq!(
+        sent.messages[0].content,
+        "You answer questions about the conversation."
+    );
+    let newest = job.messages.as_ref().unwrap().last().unwrap();
+    assert_eq!(
+        sent.messages.last().unwrap(),
+        newest,
+        "the newest turn is kept"
+    );
+    assert!(sent.messages.len() < 31, "older turns were dropped");
+    assert_eq!(fakes["sum"].calls(), 0);
+    // The large model got the whole prompt.
+    assert_eq!(fakes["a"].requests()[0].messages.len(), 31);
+}
+
+#[tokio::test(start_paused = true)]
+async fn summarize_condenses_what_would_be_dropped_and_bills_it() {
+    let (r, fakes) = fit_runner(r#"{ overflow = "summarize", summarize_model = "sum" }"#);
+    let res = answered(run_job(&r, &long_conversation()).await);
+    assert_eq!(res.model, "tiny");
+    let sent = &fakes["tiny"].requests()[0];
+    assert!(
+        sent.messages[1].content.contains("EARLIER: they discussed"),
+        "{:?}",
+        sent.messages[1]
+    );
+    let tokens =
+        crate::context::fit::prompt_tokens(&sent.messages, crate::config::TokenizerKind::O200kBase);
+    assert!(tokens + 100 <= 700);
+    assert_eq!(fakes["sum"].calls(), 1);
+    let summarized = &fakes["sum"].requests()[0].messages[1].content;
+    assert!(summarized.starts_with("user: turn 0"), "{summarized}");
+    // The summary call is billed to the job: 10 input + 5 output tokens at $1/M each, plus
+    // tiny's 10 input tokens.
+    assert!((res.cost_usd - 0.000025).abs() < 1e-12, "{}", res.cost_usd);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_summarizer_the_jobs_policy_forbids_is_not_called() {
+    let (r, fakes) = fit_runner(r#"{ overflow = "summarize", summarize_model = "sum" }"#);
+    let mut job = long_conversation();
+    job.policy = Some(crate::envelope::Policy {
+        sensitivity: Some(crate::config::Sensitivity::Confidential),
+        ..Default::default()
+    });
+    let res = answered(run_job(&r, &job).await);
+    assert_eq!(res.model, "tiny");
+    assert_eq!(
+        fakes["sum"].calls(),
+        0,
+        "a confidential job's text never reaches it"
+    );
+    assert!(!fakes["tiny"].requests()[0].messages[1]
+        .content
+        .contains("EARLIER"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reject_never_cuts_or_moves_a_prompt() {
+    let config = FIT_CONFIG
+        .replace("OVERFLOW", r#"{ overflow = "reject" }"#)
+        .replace(
+            "model = \"a\"\nfallbacks = [\"tiny\"]",
+            "model = \"tiny\"\nfallbacks = [\"a\"]",
+        );
+    let (r, fakes) = runner(&config, vec![]);
+    let f = failed(run_job(&r, &long_conversation()).await);
+    assert_eq!(f.class, ErrorClass::ContextLengthExceeded);
+    assert!(f.message.contains("context window of 700"), "{}", f.message);
+    assert_eq!((fakes["tiny"].calls(), fakes["a"].calls()), (0, 0));
+    assert!(!crate::fallback::plan::may_succeed_later(f.class));
+}

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use super::classify::{unit, ClassChoice};
-use crate::config::{Capability, ClassConfig, Config, ModelConfig, RouteConfig, Strategy};
+use crate::config::{
+    Capability, ClassConfig, Config, ModelConfig, Overflow, RouteConfig, Strategy,
+};
 use crate::context::Prompt;
 use crate::envelope::{ClassifierCall, DroppedModel, Job, Policy, RouteDecision};
 use crate::util::{round_usd, usd};
@@ -206,6 +208,9 @@ struct Limits {
     expected_out: u64,
     /// Output tokens the context window must leave room for.
     reserved_out: u64,
+    /// Whether a model whose window the prompt does not fit is dropped (the step's overflow
+    /// strategy is `larger_model`); otherwise the prompt is fitted to it, or rejected.
+    window_filter: bool,
     /// USD left under the job's ceiling, if it has one.
     budget: Option<f64>,
     /// The ceiling itself, and what was spent before (for the reasons given).
@@ -231,6 +236,7 @@ impl Limits {
             required,
             expected_out,
             reserved_out: max_out.map_or(expected_out, u64::from),
+            window_filter: input.step.context.overflow == Overflow::LargerModel,
             budget: policy.max_cost_usd.map(|m| m - input.spent_usd),
             max_cost: policy.max_cost_usd,
             spent: input.spent_usd,
@@ -282,7 +288,8 @@ impl Limits {
         if !missing.is_empty() {
             return Some(format!("lacks capability {}", missing.join(", ")));
         }
-        if prompt_tokens + self.reserved_out > u64::from(model.context_window) {
+        if self.window_filter && prompt_tokens + self.reserved_out > u64::from(model.context_window)
+        {
             return Some(format!(
                 "{prompt_tokens} prompt + {} output tokens exceed its context window of {}",
                 self.reserved_out, model.context_window

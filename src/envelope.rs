@@ -50,6 +50,69 @@ pub struct Job {
     /// templates read as `steps.<name>`. Written by baton when it forwards a job.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trail: Vec<TrailEntry>,
+    /// The earlier turns of its conversation, restored by the worker from the memory topic
+    /// before the job runs (never part of the envelope).
+    #[serde(skip)]
+    pub memory: Vec<ChatMessage>,
+}
+
+/// A conversation's memory, as the compacted memory topic keeps it (key = conversation id):
+/// its latest turns, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemoryRecord {
+    /// The conversation.
+    pub conversation_id: String,
+    /// Its turns, oldest first, each once.
+    pub turns: Vec<Turn>,
+}
+
+/// One finished turn of a conversation: what the job said and what the model answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Turn {
+    /// The job that made the turn (a redo after a crash replaces it, never doubles it).
+    pub job_id: String,
+    /// The job's own messages.
+    pub messages: Vec<ChatMessage>,
+    /// The final answer.
+    pub answer: String,
+    /// When it finished (RFC 3339).
+    pub at: String,
+}
+
+impl MemoryRecord {
+    /// The turns as chat messages, oldest first, leaving out `job_id`'s own turn (a job run
+    /// again after a crash does not see itself).
+    pub fn messages_for(&self, job_id: &str) -> Vec<ChatMessage> {
+        self.turns
+            .iter()
+            .filter(|t| t.job_id != job_id)
+            .flat_map(|t| {
+                t.messages
+                    .iter()
+                    .cloned()
+                    .chain(std::iter::once(ChatMessage {
+                        role: Role::Assistant,
+                        content: t.answer.clone(),
+                    }))
+            })
+            .collect()
+    }
+
+    /// Adds `turn` (replacing an earlier one of the same job), then keeps the newest
+    /// `max_turns` within `max_bytes` of text.
+    pub fn append(&mut self, turn: Turn, max_turns: usize, max_bytes: usize) {
+        self.turns.retain(|t| t.job_id != turn.job_id);
+        self.turns.push(turn);
+        let excess = self.turns.len().saturating_sub(max_turns.max(1));
+        self.turns.drain(..excess);
+        let size =
+            |t: &Turn| t.answer.len() + t.messages.iter().map(|m| m.content.len()).sum::<usize>();
+        let mut total: usize = self.turns.iter().map(size).sum();
+        while total > max_bytes && self.turns.len() > 1 {
+            total -= size(&self.turns[0]);
+            self.turns.remove(0);
+        }
+    }
 }
 
 /// One finished step of a pipeline, as the trail carries it.

@@ -26,9 +26,14 @@ pub(super) async fn run_worker(args: RunArgs) -> Result<(), CliError> {
     config.require_bootstrap()?;
     // Fail fast on missing topics: the worker would otherwise retry every output forever.
     let plan = crate::kafka::topics::plan(&config);
+    let status = config.worker.track_status;
     let needed: Vec<_> = plan
         .into_iter()
-        .filter(|t| matches!(t.kind, "input" | "retry" | "dlq" | "results"))
+        .filter(|t| match t.kind {
+            "input" | "retry" | "dlq" | "results" | "review" | "memory" => true,
+            "status" => status,
+            _ => false,
+        })
         .collect();
     let report = crate::kafka::admin::apply(&config.kafka.bootstrap_servers, &needed, true).await?;
     let missing: Vec<String> = report

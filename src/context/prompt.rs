@@ -21,7 +21,7 @@ pub struct Prompt {
     /// The job's own text (its messages, without the step's system prompt), for rules.
     pub content: String,
     /// How many of the request's messages come before the job's own (the step's system
-    /// prompt).
+    /// prompt, the conversation's earlier turns).
     lead: usize,
     /// Per tokenizer: tokens of the job's own messages, framing included (the part of the count
     /// the answer and the classification calls share).
@@ -55,7 +55,9 @@ impl Prompt {
         job: &Job,
     ) -> Result<Prompt, TemplateError> {
         let request = ChatRequest::for_step(templates, step, job)?;
-        let lead = usize::from(step.system_template.is_some());
+        // The system prompt and the conversation's earlier turns come before the job's own.
+        let lead =
+            usize::from(step.system_template.is_some()) + super::request::memory(step, job).len();
         let own = &request.messages[lead..];
         let content = match own {
             [one] => one.content.clone(),

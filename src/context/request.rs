@@ -26,7 +26,8 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
-    /// The request for `job` on `step`: the step's system prompt, then the job's own messages
+    /// The request for `job` on `step`: the step's system prompt, then (on a pipeline's first
+    /// step) the earlier turns of the job's conversation, then the job's own messages
     /// ([`own_messages`]); the job's parameters, with the step's `max_tokens` when the job sets
     /// none; the step's JSON Schema as the response format, else the job's.
     pub fn for_step(
@@ -42,6 +43,7 @@ impl ChatRequest {
                 content: template::render(templates, name, &scope)?,
             });
         }
+        messages.extend(memory(step, job).iter().cloned());
         messages.extend(own_messages(templates, step, job, &scope)?);
         let params = job.params.clone().unwrap_or_default();
         Ok(ChatRequest {
@@ -83,6 +85,19 @@ impl ChatRequest {
             ..ChatRequest::default()
         }
     }
+}
+
+/// The earlier turns of the job's conversation the step's model sees: on a pipeline's first
+/// step, the newest `context.memory_turns` (a turn is the job's message and the answer).
+pub fn memory<'j>(step: &StepConfig, job: &'j Job) -> &'j [ChatMessage] {
+    if step.previous.is_some() {
+        return &[];
+    }
+    let skip = job
+        .memory
+        .len()
+        .saturating_sub(2 * step.context.memory_turns);
+    &job.memory[skip..]
 }
 
 /// What the job itself says to the step's model: the step's `user` template rendered as one

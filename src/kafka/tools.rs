@@ -186,6 +186,43 @@ pub fn read_topic(
     Ok(out)
 }
 
+/// Reads partition `partition` of `topic` from its beginning to its end as of now (its high
+/// watermark), giving up after `deadline`. Uses no consumer group.
+pub fn read_partition_to_end(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    deadline: Duration,
+) -> Result<Vec<OwnedMessage>, KafkaError> {
+    let consumer: BaseConsumer = super::plain_config(bootstrap)
+        .set("group.id", "baton-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+    let mut out = Vec::new();
+    if high <= low {
+        return Ok(out);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if let Some(r) = consumer.poll(Duration::from_millis(100)) {
+            let m = r?.detach();
+            let last = m.offset() + 1 >= high;
+            out.push(m);
+            if last {
+                return Ok(out);
+            }
+        }
+    }
+    Err(KafkaError::MessageConsumption(
+        rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+    ))
+}
+
 /// Reads every record of `topic` up to its end as of now (each partition's high watermark),
 /// giving up after `deadline`. Uses no consumer group. What `baton status` reads: the end is
 /// Kafka's, not a quiet period's guess.

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::job::Ended;
+use super::memory::MemoryUpdate;
 use super::{Item, Shared};
 use crate::pipeline::outcome::{Action, Now, Outcome, Record};
 use crate::telemetry;
@@ -26,6 +27,7 @@ pub(super) async fn act(
     item: &Item,
     mut outcome: Outcome,
     started: Instant,
+    memory: Option<MemoryUpdate>,
 ) -> Ended {
     let msg = &item.msg;
     let label = record.step.label();
@@ -57,14 +59,18 @@ pub(super) async fn act(
             .worker
             .track_status
             .then(|| crate::pipeline::status::after(record, &outcome, &Now::current()));
-        let main = publish(shared, topic, key, payload, hdrs, &item.cancel);
-        let (sent, ()) = tokio::join!(main, async {
+        let main = publish(shared, topic, None, key, payload, hdrs, &item.cancel);
+        let remembered = remember(shared, item, &outcome, memory.as_ref());
+        let (sent, remembered, ()) = tokio::join!(main, remembered, async {
             if let Some(s) = status {
                 super::status::publish(shared, item, s).await;
             }
         });
-        let error = match sent {
+        let error = match sent.and(remembered) {
             Ok(()) => {
+                if let (Some(m), Action::Answer { .. }) = (&memory, &outcome.action) {
+                    shared.memory.stored(m.record.clone()).await;
+                }
                 counted(shared, &record, &outcome, started);
                 return Ended::Finished;
             }
@@ -95,6 +101,43 @@ pub(super) async fn act(
     }
 }
 
+/// Publishes a conversation's memory with its new turn, beside the answer that made it (a
+/// failure outcome records no turn).
+async fn remember(
+    shared: &Shared,
+    item: &Item,
+    outcome: &Outcome,
+    memory: Option<&MemoryUpdate>,
+) -> Result<(), PublishError> {
+    let (Some(m), Action::Answer { .. }) = (memory, &outcome.action) else {
+        return Ok(());
+    };
+    let topic = &shared.config.topics.memory;
+    let payload = serde_json::to_vec(&m.record).expect("memory records serialize");
+    let key = Some(m.record.conversation_id.as_bytes());
+    let hdrs = OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: crate::kafka::headers::JOB_ID,
+        value: Some(outcome.job_id.as_bytes()),
+    });
+    let sent = publish(
+        shared,
+        topic,
+        Some(m.partition),
+        key,
+        Some(&payload),
+        hdrs,
+        &item.cancel,
+    );
+    match sent.await {
+        Err(PublishError::Rejected(e)) => {
+            // Bounded in bytes below the default message size; a refusal is a broker limit.
+            warn!(topic = %topic, error = %e, "memory record rejected for good; the turn is not remembered");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// Publishes the copy of a flagged result to the review topic (before the result, so a
 /// finished job's copy is never missing). A copy the broker refuses for good is logged and
 /// left: the result itself still goes out.
@@ -119,7 +162,17 @@ async fn review_copy(
     let hdrs = meta.headers::<OwnedHeaders>(None);
     let key = Some(msg.key().unwrap_or(outcome.job_id.as_bytes()));
     let payload = Some(review.payload.as_slice());
-    match publish(shared, &review.topic, key, payload, hdrs, &item.cancel).await {
+    match publish(
+        shared,
+        &review.topic,
+        None,
+        key,
+        payload,
+        hdrs,
+        &item.cancel,
+    )
+    .await
+    {
         Err(PublishError::Rejected(e)) => {
             warn!(topic = %review.topic, error = %e, "review copy rejected for good; the result still goes out");
             Ok(())
@@ -205,6 +258,7 @@ fn is_permanent(e: &KafkaError) -> bool {
 pub(super) async fn publish(
     shared: &Shared,
     topic: &str,
+    partition: Option<i32>,
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
     hdrs: OwnedHeaders,
@@ -216,6 +270,9 @@ pub(super) async fn publish(
             FutureRecord::to(topic).headers(hdrs.clone());
         if let Some(k) = key {
             record = record.key(k);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
         }
         if let Some(p) = payload {
             record = record.payload(p);

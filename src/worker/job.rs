@@ -11,11 +11,13 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::debug;
 
+use super::memory::MemoryUpdate;
 use super::tracker::Tp;
 use super::{act, Item, Shared, WorkerConsumer};
 use crate::config::ErrorClass;
 use crate::envelope::{decode_job, Job};
 use crate::pipeline::outcome::{self, Now, Outcome, Record};
+use crate::pipeline::StepOutcome;
 use crate::telemetry;
 
 /// How processing a record ended.
@@ -115,27 +117,70 @@ async fn process(shared: &Shared, item: &Item) -> Ended {
         &step.pipeline,
         &config.pipelines,
     );
-    let outcome = match decoded {
-        Ok(job) => {
-            if config.worker.track_status {
-                let done = job.trail.iter().map(|t| t.step.clone()).collect();
-                let s = crate::pipeline::status::running(record, &job.id, done, &Now::current());
-                super::status::send_detached(shared, item, &s);
-            }
-            let key = routing_key(msg, &job);
-            let run = shared.runner.run(step, &job, &key, item.meta.job_cost_usd);
-            let step_outcome = tokio::select! {
-                o = run => o,
-                _ = item.cancel.cancelled() => return Ended::Abandoned,
-            };
-            outcome::decide(record, &job, step_outcome, &Now::current())
-        }
+    let (outcome, memory) = match decoded {
+        Ok(job) => match run_job(shared, record, item, job).await {
+            Some(decided) => decided,
+            None => return Ended::Abandoned,
+        },
         Err(e) => {
             let now = Now::current();
-            outcome::terminal(record, &key_as_id(msg), e.class(), e.to_string(), &now)
+            let o = outcome::terminal(record, &key_as_id(msg), e.class(), e.to_string(), &now);
+            (o, None)
         }
     };
-    act::act(shared, record, item, outcome, started).await
+    act::act(shared, record, item, outcome, started, memory).await
+}
+
+/// Runs a decoded job: its conversation's memory restored first, its step run, its outcome
+/// decided, with the memory update its answer makes. `None`: the partition's epoch ended.
+async fn run_job(
+    shared: &Shared,
+    record: Record<'_>,
+    item: &Item,
+    mut job: Job,
+) -> Option<(Outcome, Option<MemoryUpdate>)> {
+    let config = &shared.config;
+    let msg = &item.msg;
+    if config.worker.track_status {
+        let done = job.trail.iter().map(|t| t.step.clone()).collect();
+        let s = crate::pipeline::status::running(record, &job.id, done, &Now::current());
+        super::status::send_detached(shared, item, &s);
+    }
+    let restored = match job.conversation_id.clone() {
+        Some(conv) => {
+            let (bootstrap, topic) = (&config.kafka.bootstrap_servers, &config.topics.memory);
+            let found = shared.memory.get(bootstrap, topic, &conv, &item.cancel);
+            let (partition, memory) = found.await?;
+            job.memory = memory.messages_for(&job.id);
+            Some((partition, memory))
+        }
+        None => None,
+    };
+    let key = routing_key(msg, &job);
+    let run = shared
+        .runner
+        .run(record.step, &job, &key, item.meta.job_cost_usd);
+    let step_outcome = tokio::select! {
+        o = run => o,
+        _ = item.cancel.cancelled() => return None,
+    };
+    let answer = match (&step_outcome, record.step.is_last) {
+        (StepOutcome::Done(r), true) => Some(r.output.text.clone()),
+        _ => None,
+    };
+    let now = Now::current();
+    let outcome = outcome::decide(record, &job, step_outcome, &now);
+    let memory = match (restored, answer) {
+        (Some((partition, memory)), Some(answer)) => Some(super::memory::update(
+            partition,
+            memory,
+            &job,
+            &answer,
+            &now.rfc3339(),
+        )),
+        _ => None,
+    };
+    Some((outcome, memory))
 }
 
 /// Dead-letters a record whose processing panicked.
@@ -156,7 +201,7 @@ async fn internal_error(shared: &Shared, item: &Item, what: &str) -> Ended {
         format!("internal error while processing: {what}"),
         &Now::current(),
     );
-    act::act(shared, record, item, outcome, Instant::now()).await
+    act::act(shared, record, item, outcome, Instant::now(), None).await
 }
 
 /// The job id of a record that could not be decoded: its key (producers key jobs by id),

@@ -29,6 +29,7 @@
 
 mod act;
 mod job;
+mod memory;
 mod poll;
 mod rebalance;
 mod status;
@@ -100,6 +101,8 @@ struct Shared {
     stopping: AtomicBool,
     /// Names of the retry-tier topics: their records wait until due.
     retry_topics: HashSet<String>,
+    /// Conversation memory (the memory topic, cached).
+    memory: memory::Memory,
     consumed: AtomicU64,
     results: AtomicU64,
     forwarded: AtomicU64,
@@ -145,6 +148,7 @@ pub async fn run(
         changed: Condvar::new(),
         assignment_changed: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
+        memory: memory::Memory::default(),
         consumed: AtomicU64::new(0),
         results: AtomicU64::new(0),
         forwarded: AtomicU64::new(0),

@@ -41,6 +41,7 @@ impl ConsumerContext for WorkerContext {
             return;
         };
         let tps = tps_of(tpl);
+        self.shared.memory.invalidate();
         let lost = consumer.assignment_lost();
         let deadline = Instant::now() + self.shared.config.worker.rebalance_timeout;
         let mut t = self.shared.tracker();
@@ -98,6 +99,7 @@ impl ConsumerContext for WorkerContext {
                     t.assign(tp.clone());
                 }
                 drop(t);
+                self.shared.memory.invalidate();
                 self.shared.assignment_changed.store(true, Ordering::SeqCst);
                 info!(partitions = tps.len(), "partitions assigned");
             }

@@ -53,7 +53,8 @@ pub(super) async fn publish(shared: &Shared, item: &Item, s: StatusRecord) {
     let label = format!("{}.{}", s.pipeline, s.step);
     let hdrs = headers(item, &s, &label);
     let key = Some(s.job_id.as_bytes());
-    let sent = super::act::publish(shared, topic, key, Some(&payload), hdrs, &item.cancel).await;
+    let sent =
+        super::act::publish(shared, topic, None, key, Some(&payload), hdrs, &item.cancel).await;
     if let Err(e) = sent {
         debug!(error = ?e, "status update not published");
         telemetry::status_failed();

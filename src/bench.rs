@@ -64,6 +64,17 @@ pub struct BenchArgs {
     /// Keep the temporary directory (configs, logs) and the benchmark's topics.
     #[arg(long)]
     pub keep_temp: bool,
+    /// Steps of the benchmark pipeline: each job makes one call per step, handed from step to
+    /// step through Kafka with its trail.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10))]
+    pub steps: u64,
+    /// Turn stage tracking off (`worker.track_status = false`), to measure what it costs.
+    #[arg(long)]
+    pub no_status: bool,
+    /// Spread the jobs over this many conversations (0: none), so every job restores and
+    /// appends conversation memory.
+    #[arg(long, default_value_t = 0)]
+    pub conversations: u64,
     /// Extra librdkafka consumer property of the worker (`[kafka.consumer]`), as KEY=VALUE;
     /// repeatable. For tuning experiments; the default measures the shipped settings.
     #[arg(long = "consumer-prop", value_name = "KEY=VALUE", value_parser = parse_prop)]
@@ -310,14 +321,13 @@ async fn run_level(
     crate::kafka::admin::apply(&args.bootstrap, &plan, false).await?;
     let step = config.steps[0].clone();
     publish_jobs(args, &prefix, &step.topic, level).await?;
+    let mut topics = vec![config.topics.results.clone()];
+    topics.extend(config.steps.iter().map(|s| TopicNames::dlq_of(&s.topic)));
 
     let log = dir.join(format!("worker-{level}.log"));
     let ctx = LevelRun {
         bootstrap: args.bootstrap.clone(),
-        topics: vec![
-            config.topics.results.clone(),
-            TopicNames::dlq_of(&step.topic),
-        ],
+        topics,
         jobs: args.jobs,
         level,
         timeout: Duration::from_secs(args.timeout_s),
@@ -353,10 +363,18 @@ async fn publish_jobs(
         "  in_flight {level:>5}: publishing {{bar:30}} {{pos}}/{{len}}  {{per_sec}}"
     )));
     let producer = crate::kafka::tools::tool_producer(&args.bootstrap)?;
+    let conversations = args.conversations;
     let records = (0..args.jobs).map(|i| {
         let id = format!("{prefix}{i:07}");
-        let value = json!({ "id": id, "input": format!("benchmark job {i}") }).to_string();
-        (Some(id.into_bytes()), value.into_bytes())
+        let mut value = json!({ "id": id, "input": format!("benchmark job {i}") });
+        let key = if conversations > 0 {
+            let conv = format!("{prefix}c{}", i % conversations);
+            value["conversation_id"] = json!(conv);
+            conv
+        } else {
+            id
+        };
+        (Some(key.into_bytes()), value.to_string().into_bytes())
     });
     let sent = crate::kafka::tools::produce_records(&producer, topic, records, Some(&bar)).await;
     bar.finish_and_clear();
@@ -403,7 +421,7 @@ fn level_report(args: &BenchArgs, level: u64, outcome: &Outcome, log: &Path) -> 
     report
 }
 
-/// The worker config of one level: one model on the mock, one single-step pipeline.
+/// The worker config of one level: one model on the mock, a pipeline of `--steps` steps.
 fn worker_config(
     args: &BenchArgs,
     base_url: &str,
@@ -415,6 +433,9 @@ fn worker_config(
         .iter()
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
+    let steps: Vec<serde_json::Value> = (0..args.steps)
+        .map(|i| json!({ "name": format!("s{i}"), "model": "echo" }))
+        .collect();
     let value = json!({
         "kafka": {
             "bootstrap_servers": args.bootstrap,
@@ -422,9 +443,13 @@ fn worker_config(
             "consumer": consumer,
         },
         "topics": { "prefix": prefix },
-        "worker": { "max_in_flight": level, "metrics_listen": "off" },
+        "worker": {
+            "max_in_flight": level,
+            "metrics_listen": "off",
+            "track_status": !args.no_status,
+        },
         "models": { "echo": { "base_url": base_url, "timeout_ms": 60_000 + args.latency_ms } },
-        "pipelines": { "bench": { "steps": [ { "name": "run", "model": "echo" } ] } },
+        "pipelines": { "bench": { "steps": steps } },
     });
     toml::to_string(&value).map_err(|e| BenchError::Io {
         what: "writing the worker config".into(),

@@ -201,14 +201,15 @@ async fn topics_apply_creates_then_reports_ok_and_drift() {
         "baton.calls",
         "baton.review",
         "baton.memory",
+        "baton.status",
     ] {
         assert!(out.contains(&format!("{prefix}{t} ")), "{t} in:\n{out}");
     }
-    assert_eq!(out.matches("created").count(), 9, "{out}");
+    assert_eq!(out.matches("created").count(), 10, "{out}");
 
     let o = baton(&["topics", "apply", "--config", p]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(text(&o).matches(" ok").count(), 9, "{}", text(&o));
+    assert_eq!(text(&o).matches(" ok").count(), 10, "{}", text(&o));
 
     // A declarations file that disagrees with the live topics: drift, exit 3.
     let decl = baton::config::topics::BUILTIN.replacen("partitions = 6", "partitions = 12", 1);

@@ -1,12 +1,13 @@
 //! A step's `response_format`: the JSON Schema its answers must satisfy, written inline or read
 //! from a file (relative to the config file, e.g. `schemas/extract.json`), checked and compiled
-//! once when the config loads.
+//! once when the config loads; and a [`sample`] instance of a schema, which `baton check`
+//! renders templates against and `baton mock-llm` answers with.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 
 /// `response_format = { schema = {...} }` or `{ schema_file = "schemas/x.json" }` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -98,4 +99,83 @@ fn read_schema(file: &str, base_dir: Option<&Path>) -> Result<Value, String> {
         .map_err(|e| format!("cannot read schema file {}: {e}", path.display()))?;
     serde_json::from_str(&text)
         .map_err(|e| format!("schema file {} is not JSON: {e}", path.display()))
+}
+
+/// An instance of `schema` (objects get their properties, arrays one item, an `enum` one of
+/// its values), varied by `seed` where the schema leaves a choice, so different prompts get
+/// different (still valid) answers. Covers the keywords structured-output schemas use
+/// (`type`, `properties`, `required`, `items`, `enum`, `const`, `anyOf`/`oneOf`, `minItems`,
+/// `minimum`); `$ref` and the rarer keywords are not followed.
+pub fn sample(schema: &Value, seed: u64) -> Value {
+    sample_at(schema, seed, 0)
+}
+
+fn sample_at(schema: &Value, seed: u64, depth: u32) -> Value {
+    let Some(s) = schema.as_object() else {
+        return Value::Null;
+    };
+    if depth > 16 {
+        return Value::Null;
+    }
+    if let Some(c) = s.get("const") {
+        return c.clone();
+    }
+    if let Some(Value::Array(values)) = s.get("enum") {
+        if !values.is_empty() {
+            return values[pick(seed, depth, values.len())].clone();
+        }
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(Value::Array(options)) = s.get(key) {
+            if let Some(first) = options.first() {
+                return sample_at(first, seed, depth + 1);
+            }
+        }
+    }
+    let ty = match s.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(Value::Array(ts)) => ts.iter().find_map(Value::as_str).unwrap_or("null"),
+        _ if s.contains_key("properties") => "object",
+        _ if s.contains_key("items") => "array",
+        _ => "string",
+    };
+    match ty {
+        "object" => object(s, seed, depth),
+        "array" => {
+            let n = s
+                .get("minItems")
+                .and_then(Value::as_u64)
+                .unwrap_or(1)
+                .max(1);
+            let item = s.get("items").cloned().unwrap_or(json!({}));
+            (0..n.min(8))
+                .map(|i| sample_at(&item, seed.wrapping_add(i), depth + 1))
+                .collect()
+        }
+        "integer" => json!(s.get("minimum").and_then(Value::as_i64).unwrap_or(1)),
+        "number" => json!(s.get("minimum").and_then(Value::as_f64).unwrap_or(1.0)),
+        "boolean" => json!(pick(seed, depth, 2) == 1),
+        "null" => Value::Null,
+        _ => json!(format!("sample-{}", pick(seed, depth, 1000))),
+    }
+}
+
+fn object(s: &Map<String, Value>, seed: u64, depth: u32) -> Value {
+    let mut out = Map::new();
+    if let Some(Value::Object(props)) = s.get("properties") {
+        for (i, (name, p)) in props.iter().enumerate() {
+            out.insert(
+                name.clone(),
+                sample_at(p, seed.wrapping_add(i as u64 * 7919), depth + 1),
+            );
+        }
+    }
+    Value::Object(out)
+}
+
+/// A choice among `n`, spread by seed and depth.
+fn pick(seed: u64, depth: u32, n: usize) -> usize {
+    let h =
+        xxhash_rust::xxh3::xxh3_64(&[seed.to_le_bytes(), u64::from(depth).to_le_bytes()].concat());
+    (h % n as u64) as usize
 }

@@ -158,7 +158,7 @@ fn sample_entry(step: &StepConfig) -> TrailEntry {
     let json = step
         .response_schema
         .as_ref()
-        .map(|s| crate::output::schema::sample(&s.schema, 0));
+        .map(|s| crate::config::schema::sample(&s.schema, 0));
     TrailEntry {
         step: step.name.clone(),
         model: "sample".into(),

@@ -6,6 +6,7 @@
 //! It prints a summary per model and ends with `jobs=N results=R dead_letters=D lost=L`.
 //! With `--bootstrap`, the same runs against a real cluster (topics get a unique prefix).
 
+pub mod contracts;
 pub mod tickets;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -138,14 +139,22 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
     let stats = worker
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let report = DemoReport::new(records.len(), results, dead_letters);
+    print_summary(&report, &config, started.elapsed());
+    let contracts = run_contracts(&mock, &config, cluster.as_ref(), timeout).await?;
     mock.shutdown().await;
     // Clients first: a client outliving the embedded cluster logs "all brokers down".
     drop(producer);
     drop(cluster);
     tracing::debug!(?stats, "demo worker stats");
-
-    let report = DemoReport::new(records.len(), results, dead_letters);
-    print_summary(&report, &config, started.elapsed());
+    let finished = contracts.results.len();
+    if finished < contracts::CONTRACTS_IN_DEMO {
+        return Err(DemoError::Lost {
+            lost: contracts::CONTRACTS_IN_DEMO - finished,
+            jobs: contracts::CONTRACTS_IN_DEMO,
+            timeout_s: args.timeout_s,
+        });
+    }
     if report.lost > 0 {
         return Err(DemoError::Lost {
             lost: report.lost,
@@ -155,6 +164,35 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
     }
     Ok(report)
 }
+
+/// The contracts pipeline on the same Kafka and simulated providers, printed.
+async fn run_contracts(
+    mock: &MockLlm,
+    support: &Config,
+    cluster: Option<&Cluster>,
+    timeout: Duration,
+) -> Result<contracts::ContractsReport, DemoError> {
+    let bootstrap = &support.kafka.bootstrap_servers;
+    let config = contracts::config(mock, bootstrap, &support.topics.prefix)?;
+    let plan = crate::kafka::topics::plan(&config);
+    match cluster {
+        // Topics the support part made already exist; the rest are new.
+        Some(c) => {
+            for t in plan {
+                let _ = c.create_topic(&t.name, t.spec.partitions, 1);
+            }
+        }
+        None => {
+            crate::kafka::admin::apply(bootstrap, &plan, false).await?;
+        }
+    }
+    let report = contracts::run(config.clone(), timeout).await?;
+    contracts::print(&report, &config);
+    Ok(report)
+}
+
+/// The embedded cluster.
+type Cluster = rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
 
 impl DemoReport {
     /// The report of `jobs` published jobs: a job with neither a result nor a dead letter is
@@ -279,6 +317,7 @@ fn rebase_topics(config: &mut Config, prefix: &str) {
     add(&mut config.topics.calls);
     add(&mut config.topics.review);
     add(&mut config.topics.memory);
+    add(&mut config.topics.status);
     let results = config.topics.results.clone();
     for s in &mut config.steps {
         add(&mut s.topic);

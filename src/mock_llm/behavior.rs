@@ -213,7 +213,10 @@ pub fn reply(
         finish_reason,
     };
     match &b.answer {
-        AnswerSpec::Json(mode) => text(json_answer(*mode, messages, response_format), "stop"),
+        AnswerSpec::Json(mode) => {
+            let slip = u < b.invalid_json_rate;
+            text(json_answer(*mode, slip, messages, response_format), "stop")
+        }
         AnswerSpec::Truncated(_) => {
             let full = echo_text(messages);
             let half: String = full.chars().take(full.chars().count() / 2).collect();
@@ -238,9 +241,10 @@ pub fn reply(
 }
 
 /// A `json` answer: an instance of the request's schema (varied by the first user message), or
-/// an invalid one, as `mode` says.
+/// an invalid one, as `mode` says (a valid-mode first answer that `slip`s is invalid too).
 fn json_answer(
     mode: JsonAnswer,
+    slip: bool,
     messages: &[ChatMessage],
     response_format: Option<&Value>,
 ) -> String {
@@ -255,10 +259,10 @@ fn json_answer(
         .find(|m| m.role == "user")
         .map(ChatMessage::text);
     let seed = xxhash_rust::xxh3::xxh3_64(first_user.unwrap_or_default().as_bytes());
-    let valid = crate::output::schema::sample(&schema, seed);
+    let valid = crate::config::schema::sample(&schema, seed);
     let repairing = messages.iter().any(|m| m.role == "assistant");
     let invalid = match mode {
-        JsonAnswer::Valid => false,
+        JsonAnswer::Valid => slip && !repairing,
         JsonAnswer::InvalidThenValid => !repairing,
         JsonAnswer::Invalid => true,
     };

@@ -175,6 +175,9 @@ pub struct ModelBehavior {
     pub malformed_rate: f64,
     /// The text of successful answers.
     pub answer: AnswerSpec,
+    /// With a `json = "valid"` answer: the probability (0..=1) that a first answer (not a
+    /// repair) is invalid anyway, as a real model's sometimes are.
+    pub invalid_json_rate: f64,
     /// `[min, max]`: pad or trim the answer so its completion-token estimate lands in range.
     /// Not applied to `classify` answers, whose labels must come back exactly.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -198,6 +201,7 @@ impl Default for ModelBehavior {
             hang_rate: 0.0,
             malformed_rate: 0.0,
             answer: AnswerSpec::Echo(true),
+            invalid_json_rate: 0.0,
             output_tokens: None,
             context_window: None,
             content_filter: Vec::new(),
@@ -259,6 +263,7 @@ impl ModelBehavior {
             | AnswerSpec::Empty(true)
             | AnswerSpec::Refusal(_) => {}
         }
+        check_rate(&format!("{key}.invalid_json_rate"), self.invalid_json_rate)?;
         if let Some([lo, hi]) = self.output_tokens {
             if lo > hi {
                 return Err(invalid(

@@ -77,15 +77,29 @@ pub struct Turn {
     pub answer: String,
     /// When it finished (RFC 3339).
     pub at: String,
+    /// The job's tenant: another tenant's job never sees this turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The job's sensitivity: a job allowed less never sees this turn.
+    #[serde(default)]
+    pub sensitivity: Sensitivity,
+    /// The job's required residency: a job without the same one never sees this turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residency: Option<String>,
 }
 
 impl MemoryRecord {
-    /// The turns as chat messages, oldest first, leaving out `job_id`'s own turn (a job run
-    /// again after a crash does not see itself).
-    pub fn messages_for(&self, job_id: &str) -> Vec<ChatMessage> {
+    /// The turns `job` may see, as chat messages, oldest first: its own turn left out (a job
+    /// run again after a crash does not see itself), and every turn its policy forbids (another
+    /// tenant's, a more sensitive one, one bound to a residency the job does not require), so
+    /// a policy constraint holds for the whole prompt.
+    pub fn messages_for(&self, job: &Job) -> Vec<ChatMessage> {
+        let residency = job.policy.as_ref().and_then(|p| p.residency.as_ref());
         self.turns
             .iter()
-            .filter(|t| t.job_id != job_id)
+            .filter(|t| t.job_id != job.id)
+            .filter(|t| t.tenant == job.tenant && t.sensitivity <= job.sensitivity())
+            .filter(|t| t.residency.is_none() || t.residency.as_ref() == residency)
             .flat_map(|t| {
                 t.messages
                     .iter()
@@ -258,6 +272,10 @@ pub struct RouteDecision {
     pub classifier: Option<ClassifierCall>,
     /// Prompt tokens of the first candidate, counted with its tokenizer.
     pub prompt_tokens: u64,
+    /// Whether that count is an estimate (a model of a vendor whose tokenizer baton does not
+    /// have; its provider's reported usage is what is billed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prompt_tokens_estimated: bool,
     /// The allowed candidates, in the order they would be tried.
     pub candidates: Vec<String>,
     /// Estimated cost of the call on each candidate, in USD, in candidate order.

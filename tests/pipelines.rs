@@ -253,7 +253,8 @@ async fn a_job_stuck_at_step_two_shows_in_status_and_moves_to_done_after_recover
     mock.set_model(
         "b",
         baton::mock_llm::ModelBehavior::from_json_slice(
-            br#"{"errors":[{"status":503,"rate":1.0}]}"#,
+            // Slow as well as down: a job still running after a second is said to be running.
+            br#"{"latency":{"fixed_ms":1500},"errors":[{"status":503,"rate":1.0}]}"#,
             "b",
         )
         .unwrap(),

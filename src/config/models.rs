@@ -73,6 +73,15 @@ impl TokenizerKind {
         }
     }
 
+    /// Whether `model` is an OpenAI model, whose tokenizer [`TokenizerKind::for_model`]
+    /// knows: its counts are exact; any other model's are an estimate.
+    pub fn is_exact_for(model: &str) -> bool {
+        let m = model.to_ascii_lowercase();
+        ["gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding"]
+            .iter()
+            .any(|p| m.starts_with(p))
+    }
+
     /// The snake_case name used in config and explanations.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -195,6 +204,9 @@ pub struct ModelConfig {
     pub capabilities: Vec<Capability>,
     /// Tokenizer for its prompt counts.
     pub tokenizer: TokenizerKind,
+    /// Whether its prompt counts are exact (an OpenAI model, or a tokenizer the config names);
+    /// otherwise they are an estimate, and say so.
+    pub tokens_exact: bool,
     /// The provider's quota for it.
     pub rate_limit: LimitSettings,
 }
@@ -246,6 +258,8 @@ impl RawModel {
             tokenizer: self
                 .tokenizer
                 .unwrap_or_else(|| TokenizerKind::for_model(self.model.as_deref().unwrap_or(name))),
+            tokens_exact: self.tokenizer.is_some()
+                || TokenizerKind::is_exact_for(self.model.as_deref().unwrap_or(name)),
             rate_limit: LimitSettings {
                 requests_per_minute: self.rate_limit.requests_per_minute,
                 tokens_per_minute: self.rate_limit.tokens_per_minute,

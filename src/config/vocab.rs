@@ -31,12 +31,15 @@ impl Role {
 }
 
 /// Data sensitivity, ordered from least to most sensitive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Sensitivity {
     /// May go anywhere.
     Public,
     /// Company-internal; the default for a job that does not say.
+    #[default]
     Internal,
     /// Customer or business confidential data.
     Confidential,

@@ -73,8 +73,20 @@ pub fn truncate(
         });
     };
     let mut left = budget.saturating_sub(system + REPLY_PRIMING);
+    let as_text = |turns: &[usize]| {
+        turns
+            .iter()
+            .map(|&i| format!("{}: {}", messages[i].role.as_str(), messages[i].content))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     if costs[newest] > left {
-        return cut_middle(messages, newest, kind, left, budget, system);
+        // Every older turn goes too: what is dropped is them, then the newest one's middle.
+        let mut cut = cut_middle(messages, newest, kind, left, budget, system)?;
+        if !older.is_empty() {
+            cut.dropped = format!("{}\n{}", as_text(older), cut.dropped);
+        }
+        return Ok(cut);
     }
     left -= costs[newest];
     // The newest older turns that fit, walking back; the rest are dropped.
@@ -84,11 +96,7 @@ pub fn truncate(
         left -= costs[older[keep_from]];
     }
     let dropped: Vec<usize> = older[..keep_from].to_vec();
-    let dropped_text = dropped
-        .iter()
-        .map(|&i| format!("{}: {}", messages[i].role.as_str(), messages[i].content))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let dropped_text = as_text(&dropped);
     let kept: Vec<ChatMessage> = (0..messages.len())
         .filter(|i| !dropped.contains(i))
         .map(|i| messages[i].clone())
@@ -248,6 +256,16 @@ mod tests {
         let m = vec![msg(Role::System, "Summarize."), msg(Role::User, &doc)];
         let cut = truncate(&m, KIND, 1000).unwrap();
         assert!(prompt_tokens(&cut.messages, KIND) <= 1000);
+        let with_history = vec![
+            msg(Role::System, "Summarize."),
+            msg(Role::User, "an earlier question"),
+            msg(Role::User, &doc),
+        ];
+        let dropped = truncate(&with_history, KIND, 1000).unwrap().dropped;
+        assert!(
+            dropped.starts_with("user: an earlier question\n"),
+            "the older turn is in what was dropped"
+        );
         let text = &cut.messages[1].content;
         assert!(text.starts_with("BEGINNING"), "{}", &text[..40]);
         assert!(text.ends_with("ENDING"));

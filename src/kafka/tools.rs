@@ -186,36 +186,42 @@ pub fn read_topic(
     Ok(out)
 }
 
-/// Reads partition `partition` of `topic` from its beginning to its end as of now (its high
-/// watermark), giving up after `deadline`. Uses no consumer group.
-pub fn read_partition_to_end(
+/// Reads partition `partition` of `topic` from offset `from` (its beginning when `None`) to its
+/// end as of now (its high watermark), giving up after `deadline`; returns the records and the
+/// offset to read from next. Uses no consumer group; ends by the consumer's position, so a
+/// compacted gap or a control record at the end does not keep it waiting.
+pub fn read_partition_from(
     bootstrap: &str,
     topic: &str,
     partition: i32,
+    from: Option<i64>,
     deadline: Duration,
-) -> Result<Vec<OwnedMessage>, KafkaError> {
+) -> Result<(Vec<OwnedMessage>, i64), KafkaError> {
     let consumer: BaseConsumer = super::plain_config(bootstrap)
         .set("group.id", "baton-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .create()?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+    let start_at = from.unwrap_or(low).max(low);
     let mut out = Vec::new();
-    if high <= low {
-        return Ok(out);
+    if start_at >= high {
+        return Ok((out, start_at.max(from.unwrap_or(0))));
     }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
+    tpl.add_partition_offset(topic, partition, Offset::Offset(start_at))?;
     consumer.assign(&tpl)?;
     let start = Instant::now();
     while start.elapsed() < deadline {
         if let Some(r) = consumer.poll(Duration::from_millis(100)) {
-            let m = r?.detach();
-            let last = m.offset() + 1 >= high;
-            out.push(m);
-            if last {
-                return Ok(out);
-            }
+            out.push(r?.detach());
+        }
+        let position = consumer.position()?;
+        let at = position
+            .find_partition(topic, partition)
+            .and_then(|e| e.offset().to_raw());
+        if at.is_some_and(|o| o >= high) {
+            return Ok((out, high));
         }
     }
     Err(KafkaError::MessageConsumption(

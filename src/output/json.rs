@@ -31,9 +31,12 @@ pub fn find(text: &str) -> Option<Value> {
     if let Some(v) = fenced(text) {
         return Some(v);
     }
+    // The longest value wins: a citation like "[3]" before the answer is not the answer.
     text.match_indices(['{', '['])
         .take(MAX_STARTS)
-        .find_map(|(i, _)| first_value(&text[i..]))
+        .filter_map(|(i, _)| first_value(&text[i..]))
+        .max_by_key(|(_, len)| *len)
+        .map(|(v, _)| v)
 }
 
 /// The first fenced code block (```` ```json ```` or ```` ``` ````) that is JSON.
@@ -52,11 +55,12 @@ fn fenced(text: &str) -> Option<Value> {
     None
 }
 
-/// The JSON object or array `text` starts with, ignoring whatever follows it.
-fn first_value(text: &str) -> Option<Value> {
+/// The JSON object or array `text` starts with (ignoring whatever follows it), and how many
+/// bytes of `text` it takes.
+fn first_value(text: &str) -> Option<(Value, usize)> {
     let mut values = serde_json::Deserializer::from_str(text).into_iter::<Value>();
     match values.next() {
-        Some(Ok(v)) if v.is_object() || v.is_array() => Some(v),
+        Some(Ok(v)) if v.is_object() || v.is_array() => Some((v, values.byte_offset())),
         _ => None,
     }
 }
@@ -85,6 +89,10 @@ mod tests {
             Some(json!({"parties": ["A", "B"]}))
         );
         assert_eq!(find("no json {at all"), None);
+        assert_eq!(
+            find("Per clause [3], here is the JSON: {\"risk\": \"high\"}"),
+            Some(json!({"risk": "high"}))
+        );
         assert_eq!(find("```\nnot json\n```"), None);
     }
 }

@@ -77,16 +77,21 @@ impl Rejection {
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Rejection::Refused(why) => {
-                write!(f, "the model refused: {}", crate::util::excerpt(why, 200))
-            }
+            Rejection::Refused(_) => f.write_str("the model refused to answer"),
             Rejection::Truncated => {
                 f.write_str("the answer was cut by the output token cap (finish reason length)")
             }
             Rejection::Empty => f.write_str("the model answered nothing"),
             Rejection::NotJson => f.write_str("the answer holds no JSON"),
             Rejection::Invalid(errors) => {
-                write!(f, "the answer fails the schema: {}", errors.join("; "))
+                // Where, not what: the validator's messages quote the answer's values, which
+                // must not reach dead letters and the status topic (the repair prompt, to the
+                // same model, has them in full).
+                let at: Vec<&str> = errors
+                    .iter()
+                    .map(|e| e.split_once(": ").map_or(e.as_str(), |(at, _)| at))
+                    .collect();
+                write!(f, "the answer fails the schema at {}", at.join(", "))
             }
         }
     }

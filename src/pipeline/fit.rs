@@ -77,13 +77,16 @@ impl StepRunner {
             Overflow::Truncate | Overflow::Summarize => {}
         }
         let kind = model.tokenizer;
+        // What a summary cost is billed even when it cannot be used (it did not fit after all).
+        let mut summary_usd = 0.0;
         if overflow == Overflow::Summarize {
             let room = budget.saturating_sub(u64::from(SUMMARY_TOKENS) + SUMMARY_FRAMING);
             if let Ok(cut) = fit::truncate(&request.messages, kind, room) {
                 if let Some((summary, usd)) = self.summarize(&cut, f).await {
+                    summary_usd = usd;
                     let messages = fit::with_summary(cut, &summary);
                     let tokens = fit::prompt_tokens(&messages, kind);
-                    if tokens <= budget {
+                    if !summary.is_empty() && tokens <= budget {
                         let request = ChatRequest {
                             messages,
                             ..request.clone()
@@ -91,7 +94,7 @@ impl StepRunner {
                         return Fitted::Ready {
                             request,
                             tokens,
-                            summary_usd: usd,
+                            summary_usd,
                         };
                     }
                 }
@@ -107,7 +110,7 @@ impl StepRunner {
                 Fitted::Ready {
                     request,
                     tokens,
-                    summary_usd: 0.0,
+                    summary_usd,
                 }
             }
             Err(e) => Fitted::TooLong(format!("{too_long}: {e}")),
@@ -161,7 +164,9 @@ impl StepRunner {
         let made = self.guarded_call(s, &request, spec).await.ok()?;
         let c = made.result.ok()?;
         let usd = model.usage_cost_usd(&c.usage);
+        // A summary cut by its cap is still a summary; an empty or refused one is none (and
+        // is billed all the same).
         let summary = c.text.trim().to_string();
-        (!summary.is_empty()).then_some((summary, usd))
+        Some((summary, usd))
     }
 }

@@ -197,7 +197,7 @@ impl<'a> Round<'a> {
                 Ok(c) => {
                     runner.latency.record(m, made.elapsed);
                     self.cost += model.usage_cost_usd(&c.usage);
-                    return self.accept(m, &request, prompt_tokens, c).await;
+                    return self.accept(m, &request, c).await;
                 }
                 Err(failure) => failure,
             };
@@ -245,13 +245,7 @@ impl<'a> Round<'a> {
 
     /// Reads model `m`'s answer `c` to `request`: accepted; or, when the model may fix it (off
     /// its schema), sent back once with what is wrong; or, still unusable, the next candidate.
-    async fn accept(
-        &mut self,
-        m: usize,
-        request: &ChatRequest,
-        prompt_tokens: u64,
-        c: Completion,
-    ) -> Tried {
+    async fn accept(&mut self, m: usize, request: &ChatRequest, c: Completion) -> Tried {
         let expect = self.expect();
         let rejection = match output::read(&c, expect) {
             Ok(json) => {
@@ -266,7 +260,6 @@ impl<'a> Round<'a> {
             return self.unfit(m, rejection);
         }
         let model = &self.runner.config.models[m];
-        telemetry::repair_attempt(&model.name, &self.step.pipeline, &self.step.name);
         let mut repair = request.clone();
         repair.messages.push(ChatMessage {
             role: crate::config::Role::Assistant,
@@ -276,8 +269,19 @@ impl<'a> Round<'a> {
             role: crate::config::Role::User,
             content: output::repair_prompt(&rejection, expect),
         });
-        // The repair carries the answer and the errors too: a rough count is enough for quotas.
-        let tokens = prompt_tokens + u64::from(repair_tokens(&repair));
+        // The repair carries the answer and the errors too; it must fit the window beside its
+        // output cap, and the job's cost ceiling.
+        let tokens = crate::context::fit::prompt_tokens(&repair.messages, model.tokenizer);
+        let Some((repair, tokens)) = self.request_for(model, &repair, tokens) else {
+            return self.unfit(m, rejection);
+        };
+        let reserved = repair
+            .max_tokens
+            .unwrap_or(router::DEFAULT_EXPECTED_OUTPUT_TOKENS);
+        if tokens + u64::from(reserved) > u64::from(model.context_window) {
+            return self.unfit(m, rejection);
+        }
+        telemetry::repair_attempt(&model.name, &self.step.pipeline, &self.step.name);
         let made = match self
             .runner
             .guarded_call(m, &repair, self.spec(&repair, tokens))
@@ -299,8 +303,13 @@ impl<'a> Round<'a> {
                 }
             }
             Err((e, fate)) => {
-                self.last = Some(Last::of(m, &e, fate));
-                Tried::NextModel
+                // Learnt from as any failed call (window, Retry-After, content filter); the
+                // repair itself is not retried.
+                let mut backoff = retry::attempt_backoff();
+                match self.after_failure(m, e, fate, true, &mut backoff) {
+                    Next::GiveUp => Tried::Stop,
+                    _ => Tried::NextModel,
+                }
             }
         }
     }
@@ -332,6 +341,9 @@ impl<'a> Round<'a> {
         match router::output_cap_within_budget(model, prompt_tokens, left) {
             Some(cap) if cap < 1 => return None,
             Some(cap) => {
+                // Never more output than the window leaves beside the prompt.
+                let room = u64::from(model.context_window).saturating_sub(prompt_tokens);
+                let cap = cap.min(room.max(1));
                 let capped = request.max_tokens.map_or(cap, |t| u64::from(t).min(cap));
                 request.max_tokens = Some(capped.min(u64::from(u32::MAX)) as u32);
             }
@@ -558,18 +570,6 @@ impl<'a> Round<'a> {
             self.circuit_open.join(", ")
         )
     }
-}
-
-/// A rough token count of what a repair adds to the prompt (four characters a token).
-fn repair_tokens(repair: &ChatRequest) -> u32 {
-    let added: usize = repair
-        .messages
-        .iter()
-        .rev()
-        .take(2)
-        .map(|m| m.content.len())
-        .sum();
-    (added / 4) as u32
 }
 
 impl Last {

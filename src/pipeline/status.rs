@@ -1,5 +1,7 @@
 //! Stage tracking: what `baton.status` says about a job, derived from what happens to it, as a
-//! pure function. A job is `running` when a worker picks it up, and its outcome says the rest:
+//! pure function. A job is `running` once a worker has had it for a moment (the worker says so
+//! only for a job still running after a second, so a quick job costs one update), and its
+//! outcome says the rest:
 //! `queued` on the next step when a step forwards it, `done` on the last step with its result,
 //! `retrying` with the error class and due time when it waits in a retry tier, `failed` when it
 //! goes to a person, `dead` when it is dead-lettered. The record is keyed by job id on a

@@ -400,6 +400,7 @@ fn record(
         variant: route.variants[input.variant.0].name.clone(),
         classifier,
         prompt_tokens: first.map_or(0, |c| c.prompt_tokens),
+        prompt_tokens_estimated: first.is_some_and(|c| !config.models[c.model].tokens_exact),
         candidates: candidates
             .iter()
             .map(|&m| config.models[m].name.clone())

@@ -180,7 +180,11 @@ fn models(o: &mut String, config: &Config, route: &RouteConfig, decision: &Decis
             verdict,
             c.prompt_tokens,
             c.expected_output_tokens,
-            m.tokenizer.as_str(),
+            if m.tokens_exact {
+                m.tokenizer.as_str().to_string()
+            } else {
+                format!("{}, an estimate", m.tokenizer.as_str())
+            },
             usd(c.estimated_cost_usd),
             latency,
             why,

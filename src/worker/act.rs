@@ -60,17 +60,18 @@ pub(super) async fn act(
             .track_status
             .then(|| crate::pipeline::status::after(record, &outcome, &Now::current()));
         let main = publish(shared, topic, None, key, payload, hdrs, &item.cancel);
-        let remembered = remember(shared, item, &outcome, memory.as_ref());
-        let (sent, remembered, ()) = tokio::join!(main, remembered, async {
+        let (sent, ()) = tokio::join!(main, async {
             if let Some(s) = status {
                 super::status::publish(shared, item, s).await;
             }
         });
-        let error = match sent.and(remembered) {
+        // The turn is remembered only behind its acknowledged result.
+        let sent = match sent {
+            Ok(()) => remember(shared, item, &outcome, memory.as_ref()).await,
+            Err(e) => Err(e),
+        };
+        let error = match sent {
             Ok(()) => {
-                if let (Some(m), Action::Answer { .. }) = (&memory, &outcome.action) {
-                    shared.memory.stored(m.record.clone()).await;
-                }
                 counted(shared, &record, &outcome, started);
                 return Ended::Finished;
             }
@@ -101,8 +102,9 @@ pub(super) async fn act(
     }
 }
 
-/// Publishes a conversation's memory with its new turn, beside the answer that made it (a
-/// failure outcome records no turn).
+/// Publishes a conversation's memory with its new turn, after the answer that made it was
+/// acknowledged (a failure outcome records no turn), and takes it into the cache once the
+/// broker has it.
 async fn remember(
     shared: &Shared,
     item: &Item,
@@ -129,12 +131,16 @@ async fn remember(
         &item.cancel,
     );
     match sent.await {
+        Ok(()) => {
+            shared.memory.stored(m.record.clone()).await;
+            Ok(())
+        }
         Err(PublishError::Rejected(e)) => {
             // Bounded in bytes below the default message size; a refusal is a broker limit.
             warn!(topic = %topic, error = %e, "memory record rejected for good; the turn is not remembered");
             Ok(())
         }
-        other => other,
+        Err(e) => Err(e),
     }
 }
 

@@ -131,6 +131,10 @@ async fn process(shared: &Shared, item: &Item) -> Ended {
     act::act(shared, record, item, outcome, started, memory).await
 }
 
+/// How long a job runs before the status topic is told it is running (most jobs finish
+/// sooner, and their outcome's update is the only one they cost).
+const RUNNING_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs a decoded job: its conversation's memory restored first, its step run, its outcome
 /// decided, with the memory update its answer makes. `None`: the partition's epoch ended.
 async fn run_job(
@@ -141,18 +145,21 @@ async fn run_job(
 ) -> Option<(Outcome, Option<MemoryUpdate>)> {
     let config = &shared.config;
     let msg = &item.msg;
-    if config.worker.track_status {
-        let done = job.trail.iter().map(|t| t.step.clone()).collect();
-        let s = crate::pipeline::status::running(record, &job.id, done, &Now::current());
-        super::status::send_detached(shared, item, &s);
-    }
-    let restored = match job.conversation_id.clone() {
+    let picked_up = Now::current();
+    // A pipeline's first step reads the conversation's turns; its last step adds one.
+    let step = record.step;
+    let uses_memory = step.previous.is_none() || step.is_last;
+    let restored = match job.conversation_id.clone().filter(|_| uses_memory) {
         Some(conv) => {
+            let guard = tokio::select! {
+                g = shared.memory.lock(&conv) => g,
+                _ = item.cancel.cancelled() => return None,
+            };
             let (bootstrap, topic) = (&config.kafka.bootstrap_servers, &config.topics.memory);
             let found = shared.memory.get(bootstrap, topic, &conv, &item.cancel);
             let (partition, memory) = found.await?;
-            job.memory = memory.messages_for(&job.id);
-            Some((partition, memory))
+            job.memory = memory.messages_for(&job);
+            Some((partition, memory, guard))
         }
         None => None,
     };
@@ -160,9 +167,23 @@ async fn run_job(
     let run = shared
         .runner
         .run(record.step, &job, &key, item.meta.job_cost_usd);
-    let step_outcome = tokio::select! {
-        o = run => o,
-        _ = item.cancel.cancelled() => return None,
+    tokio::pin!(run);
+    // A job that finishes quickly gets one status update, with its outcome; one still running
+    // after RUNNING_AFTER is said to be running (since it was picked up).
+    let running_after = tokio::time::sleep(RUNNING_AFTER);
+    tokio::pin!(running_after);
+    let mut said_running = !config.worker.track_status;
+    let step_outcome = loop {
+        tokio::select! {
+            o = &mut run => break o,
+            _ = &mut running_after, if !said_running => {
+                said_running = true;
+                let done = job.trail.iter().map(|t| t.step.clone()).collect();
+                let s = crate::pipeline::status::running(record, &job.id, done, &picked_up);
+                super::status::send_detached(shared, item, &s);
+            }
+            _ = item.cancel.cancelled() => return None,
+        }
     };
     let answer = match (&step_outcome, record.step.is_last) {
         (StepOutcome::Done(r), true) => Some(r.output.text.clone()),
@@ -171,13 +192,11 @@ async fn run_job(
     let now = Now::current();
     let outcome = outcome::decide(record, &job, step_outcome, &now);
     let memory = match (restored, answer) {
-        (Some((partition, memory)), Some(answer)) => Some(super::memory::update(
-            partition,
-            memory,
-            &job,
-            &answer,
-            &now.rfc3339(),
-        )),
+        (Some((partition, memory, guard)), Some(answer)) => {
+            let at = now.rfc3339();
+            let turn = super::memory::turn(&job, &answer, &at);
+            Some(super::memory::update(partition, memory, turn, guard))
+        }
         _ => None,
     };
     Some((outcome, memory))

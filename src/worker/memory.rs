@@ -3,17 +3,26 @@
 //! hashes to (xxh3, modulo the topic's partitions), whatever partitioner the job's producer
 //! used, so retry tiers and any client agree on where it is.
 //!
-//! Before a job of a conversation runs, the worker has its memory: the first job of a memory
-//! partition after an assignment change reads that partition to its end (compaction keeps it
-//! small), and later jobs read the cache. Jobs of one key run in order, so a conversation's
-//! turns are appended one at a time: the new record is published beside the job's result and
-//! both are acknowledged before the offset is stored; only then does the cache take it. A job
+//! A record is the whole conversation, so an update is a read-modify-write; two rules keep
+//! updates from overwriting each other:
+//! - within a worker, the jobs of one conversation take turns ([`Memory::lock`], held from the
+//!   read to the acknowledged write), whichever topic or partition they come from;
+//! - across workers, every read first catches up with the memory partition (its records since
+//!   the last read, up to the high watermark), so a worker never writes from a stale copy of
+//!   what another worker wrote before.
+//!
+//! Two workers running turns of one conversation at the same moment (its jobs keyed by
+//! something else, or a retry racing a new turn) can still overwrite each other: key a
+//! conversation's jobs by its id, as `baton produce` does.
+//!
+//! A new turn is published after the job's own output is acknowledged (a dead-lettered job
+//! records no turn) and before its offset is stored; only then does the cache take it. A job
 //! run again after a crash finds its own turn already there: it neither sees it nor adds it
-//! twice. Any rebalance empties the cache (another worker may have added turns meanwhile), and
-//! so does a cache grown past [`MAX_CACHE_BYTES`].
+//! twice. Any rebalance empties the cache, and so does a cache grown past [`MAX_CACHE_BYTES`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
@@ -35,30 +44,70 @@ pub(super) struct Memory {
     cache: tokio::sync::Mutex<Cache>,
     /// Bumped by every rebalance: a cache of an older generation is emptied before use.
     generation: AtomicU64,
+    /// One lock per conversation with a job in this worker.
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Debug, Default)]
 struct Cache {
     generation: u64,
     partitions: Option<i32>,
-    loaded: HashSet<i32>,
+    /// Per memory partition read so far: the next offset to read.
+    next: HashMap<i32, i64>,
     conversations: HashMap<String, MemoryRecord>,
     bytes: usize,
 }
 
-/// A memory record to publish beside a job's result.
-#[derive(Debug, Clone)]
+/// A conversation's turn to update its memory, held from its read to its acknowledged write.
+pub(super) struct ConversationGuard {
+    conversation: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    memory: Arc<Memory>,
+}
+
+impl Drop for ConversationGuard {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut locks = self.memory.locks.lock().unwrap_or_else(|e| e.into_inner());
+        // The last holder (or waiter) gone: forget the lock, so the map stays small.
+        if locks
+            .get(&self.conversation)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            locks.remove(&self.conversation);
+        }
+    }
+}
+
+/// A memory record to publish after a job's result, with the conversation's turn held until
+/// it is written.
 pub(super) struct MemoryUpdate {
     /// Its partition of the memory topic.
     pub partition: i32,
     /// The conversation's record with the new turn.
     pub record: MemoryRecord,
+    /// The conversation's lock in this worker.
+    _guard: ConversationGuard,
 }
 
 impl Memory {
     /// Forgets everything: partitions moved, another worker may have written turns.
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Waits for `conversation`'s turn in this worker.
+    pub async fn lock(self: &Arc<Self>, conversation: &str) -> ConversationGuard {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(conversation.to_string()).or_default().clone()
+        };
+        let guard = lock.lock_owned().await;
+        ConversationGuard {
+            conversation: conversation.to_string(),
+            guard: Some(guard),
+            memory: self.clone(),
+        }
     }
 
     /// The memory of `conversation`, loading its partition first if needed; retries a failed
@@ -95,10 +144,9 @@ impl Memory {
         let mut cache = self.cache.lock().await;
         let generation = self.generation.load(Ordering::SeqCst);
         if cache.generation != generation || cache.bytes > MAX_CACHE_BYTES {
-            let partitions = cache.partitions;
+            // The partition count is read again too: the topic may have grown.
             *cache = Cache {
                 generation,
-                partitions,
                 ..Cache::default()
             };
         }
@@ -111,12 +159,12 @@ impl Memory {
             }
         };
         let p = partition_of(conversation, partitions);
-        if !cache.loaded.contains(&p) {
-            for record in read_partition(bootstrap, topic, p).await? {
-                cache.put(record);
-            }
-            cache.loaded.insert(p);
+        let from = cache.next.get(&p).copied();
+        let (records, next) = read_partition(bootstrap, topic, p, from).await?;
+        for record in records {
+            cache.put(record);
         }
+        cache.next.insert(p, next);
         let found = cache
             .conversations
             .get(conversation)
@@ -162,24 +210,31 @@ pub fn partition_of(conversation: &str, partitions: i32) -> i32 {
     (xxhash_rust::xxh3::xxh3_64(conversation.as_bytes()) % partitions.max(1) as u64) as i32
 }
 
-/// The update that records `job`'s finished turn (its answer `answer`) in `memory`.
-pub(super) fn update(
-    partition: i32,
-    mut memory: MemoryRecord,
-    job: &Job,
-    answer: &str,
-    now: &str,
-) -> MemoryUpdate {
-    let turn = Turn {
+/// `job`'s finished turn (its answer `answer`), with the policy it ran under.
+pub(super) fn turn(job: &Job, answer: &str, now: &str) -> Turn {
+    Turn {
         job_id: job.id.clone(),
         messages: job.chat_messages(),
         answer: answer.to_string(),
         at: now.to_string(),
-    };
+        tenant: job.tenant.clone(),
+        sensitivity: job.sensitivity(),
+        residency: job.policy.as_ref().and_then(|p| p.residency.clone()),
+    }
+}
+
+/// The update that adds `turn` to `memory`, holding the conversation's lock until written.
+pub(super) fn update(
+    partition: i32,
+    mut memory: MemoryRecord,
+    turn: Turn,
+    guard: ConversationGuard,
+) -> MemoryUpdate {
     memory.append(turn, MAX_TURNS, MAX_CONVERSATION_BYTES);
     MemoryUpdate {
         partition,
         record: memory,
+        _guard: guard,
     }
 }
 
@@ -205,23 +260,33 @@ async fn partition_count(bootstrap: &str, topic: &str) -> Result<i32, KafkaError
     .map_err(|_| KafkaError::Canceled)?
 }
 
+/// The memory records of partition `p` from offset `from` (its beginning when `None`) to its
+/// high watermark, and the offset to read from next time.
 async fn read_partition(
     bootstrap: &str,
     topic: &str,
     p: i32,
-) -> Result<Vec<MemoryRecord>, KafkaError> {
+    from: Option<i64>,
+) -> Result<(Vec<MemoryRecord>, i64), KafkaError> {
     let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
-    let records = tokio::task::spawn_blocking(move || {
-        crate::kafka::tools::read_partition_to_end(&bootstrap, &topic, p, Duration::from_secs(30))
+    let (records, next) = tokio::task::spawn_blocking(move || {
+        crate::kafka::tools::read_partition_from(
+            &bootstrap,
+            &topic,
+            p,
+            from,
+            Duration::from_secs(30),
+        )
     })
     .await
     .map_err(|_| KafkaError::Canceled)??;
     // Later records of a conversation replace earlier ones; a tombstone or a record that is
     // not a memory record is skipped.
-    Ok(records
+    let records = records
         .iter()
         .filter_map(|m| serde_json::from_slice(m.payload()?).ok())
-        .collect())
+        .collect();
+    Ok((records, next))
 }
 
 #[cfg(test)]
@@ -238,17 +303,29 @@ mod tests {
         };
         let mut memory = MemoryRecord::default();
         for (id, text) in [("j1", "one"), ("j2", "two"), ("j3", "three")] {
-            memory = update(0, memory, &job(id, text), &format!("re {text}"), "t").record;
+            let t = turn(&job(id, text), &format!("re {text}"), "t");
+            memory.append(t, MAX_TURNS, MAX_CONVERSATION_BYTES);
         }
         // j3 runs again after a crash: it does not see its own turn, and adding it again
         // leaves one copy.
-        let seen = memory.messages_for("j3");
+        let seen = memory.messages_for(&job("j3", "three"));
         assert_eq!(seen.len(), 4);
         assert_eq!(seen[3].content, "re two");
-        memory = update(0, memory, &job("j3", "three"), "re three (again)", "t").record;
+        let again = turn(&job("j3", "three"), "re three (again)", "t");
+        memory.append(again, MAX_TURNS, MAX_CONVERSATION_BYTES);
         let ids: Vec<&str> = memory.turns.iter().map(|t| t.job_id.as_str()).collect();
         assert_eq!(ids, ["j1", "j2", "j3"]);
-        assert_eq!(memory.messages_for("j4").len(), 6);
+        assert_eq!(memory.messages_for(&job("j4", "four")).len(), 6);
+        // Another tenant, or a job allowed less than the turns were made under, sees none.
+        let mut other = job("j4", "four");
+        other.tenant = Some("acme".into());
+        assert!(memory.messages_for(&other).is_empty());
+        let mut public = job("j4", "four");
+        public.policy = Some(crate::envelope::Policy {
+            sensitivity: Some(crate::config::Sensitivity::Public),
+            ..Default::default()
+        });
+        assert!(memory.messages_for(&public).is_empty());
     }
 
     #[test]
@@ -260,6 +337,9 @@ mod tests {
                 messages: vec![],
                 answer: "x".repeat(100),
                 at: String::new(),
+                tenant: None,
+                sensitivity: Default::default(),
+                residency: None,
             };
             m.append(t, 5, 350);
         }

@@ -102,7 +102,7 @@ struct Shared {
     /// Names of the retry-tier topics: their records wait until due.
     retry_topics: HashSet<String>,
     /// Conversation memory (the memory topic, cached).
-    memory: memory::Memory,
+    memory: Arc<memory::Memory>,
     consumed: AtomicU64,
     results: AtomicU64,
     forwarded: AtomicU64,
@@ -148,7 +148,7 @@ pub async fn run(
         changed: Condvar::new(),
         assignment_changed: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
-        memory: memory::Memory::default(),
+        memory: Arc::new(memory::Memory::default()),
         consumed: AtomicU64::new(0),
         results: AtomicU64::new(0),
         forwarded: AtomicU64::new(0),

@@ -3,7 +3,8 @@
 //! An embedded Kafka-protocol cluster (librdkafka's mock cluster), simulated providers
 //! (`baton mock-llm` on loopback, `examples/mock-llm.toml`), the support-triage config
 //! (`examples/support.toml`), about 200 sample tickets, and the same worker `baton run` uses.
-//! It prints a summary per model and ends with `jobs=N results=R dead_letters=D lost=L`.
+//! It prints a summary per model, then runs the contracts pipeline ([`contracts`]) on a few
+//! sample contracts, and ends with `jobs=N results=R dead_letters=D lost=L` for the tickets.
 //! With `--bootstrap`, the same runs against a real cluster (topics get a unique prefix).
 
 pub mod contracts;
@@ -147,6 +148,7 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
     drop(producer);
     drop(cluster);
     tracing::debug!(?stats, "demo worker stats");
+    print_tally(&report);
     let finished = contracts.results.len();
     if finished < contracts::CONTRACTS_IN_DEMO {
         return Err(DemoError::Lost {
@@ -494,6 +496,10 @@ fn print_summary(report: &DemoReport, config: &Config, elapsed: Duration) {
         "jobs answered after a retry or fallback: {retried}; wall time {:.1}s",
         elapsed.as_secs_f64()
     );
+}
+
+/// The demo's last line: every ticket accounted for.
+fn print_tally(report: &DemoReport) {
     println!();
     println!(
         "jobs={} results={} dead_letters={} lost={}",

@@ -186,22 +186,27 @@ pub fn read_topic(
     Ok(out)
 }
 
-/// Reads partition `partition` of `topic` from offset `from` (its beginning when `None`) to its
-/// end as of now (its high watermark), giving up after `deadline`; returns the records and the
-/// offset to read from next. Uses no consumer group; ends by the consumer's position, so a
-/// compacted gap or a control record at the end does not keep it waiting.
+/// A consumer that joins no group and commits nothing, for [`read_partition_from`].
+pub fn partition_reader(bootstrap: &str) -> Result<BaseConsumer, KafkaError> {
+    super::plain_config(bootstrap)
+        .set("group.id", "baton-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+}
+
+/// Reads partition `partition` of `topic` with `consumer` (a [`partition_reader`], reused
+/// across calls) from offset `from` (its beginning when `None`) to its end as of now (its high
+/// watermark), giving up after `deadline`; returns the records and the offset to read from
+/// next. Ends by the consumer's position, so a compacted gap or a control record at the end
+/// does not keep it waiting.
 pub fn read_partition_from(
-    bootstrap: &str,
+    consumer: &BaseConsumer,
     topic: &str,
     partition: i32,
     from: Option<i64>,
     deadline: Duration,
 ) -> Result<(Vec<OwnedMessage>, i64), KafkaError> {
-    let consumer: BaseConsumer = super::plain_config(bootstrap)
-        .set("group.id", "baton-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
     let start_at = from.unwrap_or(low).max(low);
     let mut out = Vec::new();

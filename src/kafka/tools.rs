@@ -218,7 +218,7 @@ pub fn read_partition_from(
     consumer.assign(&tpl)?;
     let start = Instant::now();
     while start.elapsed() < deadline {
-        if let Some(r) = consumer.poll(Duration::from_millis(100)) {
+        if let Some(r) = consumer.poll(Duration::from_millis(10)) {
             out.push(r?.detach());
         }
         let position = consumer.position()?;

@@ -7,13 +7,13 @@
 //! updates from overwriting each other:
 //! - within a worker, the jobs of one conversation take turns ([`Memory::lock`], held from the
 //!   read to the acknowledged write), whichever topic or partition they come from;
-//! - across workers, a read first catches up with the memory partition (its records since the
-//!   last read, up to the high watermark; at most every [`CATCH_UP_EVERY`]), so a worker does
-//!   not write from a stale copy of what another worker wrote before.
+//! - across workers, a worker reads a memory partition (to its high watermark) the first time
+//!   a job needs it after each rebalance, which is when another worker may have written its
+//!   conversations.
 //!
-//! Two workers running turns of one conversation at the same moment (its jobs keyed by
-//! something else, or a retry racing a new turn) can still overwrite each other: key a
-//! conversation's jobs by its id, as `baton produce` does.
+//! Two workers running turns of one conversation between rebalances (its jobs keyed by
+//! something else, or a retry tier's partition owned by another worker) can still overwrite
+//! each other: key a conversation's jobs by its id, as `baton produce` does.
 //!
 //! A new turn is published after the job's own output is acknowledged (a dead-lettered job
 //! records no turn) and before its offset is stored; only then does the cache take it. A job
@@ -37,9 +37,6 @@ pub const MAX_CONVERSATION_BYTES: usize = 256 * 1024;
 pub const MAX_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Turns a conversation's record keeps at most.
 pub const MAX_TURNS: usize = 200;
-/// How often a memory partition is caught up with at most (each job of a conversation would
-/// otherwise cost a round trip to the broker).
-pub const CATCH_UP_EVERY: Duration = Duration::from_millis(250);
 
 /// The worker's view of the memory topic.
 #[derive(Default)]
@@ -55,10 +52,8 @@ pub(super) struct Memory {
 struct Cache {
     generation: u64,
     partitions: Option<i32>,
-    /// Per memory partition read so far: the next offset to read, and when it was read.
-    next: HashMap<i32, (i64, std::time::Instant)>,
-    /// The consumer reads go through (one client for the worker's life, not one per read).
-    reader: Option<Arc<rdkafka::consumer::BaseConsumer>>,
+    /// Memory partitions read in this generation.
+    loaded: std::collections::HashSet<i32>,
     conversations: HashMap<String, MemoryRecord>,
     bytes: usize,
 }
@@ -150,21 +145,11 @@ impl Memory {
         let generation = self.generation.load(Ordering::SeqCst);
         if cache.generation != generation || cache.bytes > MAX_CACHE_BYTES {
             // The partition count is read again too: the topic may have grown.
-            let reader = cache.reader.take();
             *cache = Cache {
                 generation,
-                reader,
                 ..Cache::default()
             };
         }
-        let reader = match &cache.reader {
-            Some(r) => r.clone(),
-            None => {
-                let r = Arc::new(crate::kafka::tools::partition_reader(bootstrap)?);
-                cache.reader = Some(r.clone());
-                r
-            }
-        };
         let partitions = match cache.partitions {
             Some(n) => n,
             None => {
@@ -174,15 +159,12 @@ impl Memory {
             }
         };
         let p = partition_of(conversation, partitions);
-        let last = cache.next.get(&p).copied();
-        // Caught up moments ago: what another worker wrote since is at most CATCH_UP_EVERY old.
-        if last.is_none_or(|(_, at)| at.elapsed() >= CATCH_UP_EVERY) {
-            let from = last.map(|(next, _)| next);
-            let (records, next) = read_partition(reader, topic, p, from).await?;
+        if !cache.loaded.contains(&p) {
+            let (records, _) = read_partition(bootstrap, topic, p, None).await?;
             for record in records {
                 cache.put(record);
             }
-            cache.next.insert(p, (next, std::time::Instant::now()));
+            cache.loaded.insert(p);
         }
         let found = cache
             .conversations
@@ -282,13 +264,14 @@ async fn partition_count(bootstrap: &str, topic: &str) -> Result<i32, KafkaError
 /// The memory records of partition `p` from offset `from` (its beginning when `None`) to its
 /// high watermark, and the offset to read from next time.
 async fn read_partition(
-    reader: Arc<rdkafka::consumer::BaseConsumer>,
+    bootstrap: &str,
     topic: &str,
     p: i32,
     from: Option<i64>,
 ) -> Result<(Vec<MemoryRecord>, i64), KafkaError> {
-    let topic = topic.to_string();
+    let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
     let (records, next) = tokio::task::spawn_blocking(move || {
+        let reader = crate::kafka::tools::partition_reader(&bootstrap)?;
         crate::kafka::tools::read_partition_from(&reader, &topic, p, from, Duration::from_secs(30))
     })
     .await

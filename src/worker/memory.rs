@@ -160,7 +160,7 @@ impl Memory {
         };
         let p = partition_of(conversation, partitions);
         if !cache.loaded.contains(&p) {
-            let (records, _) = read_partition(bootstrap, topic, p, None).await?;
+            let records = read_partition(bootstrap, topic, p).await?;
             for record in records {
                 cache.put(record);
             }
@@ -261,28 +261,25 @@ async fn partition_count(bootstrap: &str, topic: &str) -> Result<i32, KafkaError
     .map_err(|_| KafkaError::Canceled)?
 }
 
-/// The memory records of partition `p` from offset `from` (its beginning when `None`) to its
-/// high watermark, and the offset to read from next time.
+/// The memory records of partition `p`, from its beginning to its high watermark.
 async fn read_partition(
     bootstrap: &str,
     topic: &str,
     p: i32,
-    from: Option<i64>,
-) -> Result<(Vec<MemoryRecord>, i64), KafkaError> {
+) -> Result<Vec<MemoryRecord>, KafkaError> {
     let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
-    let (records, next) = tokio::task::spawn_blocking(move || {
+    let (records, _) = tokio::task::spawn_blocking(move || {
         let reader = crate::kafka::tools::partition_reader(&bootstrap)?;
-        crate::kafka::tools::read_partition_from(&reader, &topic, p, from, Duration::from_secs(30))
+        crate::kafka::tools::read_partition_from(&reader, &topic, p, None, Duration::from_secs(30))
     })
     .await
     .map_err(|_| KafkaError::Canceled)??;
     // Later records of a conversation replace earlier ones; a tombstone or a record that is
     // not a memory record is skipped.
-    let records = records
+    Ok(records
         .iter()
         .filter_map(|m| serde_json::from_slice(m.payload()?).ok())
-        .collect();
-    Ok((records, next))
+        .collect())
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@ pub struct RawWorker {
     /// Jobs in flight at once, across all partitions.
     #[serde(default = "d_in_flight")]
     pub max_in_flight: usize,
+    /// Bytes of record payloads held at once (running, waiting and prefetched records).
+    #[serde(default = "d_in_flight_bytes")]
+    pub max_in_flight_bytes: u64,
     /// Largest accepted record value in bytes.
     #[serde(default = "d_payload")]
     pub max_payload_bytes: usize,
@@ -44,6 +47,7 @@ impl Default for RawWorker {
     fn default() -> Self {
         RawWorker {
             max_in_flight: d_in_flight(),
+            max_in_flight_bytes: d_in_flight_bytes(),
             max_payload_bytes: d_payload(),
             shutdown_timeout_ms: d_shutdown(),
             rebalance_timeout_ms: d_rebalance(),
@@ -58,6 +62,9 @@ impl Default for RawWorker {
 
 fn d_in_flight() -> usize {
     1024
+}
+fn d_in_flight_bytes() -> u64 {
+    256 * 1024 * 1024
 }
 fn d_payload() -> usize {
     1024 * 1024
@@ -89,6 +96,8 @@ fn d_rl_wait() -> u64 {
 pub struct WorkerSettings {
     /// Jobs in flight at once across all partitions.
     pub max_in_flight: usize,
+    /// Bytes of record payloads held at once: running, waiting behind a key and prefetched.
+    pub max_in_flight_bytes: u64,
     /// Largest accepted record value, in bytes; larger ones are dead-lettered.
     pub max_payload_bytes: usize,
     /// How long a shutdown waits for in-flight work.
@@ -119,11 +128,18 @@ impl RawWorker {
                 r.err(&format!("worker.{key}"), "must be positive");
             }
         }
+        if self.max_in_flight_bytes < 1024 * 1024 {
+            r.err(
+                "worker.max_in_flight_bytes",
+                "must be at least 1048576 (1 MiB)",
+            );
+        }
         if self.provider_attempts == 0 {
             r.err("worker.provider_attempts", "must be at least 1");
         }
         WorkerSettings {
             max_in_flight: self.max_in_flight,
+            max_in_flight_bytes: self.max_in_flight_bytes,
             max_payload_bytes: self.max_payload_bytes,
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
             rebalance_timeout: Duration::from_millis(self.rebalance_timeout_ms),

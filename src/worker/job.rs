@@ -91,6 +91,7 @@ fn finish(
     }
     drop(t);
     shared.changed.notify_all();
+    shared.wake();
     f.next
 }
 

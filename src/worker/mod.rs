@@ -2,7 +2,8 @@
 //! step, publishes what the pipeline decided (the result, the next step's job, a retry record
 //! or a dead letter), and stores offsets behind finished work.
 //!
-//! Shape: one OS thread owns the `BaseConsumer` and polls it (`poll.rs`); every admitted record
+//! Shape: one OS thread owns the `BaseConsumer` and polls it and each assigned partition's own
+//! queue in turn (`poll.rs`); every admitted record
 //! becomes a tokio task (bounded by `worker.max_in_flight`) that processes it (`job.rs`:
 //! decode, run the step, decide) and acts on the decision (`act.rs`: publish, then report);
 //! tasks report completion to the [`tracker`], which decides the commit position and hands out
@@ -12,9 +13,11 @@
 //! - at-least-once: an offset is stored only when every record at or below it has its output
 //!   acknowledged by the broker (librdkafka then auto-commits what was stored);
 //! - bounded: at most `max_in_flight` jobs run at once and at most as many wait behind a busy
-//!   key; at most twice as many fetched records wait in a backlog; when the backlog is full the
-//!   assigned partitions are paused (the consumer keeps polling so the group session and
-//!   rebalances are served) and they resume when it is half empty;
+//!   key; the payloads held by running and waiting jobs (charged at [`CHARGE_FACTOR`] times
+//!   their size) stay within three quarters of `worker.max_in_flight_bytes`, and librdkafka's
+//!   prefetch queues are sized to the last quarter;
+//! - fair: every assigned partition gets its turn at each free slot (retry tiers first), so a
+//!   backlog on one partition does not starve the others and a due retry starts promptly;
 //! - per-key order: jobs with the same key on a partition run one after another;
 //! - rebalance: a revoked partition starts no new work, its running jobs get
 //!   `worker.rebalance_timeout` to finish, their offsets are stored and committed; jobs still
@@ -35,11 +38,12 @@ mod rebalance;
 mod status;
 pub mod tracker;
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
@@ -86,7 +90,57 @@ struct Item {
     epoch: u64,
     /// Cancelled when the partition's epoch ends: the job must not publish any more.
     cancel: CancellationToken,
+    /// The bytes the record holds against the budget, given back when it is dropped.
+    _charge: Charge,
 }
+
+/// What a running or waiting job is charged against the byte budget, per payload byte: the
+/// record, the decoded job, the prompt and the request body each hold a copy of its text.
+pub const CHARGE_FACTOR: usize = 4;
+
+/// Bytes charged to a record while it is held; given back when it is dropped (whichever way
+/// its job ends).
+struct Charge {
+    bytes: usize,
+    held: Arc<AtomicUsize>,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Wakes the poll thread. Its lock is a leaf (nothing else is locked while it is held), so
+/// librdkafka's threads may ring it from any callback.
+#[derive(Default)]
+struct Bell {
+    rung: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Bell {
+    fn ring(&self) {
+        *self.rung.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_one();
+    }
+
+    /// Waits until rung (at once if it was rung since the last wait) or `timeout` passes.
+    fn wait(&self, timeout: Duration) {
+        let mut rung = self.rung.lock().unwrap_or_else(|e| e.into_inner());
+        if !*rung {
+            rung = self
+                .cv
+                .wait_timeout(rung, timeout)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *rung = false;
+    }
+}
+
+/// One partition's own queue of fetched records.
+type Queue = PartitionQueue<WorkerContext>;
 
 /// What the poll thread, the job tasks and the consumer's callbacks share.
 struct Shared {
@@ -103,6 +157,15 @@ struct Shared {
     retry_topics: HashSet<String>,
     /// Conversation memory (the memory topic, cached).
     memory: Arc<memory::Memory>,
+    /// Each assigned partition's own queue.
+    queues: Mutex<HashMap<tracker::Tp, Arc<Queue>>>,
+    /// Rung when the poll thread has something new to look at: a job ended, a partition
+    /// queue got records.
+    bell: Bell,
+    /// Bytes charged to running and waiting jobs.
+    held_bytes: Arc<AtomicUsize>,
+    /// The most bytes running and waiting jobs may be charged.
+    jobs_bytes: usize,
     consumed: AtomicU64,
     results: AtomicU64,
     forwarded: AtomicU64,
@@ -114,6 +177,15 @@ impl Shared {
         // A panic while holding the lock leaves consistent data (every method completes its
         // updates before returning), so a poisoned lock is still usable.
         self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn queues(&self) -> MutexGuard<'_, HashMap<tracker::Tp, Arc<Queue>>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells the poll thread there is something new (a job ended, records arrived).
+    fn wake(&self) {
+        self.bell.ring();
     }
 
     fn stats(&self) -> WorkerStats {
@@ -149,6 +221,10 @@ pub async fn run(
         assignment_changed: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
         memory: Arc::new(memory::Memory::default()),
+        queues: Mutex::new(HashMap::new()),
+        bell: Bell::default(),
+        held_bytes: Arc::new(AtomicUsize::new(0)),
+        jobs_bytes: (config.worker.max_in_flight_bytes as usize / 4) * 3,
         consumed: AtomicU64::new(0),
         results: AtomicU64::new(0),
         forwarded: AtomicU64::new(0),
@@ -167,6 +243,8 @@ pub async fn run(
         .await
         .map_err(|e| WorkerError::Thread(e.to_string()))?
         .map_err(|_| WorkerError::Thread("the poll thread panicked".into()))?;
+    // The partition queues hold the consumer: let them go so it closes.
+    shared.queues().clear();
     drop(consumer);
     let _ = shared
         .producer
@@ -176,23 +254,67 @@ pub async fn run(
     Ok(stats)
 }
 
-/// The worker's consumer, subscribed to every step's input and retry topics.
+/// The worker's consumer, subscribed to every step's input and retry topics, with its
+/// prefetch sized from the byte budget.
 fn subscribe(config: &Config, shared: &Arc<Shared>) -> Result<Arc<WorkerConsumer>, WorkerError> {
+    let topics = config.input_topics();
+    let partitions = count_partitions(config, &topics);
     let mut cc = crate::kafka::consumer_config(&config.kafka);
-    if !config
-        .kafka
-        .consumer
-        .contains_key("queued.max.messages.kbytes")
-    {
-        // librdkafka's default prefetch queue (64 MiB) dwarfs the worker's own backlog.
-        cc.set("queued.max.messages.kbytes", "16384");
+    for (key, value) in prefetch_settings(config.worker.max_in_flight_bytes, partitions) {
+        if !config.kafka.consumer.contains_key(key) {
+            cc.set(key, value);
+        }
     }
     let consumer: Arc<WorkerConsumer> = Arc::new(cc.create_with_context(WorkerContext {
         shared: shared.clone(),
+        consumer: OnceLock::new(),
     })?);
-    let topics = config.input_topics();
+    let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs)?;
     info!(topics = ?topics, group = %config.kafka.group_id, max_in_flight = config.worker.max_in_flight, "worker started");
     Ok(consumer)
+}
+
+/// librdkafka's prefetch settings for a byte budget: a quarter of it is shared by the
+/// partitions' own queues (with split queues, `queued.max.messages.kbytes` is per partition),
+/// and no fetch asks for more than that.
+fn prefetch_settings(budget: u64, partitions: usize) -> [(&'static str, String); 3] {
+    let prefetch = budget / 4;
+    let per_partition = (prefetch / partitions.max(1) as u64).max(64 * 1024);
+    [
+        (
+            "queued.max.messages.kbytes",
+            (per_partition / 1024).to_string(),
+        ),
+        (
+            "max.partition.fetch.bytes",
+            per_partition.min(1024 * 1024).to_string(),
+        ),
+        (
+            "fetch.max.bytes",
+            prefetch.min(50 * 1024 * 1024).to_string(),
+        ),
+    ]
+}
+
+/// Partitions of `topics` (all a worker could be assigned), from the cluster's metadata; a
+/// topic it cannot see counts as one.
+fn count_partitions(config: &Config, topics: &[String]) -> usize {
+    let metadata = crate::kafka::consumer_config(&config.kafka)
+        .create::<BaseConsumer>()
+        .and_then(|c| c.fetch_metadata(None, Timeout::After(Duration::from_secs(10))));
+    let Ok(metadata) = metadata else {
+        return topics.len();
+    };
+    topics
+        .iter()
+        .map(|t| {
+            metadata
+                .topics()
+                .iter()
+                .find(|m| m.name() == t)
+                .map_or(1, |m| m.partitions().len().max(1))
+        })
+        .sum()
 }

@@ -1,12 +1,16 @@
-//! The consumer thread: admit records while there is capacity, keep a bounded backlog of
-//! fetched records when there is none, pause when the backlog is full, hold retry records until
-//! they are due, drain on shutdown.
+//! The consumer thread: take records from the assigned partitions in turn while there is
+//! capacity, hold retry records until they are due, drain on shutdown.
 //!
-//! Why a backlog and not a pause at full capacity: pausing drops librdkafka's prefetched
-//! records and a resume costs a fetch round trip (hundreds of milliseconds measured with
-//! `baton bench`), so pausing every time capacity runs out leaves the worker idle between
-//! windows. The backlog holds at most `2 * max_in_flight` records and resumes fetching at
-//! half, so a full latency window of work is buffered while the refetch happens.
+//! How the slots are shared: each assigned partition has a queue of its own (split from the
+//! consumer's queue when it is assigned), and librdkafka prefetches into each up to its share
+//! of the byte budget. Whenever slots are free, the thread visits the partitions in rounds
+//! (retry tiers first, then the input partitions from where the last round stopped) and takes
+//! one record from each per round. A partition with a backlog therefore gets at most its turn,
+//! never the whole worker, and a due retry record takes the next free slot. Nothing is paused
+//! for backpressure: a partition whose queue is not read stops being fetched when its
+//! prefetch share is full, and a held retry record's partition is simply not read until due.
+//! The consumer's own queue is polled every turn for group events (and for any record that
+//! arrives there).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -14,19 +18,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
-use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::TopicPartitionList;
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::rebalance::commit_stored;
 use super::tracker::{Admit, Tp};
-use super::{Item, Shared, WorkerConsumer};
+use super::{Charge, Item, Queue, Shared, WorkerConsumer, CHARGE_FACTOR};
 use crate::kafka::meta::RecordMeta;
 use crate::telemetry;
 
-/// A fetched record waiting for capacity, with its metadata and the partition epoch it was
-/// fetched under.
+/// A fetched record with its metadata and the partition epoch it was fetched under.
 struct Fetched {
     tp: Tp,
     msg: OwnedMessage,
@@ -34,12 +37,20 @@ struct Fetched {
     epoch: Option<u64>,
 }
 
-/// A retry record that arrived before it was due, with anything its partition delivered after
-/// it (nothing, normally: the partition is paused at once).
+/// A retry record that arrived before it was due; its partition is not read until then.
 struct Held {
     due_ms: u64,
-    epoch: Option<u64>,
-    records: VecDeque<Fetched>,
+    record: Fetched,
+}
+
+/// What visiting one partition gave.
+enum Visit {
+    /// Nothing to take (empty, or held until a retry is due).
+    Nothing,
+    /// A record was started, queued behind its key, held or dropped.
+    Took,
+    /// The next record does not fit the byte budget: nothing more starts until a job ends.
+    OverBudget,
 }
 
 /// The poll thread's state.
@@ -48,8 +59,16 @@ pub(super) struct Poller {
     shared: Arc<Shared>,
     rt: tokio::runtime::Handle,
     max: usize,
-    paused: bool,
-    backlog: VecDeque<Fetched>,
+    /// Owned retry-tier partitions, visited first in every round.
+    retry_tps: Vec<Tp>,
+    /// Owned input partitions, visited in turn from `cursor`.
+    input_tps: Vec<Tp>,
+    cursor: usize,
+    /// The partitions' own queues (a copy of the shared map, refreshed on assignment changes).
+    queues: HashMap<Tp, Arc<Queue>>,
+    /// Records that came through the consumer's queue or were put back: a partition's stash
+    /// is taken before its queue.
+    stash: HashMap<Tp, VecDeque<Fetched>>,
     held: HashMap<Tp, Held>,
     /// Interned topic names.
     topics: HashMap<String, Arc<str>>,
@@ -68,8 +87,11 @@ impl Poller {
             consumer,
             shared,
             rt,
-            paused: false,
-            backlog: VecDeque::new(),
+            retry_tps: Vec::new(),
+            input_tps: Vec::new(),
+            cursor: 0,
+            queues: HashMap::new(),
+            stash: HashMap::new(),
             held: HashMap::new(),
             topics: HashMap::new(),
             last_poll_error: None,
@@ -84,87 +106,155 @@ impl Poller {
         self.drain();
     }
 
-    /// One turn: follow assignment changes, start what capacity allows, pause or resume by the
-    /// backlog, fetch (or wait for a job to end).
+    /// One turn: serve group events, follow assignment changes, start what capacity and the
+    /// budget allow, and wait when nothing could be done.
     fn turn(&mut self) {
+        self.serve_events();
         if self.shared.assignment_changed.swap(false, Ordering::SeqCst) {
             self.after_assignment_change();
         }
         self.release_due();
-        let capacity = self.start_from_backlog();
-        let backlog_max = 2 * self.max;
-        if !self.paused && self.backlog.len() >= backlog_max {
-            self.set_paused(true);
-        } else if self.paused && self.backlog.len() <= backlog_max / 2 {
-            self.set_paused(false);
+        if !self.start_records() {
+            self.shared.bell.wait(self.idle_wait());
         }
-        if capacity == 0 && self.paused {
-            // Full and nothing more to fetch: wait for a job to end, serving group events.
-            wait_for_change(&self.shared);
-            if let Some(f) = self.fetch(Duration::ZERO) {
-                self.backlog.push_back(f);
-            }
-            return;
-        }
-        // With capacity, wait up to 100 ms for a record; without, only briefly, so an ended
-        // job is noticed quickly while the backlog fills. A held retry record shortens it.
-        let mut wait = if capacity > 0 {
-            Duration::from_millis(100)
-        } else {
-            Duration::from_millis(5)
-        };
+    }
+
+    /// How long to sleep when idle: until rung, a held retry is due, or 100 ms pass (group
+    /// events are served at least that often).
+    fn idle_wait(&self) -> Duration {
+        let mut wait = Duration::from_millis(100);
         if let Some(due) = self.held.values().map(|h| h.due_ms).min() {
             let until = due.saturating_sub(crate::util::unix_ms());
             wait = wait.min(Duration::from_millis(until.max(1)));
         }
-        if let Some(f) = self.fetch(wait) {
-            if capacity > 0 && self.backlog.is_empty() {
-                self.dispatch(f);
-            } else {
-                self.backlog.push_back(f);
-            }
-        }
+        wait
     }
 
-    /// Records fetched under a previous assignment belong to whoever owns them now; new
-    /// assignments start unpaused, so the pauses this thread keeps are set again.
-    fn after_assignment_change(&mut self) {
-        let t = self.shared.tracker();
-        self.backlog
-            .retain(|f| f.epoch.is_some() && t.epoch(&f.tp) == f.epoch);
-        self.held
-            .retain(|tp, h| h.epoch.is_some() && t.epoch(tp) == h.epoch);
-        drop(t);
-        if self.paused {
-            // Keep the whole assignment paused.
-            self.set_paused(true);
-        } else {
-            // A held partition kept across the change stays paused until its record is due.
-            for tp in self.held.keys() {
-                pause_one(&self.consumer, tp, true);
-            }
-        }
-    }
-
-    /// Starts backlog records while there is capacity; returns the capacity left.
-    fn start_from_backlog(&mut self) -> usize {
-        let mut capacity = capacity(&self.shared, self.max);
-        while capacity > 0 {
-            let Some(f) = self.backlog.pop_front() else {
-                break;
+    /// Polls the consumer's own queue without waiting: rebalances, commits and statistics are
+    /// served there; a record that still arrives there goes to its partition's stash.
+    fn serve_events(&mut self) {
+        let consumer = self.consumer.clone();
+        for _ in 0..1024 {
+            let Some(polled) = consumer.poll(Duration::ZERO) else {
+                return;
             };
-            self.dispatch(f);
-            capacity = self::capacity(&self.shared, self.max);
+            if let Some(f) = self.fetched(polled) {
+                self.stash.entry(f.tp.clone()).or_default().push_back(f);
+            }
         }
-        capacity
+    }
+
+    /// Follows an assignment change: the partitions to visit and their queues are read again,
+    /// and records fetched under an ended epoch are dropped (their new owner reads them).
+    fn after_assignment_change(&mut self) {
+        self.queues = self.shared.queues().clone();
+        let t = self.shared.tracker();
+        let mut owned = t.owned();
+        self.stash.retain(|tp, s| {
+            s.retain(|f| f.epoch.is_some() && t.epoch(tp) == f.epoch);
+            !s.is_empty()
+        });
+        self.held
+            .retain(|tp, h| h.record.epoch.is_some() && t.epoch(tp) == h.record.epoch);
+        drop(t);
+        owned.sort();
+        let retry = &self.shared.retry_topics;
+        (self.retry_tps, self.input_tps) = owned.into_iter().partition(|tp| retry.contains(&*tp.0));
+        self.cursor = 0;
+    }
+
+    /// Starts records in rounds over the partitions while there is capacity; returns whether
+    /// anything was taken (when nothing was, the thread waits: for records, a free slot or
+    /// budget).
+    fn start_records(&mut self) -> bool {
+        let mut took_any = false;
+        loop {
+            let mut capacity = capacity(&self.shared, self.max);
+            if capacity == 0 {
+                return took_any;
+            }
+            let mut took = false;
+            for i in 0..self.retry_tps.len() {
+                if capacity == 0 {
+                    break;
+                }
+                let tp = self.retry_tps[i].clone();
+                match self.visit(&tp) {
+                    Visit::Nothing => {}
+                    Visit::Took => (took, capacity) = (true, capacity - 1),
+                    Visit::OverBudget => return took_any || took,
+                }
+            }
+            let n = self.input_tps.len();
+            for i in 0..n {
+                if capacity == 0 {
+                    break;
+                }
+                let at = (self.cursor + i) % n;
+                let tp = self.input_tps[at].clone();
+                match self.visit(&tp) {
+                    Visit::Nothing => {}
+                    Visit::Took => {
+                        (took, capacity) = (true, capacity - 1);
+                        self.cursor = (at + 1) % n;
+                    }
+                    Visit::OverBudget => {
+                        self.cursor = at;
+                        return took_any || took;
+                    }
+                }
+            }
+            if !took {
+                return took_any;
+            }
+            took_any = true;
+        }
+    }
+
+    /// Takes the next record of `tp`, if any, and starts it (or holds it until due, or puts
+    /// it back when it does not fit the budget).
+    fn visit(&mut self, tp: &Tp) -> Visit {
+        if self.held.contains_key(tp) {
+            return Visit::Nothing;
+        }
+        let next = match self.stash.get_mut(tp).and_then(VecDeque::pop_front) {
+            Some(f) => Some(f),
+            None => match self.queues.get(tp).cloned() {
+                Some(q) => q.poll(Duration::ZERO).and_then(|m| self.fetched(m)),
+                None => None,
+            },
+        };
+        let Some(f) = next else {
+            return Visit::Nothing;
+        };
+        let Some(f) = self.hold_if_early(f) else {
+            return Visit::Took;
+        };
+        let charge = self.charge_of(&f.msg);
+        let held = self.shared.held_bytes.load(Ordering::Relaxed);
+        if held > 0 && held + charge > self.shared.jobs_bytes {
+            self.stash.entry(tp.clone()).or_default().push_front(f);
+            return Visit::OverBudget;
+        }
+        self.dispatch(f, charge);
+        Visit::Took
+    }
+
+    /// What a record is charged against the budget while its job runs or waits.
+    fn charge_of(&self, msg: &OwnedMessage) -> usize {
+        let len = msg.payload().map_or(0, <[u8]>::len);
+        (len.min(self.shared.config.worker.max_payload_bytes) + 256) * CHARGE_FACTOR
     }
 
     /// Shutdown: stop fetching, drain in-flight work within the deadline, then release every
     /// partition and commit.
     fn drain(mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
-        self.set_paused(true);
-        self.backlog.clear();
+        if let Ok(assignment) = self.consumer.assignment() {
+            // Nothing more is read; stop fetching too.
+            let _ = self.consumer.pause(&assignment);
+        }
+        self.stash.clear();
         self.held.clear();
         let deadline = Instant::now() + self.shared.config.worker.shutdown_timeout;
         info!(
@@ -181,9 +271,9 @@ impl Poller {
                 warn!(in_flight, "shutdown deadline passed; unfinished jobs stay uncommitted and will be redelivered");
                 break;
             }
-            wait_for_change(&self.shared);
-            // Serves rebalances and statistics; partitions stay paused, nothing is admitted.
-            let _ = self.poll_one(Duration::ZERO);
+            self.shared.bell.wait(Duration::from_millis(100));
+            // Serves rebalances and statistics; nothing is admitted.
+            let _ = self.consumer.poll(Duration::ZERO);
         }
         // Removing the partitions cancels whatever still runs (it publishes nothing) and makes
         // the revoke served by the consumer's close return at once.
@@ -196,16 +286,10 @@ impl Poller {
         self.consumer.unsubscribe();
     }
 
-    /// Polls once; a record not held back comes back for the backlog or to start.
-    fn fetch(&mut self, wait: Duration) -> Option<Fetched> {
-        let f = self.poll_one(wait)?;
-        self.hold_if_early(f)
-    }
-
-    /// Polls once; a record comes back with its interned topic, its metadata and the epoch of
-    /// its partition.
-    fn poll_one(&mut self, wait: Duration) -> Option<Fetched> {
-        match self.consumer.poll(wait)? {
+    /// A polled record with its interned topic, its metadata and the epoch of its partition;
+    /// `None` for an error (logged at most every 10 s).
+    fn fetched(&mut self, polled: KafkaResult<BorrowedMessage<'_>>) -> Option<Fetched> {
+        match polled {
             Ok(m) => {
                 let msg = m.detach();
                 let topic = match self.topics.get(msg.topic()) {
@@ -241,34 +325,20 @@ impl Poller {
         }
     }
 
-    /// Holds `f` when it is a retry record not yet due (pausing its partition, so nothing
-    /// waits in a job slot and nothing is polled in a busy loop) or when its partition already
-    /// holds one; otherwise hands it back for processing.
+    /// Holds `f` when it is a retry record not yet due (its partition is not read until then,
+    /// so nothing waits in a job slot); otherwise hands it back.
     fn hold_if_early(&mut self, f: Fetched) -> Option<Fetched> {
-        if let Some(h) = self.held.get_mut(&f.tp) {
-            h.records.push_back(f);
-            return None;
-        }
         let due_ms = f.meta.retry_due_ms.unwrap_or(0);
         if due_ms <= crate::util::unix_ms() {
             return Some(f);
         }
-        pause_one(&self.consumer, &f.tp, true);
         telemetry::retry_held();
         debug!(topic = %f.tp.0, partition = f.tp.1, offset = f.msg.offset(), due_ms, "retry record held until due");
-        self.held.insert(
-            f.tp.clone(),
-            Held {
-                due_ms,
-                epoch: f.epoch,
-                records: VecDeque::from([f]),
-            },
-        );
+        self.held.insert(f.tp.clone(), Held { due_ms, record: f });
         None
     }
 
-    /// Moves held records that are due to the backlog and resumes their partitions (unless the
-    /// whole assignment is paused: its resume will include them).
+    /// Puts held records that are due back in front of their partitions.
     fn release_due(&mut self) {
         if self.held.is_empty() {
             return;
@@ -282,17 +352,14 @@ impl Poller {
             .collect();
         for tp in due {
             if let Some(h) = self.held.remove(&tp) {
-                self.backlog.extend(h.records);
-                if !self.paused {
-                    pause_one(&self.consumer, &tp, false);
-                }
+                self.stash.entry(tp).or_default().push_front(h.record);
             }
         }
     }
 
     /// Admits a fetched record: starts it, queues it behind its key, or drops it when its
     /// partition changed hands since it was fetched.
-    fn dispatch(&self, f: Fetched) {
+    fn dispatch(&self, f: Fetched, charge: usize) {
         let Fetched {
             tp,
             msg,
@@ -306,11 +373,16 @@ impl Poller {
         let Some(cancel) = t.cancel_token(&tp) else {
             return;
         };
+        self.shared.held_bytes.fetch_add(charge, Ordering::Relaxed);
         let item = Item {
             msg,
             meta,
             epoch,
             cancel,
+            _charge: Charge {
+                bytes: charge,
+                held: self.shared.held_bytes.clone(),
+            },
         };
         match t.admit(&tp, epoch, offset, key.as_deref(), item) {
             Admit::Start(item) => {
@@ -324,42 +396,11 @@ impl Poller {
             Admit::NotOwned(_) => {
                 debug!(topic = %tp.0, partition = tp.1, offset, "record of a partition no longer owned dropped")
             }
-            // Already admitted in this assignment: librdkafka can deliver a record again around
-            // a pause/resume (seen under load); it is handled once, so skip it.
+            // Already admitted in this assignment (a re-delivery): it is handled once.
             Admit::Duplicate(_) => {
                 telemetry::redelivery_skipped();
                 debug!(topic = %tp.0, partition = tp.1, offset, "record delivered twice in one assignment skipped")
             }
-        }
-    }
-
-    /// Pauses or resumes the whole assignment; a resume leaves the partitions of held retry
-    /// records paused.
-    fn set_paused(&mut self, pause: bool) {
-        self.paused = pause;
-        let Ok(assignment) = self.consumer.assignment() else {
-            return;
-        };
-        let mut tpl = TopicPartitionList::new();
-        for e in assignment.elements() {
-            let is_held = self
-                .held
-                .keys()
-                .any(|(t, p)| &**t == e.topic() && *p == e.partition());
-            if pause || !is_held {
-                tpl.add_partition(e.topic(), e.partition());
-            }
-        }
-        if tpl.count() == 0 {
-            return;
-        }
-        let r = if pause {
-            self.consumer.pause(&tpl)
-        } else {
-            self.consumer.resume(&tpl)
-        };
-        if let Err(e) = r {
-            warn!(error = %e, pause, "could not pause/resume partitions");
         }
     }
 }
@@ -373,28 +414,5 @@ fn capacity(shared: &Shared, max: usize) -> usize {
         0
     } else {
         max.saturating_sub(t.running_total())
-    }
-}
-
-/// Waits up to 100 ms for a job to end (or partitions to change).
-fn wait_for_change(shared: &Shared) {
-    let t = shared.tracker();
-    let _ = shared
-        .changed
-        .wait_timeout(t, Duration::from_millis(100))
-        .unwrap_or_else(|e| e.into_inner());
-}
-
-/// Pauses or resumes one partition.
-fn pause_one(consumer: &WorkerConsumer, tp: &Tp, pause: bool) {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(&tp.0, tp.1);
-    let r = if pause {
-        consumer.pause(&tpl)
-    } else {
-        consumer.resume(&tpl)
-    };
-    if let Err(e) = r {
-        warn!(error = %e, topic = %tp.0, partition = tp.1, pause, "could not pause/resume a partition");
     }
 }

@@ -1,9 +1,10 @@
-//! The consumer's context: rebalance handling (a revoked partition drains within
-//! `worker.rebalance_timeout`, then is forgotten and its stored offsets committed; a new
-//! assignment starts fresh epochs, unpaused) and librdkafka statistics (consumer lag).
+//! The consumer's context: rebalance handling (a newly assigned partition gets a queue of its
+//! own before it is fetched; a revoked partition drains within `worker.rebalance_timeout`, then
+//! is forgotten and its stored offsets committed; a new assignment starts fresh epochs,
+//! unpaused) and librdkafka statistics (consumer lag).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -12,12 +13,40 @@ use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 use tracing::{info, warn};
 
 use super::tracker::Tp;
-use super::Shared;
+use super::{Shared, WorkerConsumer};
 use crate::telemetry;
 
 /// The consumer's context: rebalance handling and librdkafka statistics.
 pub(super) struct WorkerContext {
     pub(super) shared: Arc<Shared>,
+    /// The consumer this context serves (set once it exists): partition queues are split
+    /// from it.
+    pub(super) consumer: OnceLock<Weak<WorkerConsumer>>,
+}
+
+impl WorkerContext {
+    /// Gives each partition about to be assigned a queue of its own, before anything of it is
+    /// fetched (librdkafka keeps an application's split across fetch stops and starts), so the
+    /// poll thread can take records from the partitions in turn instead of in fetch order.
+    fn split_queues(&self, tps: &[Tp]) {
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let mut queues = self.shared.queues();
+        for tp in tps {
+            let Some(mut q) = consumer.split_partition_queue(&tp.0, tp.1) else {
+                warn!(topic = %tp.0, partition = tp.1, "no queue of its own for a partition; its records come through the main queue");
+                continue;
+            };
+            let shared = Arc::downgrade(&self.shared);
+            q.set_nonempty_callback(move || {
+                if let Some(s) = shared.upgrade() {
+                    s.wake();
+                }
+            });
+            queues.insert(tp.clone(), Arc::new(q));
+        }
+    }
 }
 
 impl ClientContext for WorkerContext {
@@ -37,8 +66,10 @@ impl ClientContext for WorkerContext {
 
 impl ConsumerContext for WorkerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else {
-            return;
+        let tpl = match rebalance {
+            Rebalance::Revoke(tpl) => tpl,
+            Rebalance::Assign(tpl) => return self.split_queues(&tps_of(tpl)),
+            Rebalance::Error(_) => return,
         };
         let tps = tps_of(tpl);
         self.shared.memory.invalidate();
@@ -64,6 +95,12 @@ impl ConsumerContext for WorkerContext {
             t.remove(tp);
         }
         drop(t);
+        let mut queues = self.shared.queues();
+        for tp in &tps {
+            queues.remove(tp);
+        }
+        drop(queues);
+        self.shared.assignment_changed.store(true, Ordering::SeqCst);
         self.shared.changed.notify_all();
         if !lost {
             commit_stored(consumer);
@@ -112,6 +149,8 @@ impl ConsumerContext for WorkerContext {
                     t.remove(&tp);
                 }
                 drop(t);
+                self.shared.queues().clear();
+                self.shared.assignment_changed.store(true, Ordering::SeqCst);
                 self.shared.changed.notify_all();
                 warn!(error = %e, "rebalance error; all partitions released");
             }

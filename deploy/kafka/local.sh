@@ -179,6 +179,13 @@ min.insync.replicas=1
 auto.create.topics.enable=false
 # Don't make the first consumer group wait 3 s for more members.
 group.initial.rebalance.delay.ms=0
+# Consumer group protocol (KIP-848), which the workers use: a dead member's partitions move
+# after 10 s (45 s by default) and assignments reach members within a second (5 s heartbeats by
+# default), so crash and scale-out tests finish in seconds.
+group.consumer.min.session.timeout.ms=6000
+group.consumer.session.timeout.ms=10000
+group.consumer.min.heartbeat.interval.ms=500
+group.consumer.heartbeat.interval.ms=1000
 EOF
   # log4j2 config: everything to stdout, which start redirects to broker.log.
   # log4j2's own shutdown hook would otherwise stop logging while Kafka's hook

@@ -136,8 +136,10 @@ impl CliError {
 }
 
 /// Logs to stderr; `RUST_LOG` filters (default: info for baton, warnings for the rest; the
-/// demo and the benchmark, which print their own reports, only warnings).
+/// demo and the benchmark, which print their own reports, only warnings). Colours only when
+/// stderr is a terminal: a file or a log collector gets plain text.
 pub fn init_logging(json: bool, command: &Command) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let default = match command {
         Command::Demo(_) | Command::Bench(_) => "warn",
@@ -146,7 +148,8 @@ pub fn init_logging(json: bool, command: &Command) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if json {
         builder.json().init();
     } else {

@@ -59,6 +59,15 @@ const MANAGED_CONSUMER_KEYS: &[&str] = &[
     "bootstrap.servers",
 ];
 
+/// Classic-protocol consumer properties the consumer group protocol sets on the broker
+/// (librdkafka refuses them with `group.protocol=consumer`).
+const CLASSIC_ONLY_KEYS: &[&str] = &[
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "partition.assignment.strategy",
+    "group.protocol.type",
+];
+
 /// Producer properties baton sets itself and a config may not override.
 const MANAGED_PRODUCER_KEYS: &[&str] = &["acks", "enable.idempotence", "bootstrap.servers"];
 
@@ -89,11 +98,122 @@ impl RawKafka {
                 );
             }
         }
+        if self.consumer.get("group.protocol").map(String::as_str) != Some("classic") {
+            for key in self.consumer.keys() {
+                if CLASSIC_ONLY_KEYS.contains(&key.as_str()) {
+                    r.err(
+                        &format!("kafka.consumer.{key}"),
+                        "set on the broker under the consumer group protocol baton uses \
+                         (group.consumer.* broker settings); remove it, or set \
+                         group.protocol = \"classic\""
+                            .to_string(),
+                    );
+                }
+            }
+        }
         KafkaSettings {
             bootstrap_servers: self.bootstrap_servers.clone().unwrap_or_default(),
             group_id: self.group_id.clone(),
-            consumer: self.consumer.clone(),
-            producer: self.producer.clone(),
+            consumer: from_env(r, "consumer", &self.consumer),
+            producer: from_env(r, "producer", &self.producer),
         }
+    }
+}
+
+/// The properties with each `${NAME}` replaced by the environment variable `NAME`, so
+/// credentials (`sasl.password`) and per-process values (`group.instance.id`) stay out of
+/// the file; an unset variable is an error naming the property.
+fn from_env(
+    r: &mut Resolver<'_>,
+    section: &str,
+    props: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (key, value) in props {
+        match expand(value, |name| std::env::var(name).ok()) {
+            Ok(v) => {
+                out.insert(key.clone(), v);
+            }
+            Err(e) => r.err(&format!("kafka.{section}.{key}"), e),
+        }
+    }
+    out
+}
+
+/// Replaces each `${NAME}` in `value` by `lookup(NAME)`.
+fn expand(value: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err("`${` without a closing `}`".into());
+        };
+        let name = &after[..end];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("`${{{name}}}` is not an environment variable name"));
+        }
+        match lookup(name) {
+            Some(v) => out.push_str(&v),
+            None => return Err(format!("environment variable {name} is not set")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand;
+    use crate::config::Config;
+
+    const MODELS: &str = r#"
+[models.m]
+base_url = "http://127.0.0.1:1/v1"
+
+[pipelines.p]
+steps = [{ name = "s", model = "m" }]
+"#;
+
+    #[test]
+    fn classic_only_properties_need_the_classic_protocol() {
+        let consumer_protocol = format!(
+            "[kafka]\nconsumer = {{ \"session.timeout.ms\" = \"10000\" }}\n{MODELS}"
+        );
+        let errs = Config::from_toml(&consumer_protocol, None).unwrap_err();
+        let text = errs.to_string();
+        assert!(
+            text.contains("kafka.consumer.session.timeout.ms") && text.contains("classic"),
+            "{text}"
+        );
+        let classic = format!(
+            "[kafka]\nconsumer = {{ \"group.protocol\" = \"classic\", \"session.timeout.ms\" = \"10000\" }}\n{MODELS}"
+        );
+        let c = Config::from_toml(&classic, None).unwrap();
+        assert!(crate::kafka::classic_protocol(&c.kafka));
+        let cc = crate::kafka::consumer_config(&c.kafka);
+        assert_eq!(cc.get("session.timeout.ms"), Some("10000"));
+        assert_eq!(cc.get("group.protocol"), Some("classic"));
+        let default = Config::from_toml(MODELS, None).unwrap();
+        let cc = crate::kafka::consumer_config(&default.kafka);
+        assert_eq!(cc.get("group.protocol"), Some("consumer"));
+        assert_eq!(cc.get("group.remote.assignor"), Some("range"));
+        assert_eq!(cc.get("session.timeout.ms"), None);
+    }
+
+    #[test]
+    fn variables_are_expanded_and_missing_ones_named() {
+        let env = |n: &str| (n == "USER_1").then(|| "alice".to_string());
+        assert_eq!(expand("plain", env).unwrap(), "plain");
+        assert_eq!(expand("${USER_1}", env).unwrap(), "alice");
+        assert_eq!(expand("w-${USER_1}-x", env).unwrap(), "w-alice-x");
+        assert_eq!(
+            expand("${NOPE}", env).unwrap_err(),
+            "environment variable NOPE is not set"
+        );
+        assert!(expand("${USER_1", env).is_err());
+        assert!(expand("${a b}", env).is_err());
     }
 }

@@ -107,6 +107,7 @@ impl ConsumerContext for WorkerContext {
         }
         info!(
             partitions = tps.len(),
+            which = %describe(&tps),
             dropped_waiting = dropped,
             unfinished,
             lost,
@@ -138,7 +139,7 @@ impl ConsumerContext for WorkerContext {
                 drop(t);
                 self.shared.memory.invalidate();
                 self.shared.assignment_changed.store(true, Ordering::SeqCst);
-                info!(partitions = tps.len(), "partitions assigned");
+                info!(partitions = tps.len(), which = %describe(&tps), "partitions assigned");
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => {
@@ -170,6 +171,23 @@ fn tps_of(tpl: &TopicPartitionList) -> Vec<Tp> {
         .iter()
         .map(|e| (Arc::from(e.topic()), e.partition()))
         .collect()
+}
+
+/// `topic[0,3] other[1]`: the partitions of a rebalance, for the log.
+fn describe(tps: &[Tp]) -> String {
+    let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+    for (topic, p) in tps {
+        by_topic.entry(topic).or_default().push(*p);
+    }
+    let parts: Vec<String> = by_topic
+        .into_iter()
+        .map(|(topic, mut ps)| {
+            ps.sort_unstable();
+            let ps: Vec<String> = ps.iter().map(i32::to_string).collect();
+            format!("{topic}[{}]", ps.join(","))
+        })
+        .collect();
+    parts.join(" ")
 }
 
 /// Commits the stored offsets synchronously; "nothing stored" is not an error.

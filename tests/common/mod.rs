@@ -297,7 +297,6 @@ pub fn one_model_config(max_in_flight: usize, extra_worker: &str) -> String {
 [kafka]
 bootstrap_servers = "{{BOOTSTRAP}}"
 group_id = "{{GROUP}}"
-consumer = {{ "session.timeout.ms" = "10000", "heartbeat.interval.ms" = "1000" }}
 
 [topics]
 prefix = "{{PREFIX}}"

@@ -253,7 +253,10 @@ async fn a_sigkilled_member_does_not_stall_the_survivors_partitions_and_redoes_l
     // member's.
     let full = survivor.log_text();
     // Logs to a file (not a terminal) carry no colour codes.
-    assert!(!full.contains('\x1b'), "ANSI escapes in a log file:\n{full}");
+    assert!(
+        !full.contains('\x1b'),
+        "ANSI escapes in a log file:\n{full}"
+    );
     let log = full[log_before_kill..].to_string();
     assert!(
         !log.contains("partitions revoked"),

@@ -4,6 +4,7 @@
 
 mod check;
 mod dlq;
+mod lag;
 mod mock;
 mod records;
 mod route;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use check::CheckArgs;
 pub use dlq::{DlqCommand, DlqInspectArgs, DlqReplayArgs, DlqSelect};
+pub use lag::LagArgs;
 pub use mock::MockLlmArgs;
 pub use records::{ConsumeArgs, ProduceArgs};
 pub use route::RouteArgs;
@@ -68,6 +70,10 @@ pub enum Command {
     /// Where jobs are: one job's state and history, or a pipeline's jobs per step and state
     /// and those stuck longer than --stuck-for, with their last error.
     Status(StatusArgs),
+    /// How far behind the workers are: per topic and partition the committed offset, the log
+    /// end, the lag, the consumption rate and the time to drain, and the depths of the retry
+    /// tiers and dead-letter topics (where jobs stand in a pipeline: `baton status`).
+    Lag(LagArgs),
     /// Measure worker throughput, CPU per 1,000 jobs and peak RSS against a real broker.
     Bench(crate::bench::BenchArgs),
 }
@@ -207,6 +213,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Dlq(DlqCommand::Inspect(args)) => dlq::dlq_inspect(args).await,
         Command::Dlq(DlqCommand::Replay(args)) => dlq::dlq_replay(args).await,
         Command::Status(args) => status::status(args).await,
+        Command::Lag(args) => lag::lag(args).await,
         Command::Bench(args) => {
             crate::bench::run(args).await?;
             Ok(())

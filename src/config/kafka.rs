@@ -179,9 +179,8 @@ steps = [{ name = "s", model = "m" }]
 
     #[test]
     fn classic_only_properties_need_the_classic_protocol() {
-        let consumer_protocol = format!(
-            "[kafka]\nconsumer = {{ \"session.timeout.ms\" = \"10000\" }}\n{MODELS}"
-        );
+        let consumer_protocol =
+            format!("[kafka]\nconsumer = {{ \"session.timeout.ms\" = \"10000\" }}\n{MODELS}");
         let errs = Config::from_toml(&consumer_protocol, None).unwrap_err();
         let text = errs.to_string();
         assert!(

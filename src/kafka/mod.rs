@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod dlq;
 pub mod headers;
+pub mod lag;
 pub mod meta;
 pub mod tools;
 pub mod topics;
@@ -64,6 +65,21 @@ pub fn producer_config(k: &KafkaSettings) -> ClientConfig {
         .set("message.timeout.ms", "60000");
     for (key, value) in &k.producer {
         c.set(key, value);
+    }
+    c
+}
+
+/// Settings for a tool's client (`baton lag`, admin) under a config: its bootstrap servers and
+/// the connection settings of `[kafka.consumer]` (security protocol, SASL, TLS, sockets).
+pub fn client_config(k: &KafkaSettings) -> ClientConfig {
+    let mut c = plain_config(&k.bootstrap_servers);
+    for (key, value) in &k.consumer {
+        let connection = ["security.", "sasl.", "ssl.", "socket.", "client.dns."]
+            .iter()
+            .any(|p| key.starts_with(p));
+        if connection {
+            c.set(key, value);
+        }
     }
     c
 }

@@ -15,6 +15,7 @@ use metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub mod events;
+pub mod lag;
 
 pub use events::{CallEnd, ProviderCallEnded};
 
@@ -40,8 +41,10 @@ pub mod names {
     pub const COST: &str = "baton_cost_usd_total";
     /// Jobs in flight in this worker.
     pub const IN_FLIGHT: &str = "baton_jobs_in_flight";
-    /// Consumer lag per partition, from librdkafka statistics.
+    /// Gauge: records behind, per owned topic and partition (rendered by [`super::lag`]).
     pub const CONSUMER_LAG: &str = "baton_consumer_lag";
+    /// Gauge: age of the oldest unfinished record, per owned topic and partition.
+    pub const CONSUMER_LAG_SECONDS: &str = "baton_consumer_lag_seconds";
     /// Output records whose delivery failed and was retried.
     pub const PRODUCE_RETRIES: &str = "baton_produce_retries_total";
     /// Records delivered again within one assignment and skipped (already handled).
@@ -75,7 +78,7 @@ pub mod names {
     pub const STATUS_FAILED: &str = "baton_status_write_failures_total";
 }
 
-/// Label keys (the closed set of DESIGN.md, plus `partition` for the lag gauge).
+/// Label keys (the closed set of DESIGN.md, plus `topic` and `partition` for the lag gauges).
 pub mod labels {
     /// Config model name.
     pub const MODEL: &str = "model";
@@ -93,6 +96,8 @@ pub mod labels {
     pub const TIER: &str = "tier";
     /// Error class.
     pub const ERROR_CLASS: &str = "error_class";
+    /// Topic name, a configured input or retry-tier topic (lag only).
+    pub const TOPIC: &str = "topic";
     /// Partition number (lag only).
     pub const PARTITION: &str = "partition";
 }
@@ -187,10 +192,6 @@ fn describe() {
     describe_counter!(
         ROUTED,
         "Routing decisions, by first-choice model and A/B variant."
-    );
-    describe_gauge!(
-        CONSUMER_LAG,
-        "Consumer lag per input partition (librdkafka statistics)."
     );
     describe_counter!(
         REDELIVERIES,
@@ -303,12 +304,6 @@ pub fn set_in_flight(n: usize) {
     gauge!(IN_FLIGHT).set(n as f64);
 }
 
-/// Consumer lag of one partition.
-pub fn set_lag(pipeline: &str, step: &str, partition: i32, lag: i64) {
-    gauge!(CONSUMER_LAG, PIPELINE => pipeline.to_string(), STEP => step.to_string(), PARTITION => partition.to_string())
-        .set(lag as f64);
-}
-
 /// A record delivered twice in one assignment was skipped.
 pub fn redelivery_skipped() {
     counter!(REDELIVERIES).increment(1);
@@ -330,7 +325,11 @@ pub async fn serve(
     let app = axum::Router::new()
         .route(
             "/metrics",
-            axum::routing::get(move || std::future::ready(handle.render())),
+            axum::routing::get(move || {
+                let mut text = handle.render();
+                text.push_str(&lag::render(crate::util::unix_ms() as i64));
+                std::future::ready(text)
+            }),
         )
         .route(
             "/healthz",

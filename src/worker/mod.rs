@@ -55,6 +55,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::kafka::meta::RecordMeta;
 use crate::pipeline::StepRunner;
+use crate::telemetry;
 use rebalance::WorkerContext;
 use tracker::Tracker;
 
@@ -139,6 +140,15 @@ impl Bell {
     }
 }
 
+/// Where an owned partition stands, for the lag gauges: from librdkafka's statistics (log
+/// start and end, the committed offset it fetched at assignment) and the commit callbacks.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Position {
+    committed: Option<i64>,
+    log_start: Option<i64>,
+    log_end: Option<i64>,
+}
+
 /// One partition's own queue of fetched records.
 type Queue = PartitionQueue<WorkerContext>;
 
@@ -159,6 +169,9 @@ struct Shared {
     memory: Arc<memory::Memory>,
     /// Each assigned partition's own queue.
     queues: Mutex<HashMap<tracker::Tp, Arc<Queue>>>,
+    /// Each assigned partition's offsets, for the lag gauges. Its lock is never held with
+    /// another.
+    positions: Mutex<HashMap<tracker::Tp, Position>>,
     /// Rung when the poll thread has something new to look at: a job ended, a partition
     /// queue got records.
     bell: Bell,
@@ -183,6 +196,10 @@ impl Shared {
         self.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn positions(&self) -> MutexGuard<'_, HashMap<tracker::Tp, Position>> {
+        self.positions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Tells the poll thread there is something new (a job ended, records arrived).
     fn wake(&self) {
         self.bell.ring();
@@ -195,6 +212,28 @@ impl Shared {
             forwarded: self.forwarded.load(Ordering::Relaxed),
             dead_letters: self.dead_letters.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl telemetry::lag::LagSource for Shared {
+    fn partitions(&self) -> Vec<telemetry::lag::PartitionLag> {
+        let positions: Vec<(tracker::Tp, Position)> = self
+            .positions()
+            .iter()
+            .map(|(tp, p)| (tp.clone(), *p))
+            .collect();
+        let t = self.tracker();
+        positions
+            .into_iter()
+            .map(|(tp, p)| telemetry::lag::PartitionLag {
+                oldest_unfinished_ms: t.oldest_unfinished(&tp),
+                topic: tp.0,
+                partition: tp.1,
+                committed: p.committed,
+                log_start: p.log_start,
+                log_end: p.log_end,
+            })
+            .collect()
     }
 }
 
@@ -222,6 +261,7 @@ pub async fn run(
         stopping: AtomicBool::new(false),
         memory: Arc::new(memory::Memory::default()),
         queues: Mutex::new(HashMap::new()),
+        positions: Mutex::new(HashMap::new()),
         bell: Bell::default(),
         held_bytes: Arc::new(AtomicUsize::new(0)),
         jobs_bytes: (config.worker.max_in_flight_bytes as usize / 4) * 3,
@@ -230,6 +270,9 @@ pub async fn run(
         forwarded: AtomicU64::new(0),
         dead_letters: AtomicU64::new(0),
     });
+    let lag_source: Arc<dyn telemetry::lag::LagSource> = shared.clone();
+    telemetry::lag::register(Arc::downgrade(&lag_source));
+    drop(lag_source);
     let consumer = subscribe(&config, &shared)?;
     let rt = tokio::runtime::Handle::current();
     let thread = {

@@ -369,6 +369,10 @@ impl Poller {
         let Some(epoch) = epoch else { return };
         let offset = msg.offset();
         let key = msg.key().map(<[u8]>::to_vec);
+        let ts_ms = msg
+            .timestamp()
+            .to_millis()
+            .unwrap_or_else(|| crate::util::unix_ms() as i64);
         let mut t = self.shared.tracker();
         let Some(cancel) = t.cancel_token(&tp) else {
             return;
@@ -384,7 +388,7 @@ impl Poller {
                 held: self.shared.held_bytes.clone(),
             },
         };
-        match t.admit(&tp, epoch, offset, key.as_deref(), item) {
+        match t.admit(&tp, (epoch, ts_ms), offset, key.as_deref(), item) {
             Admit::Start(item) => {
                 drop(t);
                 let job =

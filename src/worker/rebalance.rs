@@ -1,7 +1,8 @@
 //! The consumer's context: rebalance handling (a newly assigned partition gets a queue of its
 //! own before it is fetched; a revoked partition drains within `worker.rebalance_timeout`, then
 //! is forgotten and its stored offsets committed; a new assignment starts fresh epochs,
-//! unpaused) and librdkafka statistics (consumer lag).
+//! unpaused) and librdkafka statistics and commit callbacks (each owned partition's offsets,
+//! for the lag gauges).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, Weak};
@@ -9,12 +10,11 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::{ClientContext, Statistics, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 use tracing::{info, warn};
 
 use super::tracker::Tp;
 use super::{Shared, WorkerConsumer};
-use crate::telemetry;
 
 /// The consumer's context: rebalance handling and librdkafka statistics.
 pub(super) struct WorkerContext {
@@ -50,14 +50,25 @@ impl WorkerContext {
 }
 
 impl ClientContext for WorkerContext {
+    /// Log start and end offsets, and the committed offset, of each owned partition, for the
+    /// lag gauges (`statistics.interval.ms`, 5 s by default).
     fn stats(&self, stats: Statistics) {
+        let mut positions = self.shared.positions();
         for (topic, t) in &stats.topics {
-            let Some((step, _)) = self.shared.config.step_for_topic(topic) else {
-                continue;
-            };
-            for (partition, p) in &t.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
-                    telemetry::set_lag(&step.pipeline, &step.name, *partition, p.consumer_lag);
+            let topic: Arc<str> = Arc::from(topic.as_str());
+            for (partition, s) in &t.partitions {
+                let Some(p) = positions.get_mut(&(topic.clone(), *partition)) else {
+                    continue;
+                };
+                if s.lo_offset >= 0 {
+                    p.log_start = Some(s.lo_offset);
+                }
+                if s.hi_offset >= 0 {
+                    p.log_end = Some(s.hi_offset);
+                }
+                if s.committed_offset >= 0 {
+                    let c = s.committed_offset;
+                    p.committed = Some(p.committed.map_or(c, |old| old.max(c)));
                 }
             }
         }
@@ -105,6 +116,12 @@ impl ConsumerContext for WorkerContext {
         if !lost {
             commit_stored(consumer);
         }
+        // Its lag is the new owner's to report from now on.
+        let mut positions = self.shared.positions();
+        for tp in &tps {
+            positions.remove(tp);
+        }
+        drop(positions);
         info!(
             partitions = tps.len(),
             which = %describe(&tps),
@@ -137,6 +154,11 @@ impl ConsumerContext for WorkerContext {
                     t.assign(tp.clone());
                 }
                 drop(t);
+                let mut positions = self.shared.positions();
+                for tp in &tps {
+                    positions.insert(tp.clone(), Default::default());
+                }
+                drop(positions);
                 self.shared.memory.invalidate();
                 self.shared.assignment_changed.store(true, Ordering::SeqCst);
                 info!(partitions = tps.len(), which = %describe(&tps), "partitions assigned");
@@ -151,6 +173,7 @@ impl ConsumerContext for WorkerContext {
                 }
                 drop(t);
                 self.shared.queues().clear();
+                self.shared.positions().clear();
                 self.shared.assignment_changed.store(true, Ordering::SeqCst);
                 self.shared.changed.notify_all();
                 warn!(error = %e, "rebalance error; all partitions released");
@@ -158,9 +181,21 @@ impl ConsumerContext for WorkerContext {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Ok(()) => {
+                let mut positions = self.shared.positions();
+                for e in offsets.elements() {
+                    let (Offset::Offset(o), Some(p)) = (
+                        e.offset(),
+                        positions.get_mut(&(Arc::from(e.topic()), e.partition())),
+                    ) else {
+                        continue;
+                    };
+                    p.committed = Some(p.committed.map_or(o, |c| c.max(o)));
+                }
+            }
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => warn!(error = %e, "offset commit failed; it is retried with the next commit"),
         }
     }

@@ -52,14 +52,23 @@ pub struct Finished<J> {
 struct Partition {
     epoch: u64,
     revoking: bool,
-    /// Admitted offsets in order, with their finished flag.
-    offsets: VecDeque<(i64, bool)>,
+    /// Admitted offsets in order, with their finished flag and record timestamp.
+    offsets: VecDeque<Admitted>,
     /// Jobs started and not finished.
     running: usize,
     /// One past the highest offset admitted in this epoch.
     next_offset: i64,
     /// Cancelled when the partition is removed.
     cancel: CancellationToken,
+}
+
+/// An admitted record's place in its partition.
+#[derive(Debug, Clone, Copy)]
+struct Admitted {
+    offset: i64,
+    done: bool,
+    /// The record's timestamp (ms since the epoch).
+    ts_ms: i64,
 }
 
 struct Waiting<J> {
@@ -126,11 +135,12 @@ impl<J> Tracker<J> {
         self.partitions.get(tp).map(|p| p.cancel.clone())
     }
 
-    /// Admits a consumed record. `epoch` is the one read when the record was polled.
+    /// Admits a consumed record written at `ts_ms`. `epoch` is the one read when the record
+    /// was polled.
     pub fn admit(
         &mut self,
         tp: &Tp,
-        epoch: u64,
+        (epoch, ts_ms): (u64, i64),
         offset: i64,
         key: Option<&[u8]>,
         job: J,
@@ -147,7 +157,11 @@ impl<J> Tracker<J> {
             return Admit::Duplicate(job);
         }
         p.next_offset = offset + 1;
-        p.offsets.push_back((offset, false));
+        p.offsets.push_back(Admitted {
+            offset,
+            done: false,
+            ts_ms,
+        });
         if let Some(k) = key {
             let entry = (tp.clone(), Box::<[u8]>::from(k));
             if let Some(queue) = self.keys.get_mut(&entry) {
@@ -191,12 +205,12 @@ impl<J> Tracker<J> {
         if let Some(p) = self.partitions.get_mut(tp).filter(|p| p.epoch == epoch) {
             p.running = p.running.saturating_sub(1);
             if done {
-                if let Ok(i) = p.offsets.binary_search_by_key(&offset, |&(o, _)| o) {
-                    p.offsets[i].1 = true;
+                if let Ok(i) = p.offsets.binary_search_by_key(&offset, |a| a.offset) {
+                    p.offsets[i].done = true;
                 }
                 let mut last_done = None;
-                while let Some(&(o, true)) = p.offsets.front() {
-                    last_done = Some(o);
+                while let Some(a) = p.offsets.front().filter(|a| a.done) {
+                    last_done = Some(a.offset);
                     p.offsets.pop_front();
                 }
                 out.commit = last_done.map(|o| o + 1);
@@ -282,6 +296,15 @@ impl<J> Tracker<J> {
         self.running + self.waiting
     }
 
+    /// The timestamp of the oldest admitted, unfinished record of `tp`: the head of line that
+    /// holds its commit position back.
+    pub fn oldest_unfinished(&self, tp: &Tp) -> Option<i64> {
+        self.partitions
+            .get(tp)
+            .and_then(|p| p.offsets.front())
+            .map(|a| a.ts_ms)
+    }
+
     /// Owned partitions.
     pub fn owned(&self) -> Vec<Tp> {
         self.partitions.keys().cloned().collect()
@@ -301,7 +324,7 @@ mod tests {
         let mut t = Tracker::new();
         let e = t.assign(tp(0));
         for o in 10..15 {
-            assert_eq!(t.admit(&tp(0), e, o, None, o), Admit::Start(o));
+            assert_eq!(t.admit(&tp(0), (e, 0), o, None, o), Admit::Start(o));
         }
         assert_eq!(t.finish(&tp(0), e, 12, None).commit, None);
         assert_eq!(t.finish(&tp(0), e, 14, None).commit, None);
@@ -315,13 +338,16 @@ mod tests {
     fn same_key_runs_in_order_one_at_a_time() {
         let mut t = Tracker::new();
         let e = t.assign(tp(0));
-        assert_eq!(t.admit(&tp(0), e, 1, Some(b"k"), "a"), Admit::Start("a"));
-        assert_eq!(t.admit(&tp(0), e, 2, Some(b"k"), "b"), Admit::Queued);
         assert_eq!(
-            t.admit(&tp(0), e, 3, Some(b"other"), "x"),
+            t.admit(&tp(0), (e, 0), 1, Some(b"k"), "a"),
+            Admit::Start("a")
+        );
+        assert_eq!(t.admit(&tp(0), (e, 0), 2, Some(b"k"), "b"), Admit::Queued);
+        assert_eq!(
+            t.admit(&tp(0), (e, 0), 3, Some(b"other"), "x"),
             Admit::Start("x")
         );
-        assert_eq!(t.admit(&tp(0), e, 4, Some(b"k"), "c"), Admit::Queued);
+        assert_eq!(t.admit(&tp(0), (e, 0), 4, Some(b"k"), "c"), Admit::Queued);
         assert_eq!(t.in_flight(), 4);
         let f = t.finish(&tp(0), e, 1, Some(b"k"));
         assert_eq!((f.commit, f.next), (Some(2), Some("b")));
@@ -332,17 +358,20 @@ mod tests {
         let f = t.finish(&tp(0), e, 3, Some(b"other"));
         assert_eq!(f.commit, Some(5));
         // The key is free again.
-        assert_eq!(t.admit(&tp(0), e, 5, Some(b"k"), "d"), Admit::Start("d"));
+        assert_eq!(
+            t.admit(&tp(0), (e, 0), 5, Some(b"k"), "d"),
+            Admit::Start("d")
+        );
     }
 
     #[test]
     fn revoked_partitions_admit_nothing_and_drop_waiting_jobs() {
         let mut t = Tracker::new();
         let e = t.assign(tp(0));
-        t.admit(&tp(0), e, 1, Some(b"k"), 1);
-        t.admit(&tp(0), e, 2, Some(b"k"), 2);
+        t.admit(&tp(0), (e, 0), 1, Some(b"k"), 1);
+        t.admit(&tp(0), (e, 0), 2, Some(b"k"), 2);
         assert_eq!(t.begin_revoke(&tp(0)), vec![2]);
-        assert_eq!(t.admit(&tp(0), e, 3, None, 3), Admit::NotOwned(3));
+        assert_eq!(t.admit(&tp(0), (e, 0), 3, None, 3), Admit::NotOwned(3));
         assert_eq!(t.running(&tp(0)), 1);
         let f = t.finish(&tp(0), e, 1, Some(b"k"));
         assert_eq!((f.commit, f.next), (Some(2), None));
@@ -354,13 +383,13 @@ mod tests {
     fn an_old_epoch_moves_no_offset_after_reassignment() {
         let mut t = Tracker::new();
         let old = t.assign(tp(0));
-        t.admit(&tp(0), old, 5, None, ());
+        t.admit(&tp(0), (old, 0), 5, None, ());
         t.begin_revoke(&tp(0));
         t.remove(&tp(0));
         let new = t.assign(tp(0));
         assert_ne!(old, new);
-        assert_eq!(t.admit(&tp(0), old, 6, None, ()), Admit::NotOwned(()));
-        t.admit(&tp(0), new, 5, None, ());
+        assert_eq!(t.admit(&tp(0), (old, 0), 6, None, ()), Admit::NotOwned(()));
+        t.admit(&tp(0), (new, 0), 5, None, ());
         assert_eq!(t.finish(&tp(0), old, 5, None).commit, None);
         assert_eq!(t.finish(&tp(0), new, 5, None).commit, Some(6));
     }
@@ -369,11 +398,14 @@ mod tests {
     fn stale_waiting_jobs_are_dropped_when_their_key_frees() {
         let mut t = Tracker::new();
         let old = t.assign(tp(0));
-        t.admit(&tp(0), old, 1, Some(b"k"), "a");
+        t.admit(&tp(0), (old, 0), 1, Some(b"k"), "a");
         t.remove(&tp(0));
         let new = t.assign(tp(0));
         // Re-delivered record with the same key waits behind the old running job.
-        assert_eq!(t.admit(&tp(0), new, 1, Some(b"k"), "a2"), Admit::Queued);
+        assert_eq!(
+            t.admit(&tp(0), (new, 0), 1, Some(b"k"), "a2"),
+            Admit::Queued
+        );
         let f = t.finish(&tp(0), old, 1, Some(b"k"));
         assert_eq!(f.commit, None);
         assert_eq!(f.next, Some("a2"));
@@ -384,22 +416,22 @@ mod tests {
     fn offsets_going_backwards_are_refused_even_after_they_finished() {
         let mut t = Tracker::new();
         let e = t.assign(tp(0));
-        t.admit(&tp(0), e, 7, None, ());
-        assert_eq!(t.admit(&tp(0), e, 7, None, ()), Admit::Duplicate(()));
-        assert_eq!(t.admit(&tp(0), e, 3, None, ()), Admit::Duplicate(()));
+        t.admit(&tp(0), (e, 0), 7, None, ());
+        assert_eq!(t.admit(&tp(0), (e, 0), 7, None, ()), Admit::Duplicate(()));
+        assert_eq!(t.admit(&tp(0), (e, 0), 3, None, ()), Admit::Duplicate(()));
         assert_eq!(t.finish(&tp(0), e, 7, None).commit, Some(8));
         // The deque is empty now; a re-delivered 7 is still a duplicate.
-        assert_eq!(t.admit(&tp(0), e, 7, None, ()), Admit::Duplicate(()));
-        assert_eq!(t.admit(&tp(0), e, 8, None, ()), Admit::Start(()));
+        assert_eq!(t.admit(&tp(0), (e, 0), 7, None, ()), Admit::Duplicate(()));
+        assert_eq!(t.admit(&tp(0), (e, 0), 8, None, ()), Admit::Start(()));
     }
 
     #[test]
     fn released_jobs_free_their_slot_but_not_their_offset() {
         let mut t = Tracker::new();
         let e = t.assign(tp(0));
-        t.admit(&tp(0), e, 1, Some(b"k"), "a");
-        t.admit(&tp(0), e, 2, Some(b"k"), "b");
-        t.admit(&tp(0), e, 3, None, "x");
+        t.admit(&tp(0), (e, 0), 1, Some(b"k"), "a");
+        t.admit(&tp(0), (e, 0), 2, Some(b"k"), "b");
+        t.admit(&tp(0), (e, 0), 3, None, "x");
         assert_eq!((t.running_total(), t.waiting_total()), (2, 1));
         // "a" is abandoned: "b" must not overtake it, so it is dropped too.
         let f = t.release(&tp(0), e, 1, Some(b"k"));
@@ -427,5 +459,19 @@ mod tests {
             token.is_cancelled(),
             "a re-assignment ends the previous epoch too"
         );
+    }
+
+    #[test]
+    fn the_head_of_line_is_the_oldest_unfinished_record() {
+        let mut t = Tracker::new();
+        let e = t.assign(tp(0));
+        assert_eq!(t.oldest_unfinished(&tp(0)), None);
+        t.admit(&tp(0), (e, 100), 1, None, ());
+        t.admit(&tp(0), (e, 200), 2, None, ());
+        t.finish(&tp(0), e, 2, None);
+        // Offset 1 still holds the commit back, however old the later finished ones are.
+        assert_eq!(t.oldest_unfinished(&tp(0)), Some(100));
+        t.finish(&tp(0), e, 1, None);
+        assert_eq!(t.oldest_unfinished(&tp(0)), None);
     }
 }

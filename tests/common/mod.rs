@@ -336,3 +336,27 @@ metrics_listen = "off"
 "#
     )
 }
+
+/// Runs one of Apache Kafka's own command-line tools (from the jars `deploy/kafka/` fetched)
+/// and returns its standard output.
+pub fn kafka_tool(class: &str, args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kafka/local.sh");
+    let out = Command::new(script)
+        .arg("tool")
+        .arg(class)
+        .args(args)
+        .output()
+        .expect("run deploy/kafka/local.sh tool");
+    assert!(
+        out.status.success(),
+        "{class} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A free loopback port (for a worker's `/metrics`).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}

@@ -320,7 +320,8 @@ async fn metrics_and_health_are_served() {
             .text()
             .await
             .unwrap();
-        if body.contains("baton_consumer_lag") && body.contains("baton_dead_letters_total") {
+        let lag = format!("baton_consumer_lag{{topic=\"{}\",partition=", world.input());
+        if body.contains(&lag) && body.contains("baton_dead_letters_total") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -331,12 +332,13 @@ async fn metrics_and_health_are_served() {
         "baton_dead_letters_total{pipeline=\"p\",step=\"s\",error_class=\"invalid_json\"} 1",
         "baton_provider_request_duration_seconds_bucket",
         "baton_jobs_in_flight",
-        "baton_consumer_lag{pipeline=\"p\",step=\"s\",partition=",
         "# HELP baton_cost_usd_total",
         "baton_routed_total{pipeline=\"p\",step=\"s\",model=\"m\",variant=\"none\"} 20",
     ] {
         assert!(body.contains(want), "missing {want:?} in:\n{body}");
     }
+    let lag = format!("baton_consumer_lag{{topic=\"{}\",partition=", world.input());
+    assert!(body.contains(&lag), "missing {lag:?} in:\n{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -135,6 +135,14 @@ impl StepRunner {
         Ok(StepRunner::new(config, providers))
     }
 
+    /// Sets this worker's share of every model's rate limits: the fraction of the group's
+    /// partitions it owns (see [`crate::fallback::limits`]).
+    pub fn set_group_share(&self, share: f64) {
+        for l in self.limits.iter() {
+            l.set_share(share);
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Arc<Config> {
         &self.config

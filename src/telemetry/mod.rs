@@ -68,6 +68,9 @@ pub mod names {
     pub const CIRCUIT_SKIPS: &str = "baton_circuit_skips_total";
     /// Histogram: time calls waited for a model's rate-limit capacity.
     pub const RATE_LIMIT_WAIT: &str = "baton_rate_limit_wait_seconds";
+    /// Gauge: this worker's share of every model's rate limits (the fraction of the group's
+    /// partitions it owns).
+    pub const RATE_LIMIT_SHARE: &str = "baton_rate_limit_share";
     /// Counter: calls that got no rate-limit capacity in time (the next candidate was tried).
     pub const RATE_LIMIT_SATURATED: &str = "baton_rate_limit_saturated_total";
     /// Counter: answers sent back to their model once to fix their JSON.
@@ -193,6 +196,10 @@ fn describe() {
         ROUTED,
         "Routing decisions, by first-choice model and A/B variant."
     );
+    describe_gauge!(
+        RATE_LIMIT_SHARE,
+        "This worker's share of every model's rate limits: the fraction of the group's partitions it owns."
+    );
     describe_counter!(
         REDELIVERIES,
         "Records the consumer delivered again within one assignment, skipped as already handled."
@@ -297,6 +304,11 @@ pub fn retry_scheduled(pipeline: &str, step: &str, tier: &str) {
 /// A retry record arrived before it was due and was held.
 pub fn retry_held() {
     counter!(RETRIES_HELD).increment(1);
+}
+
+/// This worker's share of the group's rate limits.
+pub fn set_rate_limit_share(share: f64) {
+    gauge!(RATE_LIMIT_SHARE).set(share);
 }
 
 /// The in-flight gauge.

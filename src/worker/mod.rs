@@ -172,6 +172,9 @@ struct Shared {
     /// Each assigned partition's offsets, for the lag gauges. Its lock is never held with
     /// another.
     positions: Mutex<HashMap<tracker::Tp, Position>>,
+    /// Partitions of the subscribed topics, the whole group's: the denominator of this
+    /// worker's share of the rate limits.
+    group_partitions: AtomicUsize,
     /// Rung when the poll thread has something new to look at: a job ended, a partition
     /// queue got records.
     bell: Bell,
@@ -262,6 +265,7 @@ pub async fn run(
         memory: Arc::new(memory::Memory::default()),
         queues: Mutex::new(HashMap::new()),
         positions: Mutex::new(HashMap::new()),
+        group_partitions: AtomicUsize::new(0),
         bell: Bell::default(),
         held_bytes: Arc::new(AtomicUsize::new(0)),
         jobs_bytes: (config.worker.max_in_flight_bytes as usize / 4) * 3,
@@ -270,6 +274,9 @@ pub async fn run(
         forwarded: AtomicU64::new(0),
         dead_letters: AtomicU64::new(0),
     });
+    // No share of the group's rate limits before the first assignment: a worker that joins
+    // brings no burst of its own.
+    shared.runner.set_group_share(0.0);
     let lag_source: Arc<dyn telemetry::lag::LagSource> = shared.clone();
     telemetry::lag::register(Arc::downgrade(&lag_source));
     drop(lag_source);
@@ -302,6 +309,7 @@ pub async fn run(
 fn subscribe(config: &Config, shared: &Arc<Shared>) -> Result<Arc<WorkerConsumer>, WorkerError> {
     let topics = config.input_topics();
     let partitions = count_partitions(config, &topics);
+    shared.group_partitions.store(partitions, Ordering::Relaxed);
     let mut cc = crate::kafka::consumer_config(&config.kafka);
     for (key, value) in prefetch_settings(config.worker.max_in_flight_bytes, partitions) {
         if !config.kafka.consumer.contains_key(key) {

@@ -13,6 +13,8 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 use tracing::{info, warn};
 
+use crate::telemetry;
+
 use super::tracker::Tp;
 use super::{Shared, WorkerConsumer};
 
@@ -46,6 +48,43 @@ impl WorkerContext {
             });
             queues.insert(tp.clone(), Arc::new(q));
         }
+    }
+}
+
+impl WorkerContext {
+    /// Sets this worker's share of the models' rate limits: the partitions it owns over all
+    /// the partitions of the topics it subscribes to (counted again from the cluster's
+    /// metadata when `consumer` is given, after an assignment, so added partitions count).
+    fn update_share(&self, consumer: Option<&BaseConsumer<Self>>) {
+        if let Some(total) = consumer.and_then(|c| self.count_partitions(c)) {
+            self.shared.group_partitions.store(total, Ordering::Relaxed);
+        }
+        let total = self.shared.group_partitions.load(Ordering::Relaxed);
+        let owned = self.shared.positions().len();
+        let share = if total == 0 {
+            0.0
+        } else {
+            (owned as f64 / total as f64).min(1.0)
+        };
+        self.shared.runner.set_group_share(share);
+        telemetry::set_rate_limit_share(share);
+        info!(owned, total, share, "rate-limit share of the group");
+    }
+
+    /// Partitions of the subscribed topics, from the cluster's metadata.
+    fn count_partitions(&self, consumer: &BaseConsumer<Self>) -> Option<usize> {
+        let md = consumer
+            .fetch_metadata(None, Duration::from_secs(5))
+            .map_err(|e| warn!(error = %e, "no metadata to count the group's partitions"))
+            .ok()?;
+        let topics = self.shared.config.input_topics();
+        Some(
+            md.topics()
+                .iter()
+                .filter(|t| topics.iter().any(|n| n == t.name()))
+                .map(|t| t.partitions().len())
+                .sum(),
+        )
     }
 }
 
@@ -84,6 +123,15 @@ impl ConsumerContext for WorkerContext {
         };
         let tps = tps_of(tpl);
         self.shared.memory.invalidate();
+        // The partitions' lag is the new owner's to report, and their share of the rate limits
+        // the new owner's to use, from now on (before the drain, so the group's shares never
+        // add up to more than the quota).
+        let mut positions = self.shared.positions();
+        for tp in &tps {
+            positions.remove(tp);
+        }
+        drop(positions);
+        self.update_share(None);
         let lost = consumer.assignment_lost();
         let deadline = Instant::now() + self.shared.config.worker.rebalance_timeout;
         let mut t = self.shared.tracker();
@@ -116,12 +164,6 @@ impl ConsumerContext for WorkerContext {
         if !lost {
             commit_stored(consumer);
         }
-        // Its lag is the new owner's to report from now on.
-        let mut positions = self.shared.positions();
-        for tp in &tps {
-            positions.remove(tp);
-        }
-        drop(positions);
         info!(
             partitions = tps.len(),
             which = %describe(&tps),
@@ -159,6 +201,7 @@ impl ConsumerContext for WorkerContext {
                     positions.insert(tp.clone(), Default::default());
                 }
                 drop(positions);
+                self.update_share(Some(consumer));
                 self.shared.memory.invalidate();
                 self.shared.assignment_changed.store(true, Ordering::SeqCst);
                 info!(partitions = tps.len(), which = %describe(&tps), "partitions assigned");
@@ -174,6 +217,7 @@ impl ConsumerContext for WorkerContext {
                 drop(t);
                 self.shared.queues().clear();
                 self.shared.positions().clear();
+                self.update_share(None);
                 self.shared.assignment_changed.store(true, Ordering::SeqCst);
                 self.shared.changed.notify_all();
                 warn!(error = %e, "rebalance error; all partitions released");

@@ -4,11 +4,18 @@
 //! Usage and error classes are the config's shared vocabulary ([`crate::config::vocab`]).
 //!
 //! Decoding is pure: bytes in, a [`Job`] or a [`DecodeError`] out. The JSON Schema of the job
-//! envelope lives in `topics/schemas/job.schema.json`; these structs are its Rust form.
+//! envelope, `topics/schemas/job.schema.json`, is the contract: the decoder checks a payload
+//! against it (built in) before it reads it into these structs, its Rust form, so it accepts
+//! exactly what the schema accepts. serde alone is laxer than the schema: a derived struct
+//! also takes a JSON array (`"messages": [["user","hi"]]`), an `Option` takes `null`, an
+//! enum takes `{"user": null}`.
+
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::config::vocab::whole;
 use crate::config::{ErrorClass, Role, Sensitivity, Usage};
 
 /// A job as a producer publishes it.
@@ -146,8 +153,10 @@ pub struct TrailEntry {
     /// Cost of the step, every billed call of every round, USD.
     pub cost_usd: f64,
     /// Wall time of the step's answering round, milliseconds.
+    #[serde(deserialize_with = "whole::deserialize")]
     pub latency_ms: u64,
     /// Provider calls made for the step.
+    #[serde(deserialize_with = "whole::deserialize")]
     pub attempts: u32,
     /// The answer.
     pub output: Output,
@@ -181,13 +190,21 @@ pub struct Params {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     /// Output token cap.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::option"
+    )]
     pub max_tokens: Option<u32>,
     /// Nucleus sampling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
     /// Seed, for providers that support it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::option"
+    )]
     pub seed: Option<i64>,
     /// Stop sequences.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,7 +225,11 @@ pub struct Policy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cost_usd: Option<f64>,
     /// Latency ceiling for the job, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::option"
+    )]
     pub max_latency_ms: Option<u64>,
 }
 
@@ -438,7 +459,7 @@ pub struct StatusRecord {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DecodeError {
     /// See [`ErrorClass::EmptyPayload`].
-    #[error("record has no value")]
+    #[error("record has no value, or a zero-byte one")]
     Empty,
     /// See [`ErrorClass::PayloadTooLarge`].
     #[error("payload is {size} bytes, over the limit of {limit} bytes")]
@@ -451,6 +472,11 @@ pub enum DecodeError {
     /// See [`ErrorClass::InvalidUtf8`].
     #[error("payload is not valid UTF-8: {0}")]
     Utf8(String),
+    /// The payload starts with a UTF-8 byte order mark, which JSON forbids (RFC 8259 §8.1);
+    /// class [`ErrorClass::InvalidJson`]. Named apart because the mark is invisible in most
+    /// tools and the producer's fix is one setting (write UTF-8 without BOM).
+    #[error("payload starts with a UTF-8 byte order mark (BOM, bytes EF BB BF): JSON must not; have the producer write UTF-8 without BOM")]
+    Bom,
     /// See [`ErrorClass::InvalidJson`].
     #[error("payload is not valid JSON: {0}")]
     Json(String),
@@ -469,58 +495,43 @@ impl DecodeError {
             DecodeError::Empty => ErrorClass::EmptyPayload,
             DecodeError::TooLarge { .. } => ErrorClass::PayloadTooLarge,
             DecodeError::Utf8(_) => ErrorClass::InvalidUtf8,
-            DecodeError::Json(_) => ErrorClass::InvalidJson,
+            DecodeError::Bom | DecodeError::Json(_) => ErrorClass::InvalidJson,
             DecodeError::Envelope(_) => ErrorClass::InvalidEnvelope,
             DecodeError::UnknownPipeline(_) => ErrorClass::UnknownPipeline,
         }
     }
 }
 
+/// The job envelope's JSON Schema, the contract the decoder enforces.
+pub const JOB_SCHEMA: &str = include_str!("../topics/schemas/job.schema.json");
+
+/// [`JOB_SCHEMA`], compiled once. It is part of the binary and every decoder test compiles
+/// it, so failing here is a build defect, not bad input.
+static JOB_VALIDATOR: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
+    let schema: Value = serde_json::from_str(JOB_SCHEMA).expect("job.schema.json is JSON");
+    jsonschema::validator_for(&schema).expect("job.schema.json is a valid JSON Schema")
+});
+
 /// Decodes a record value into a job for the step's `pipeline`.
 ///
-/// Checks, in order: presence, size, UTF-8, JSON syntax, envelope shape (types, a non-empty
-/// string `id`, `messages` or `input`), and that a `pipeline` field, if any, names this pipeline.
+/// Checks, in order: presence (a missing or zero-byte value), size, then the envelope
+/// ([`decode_envelope`]), then that a `pipeline` field, if any, names this pipeline.
 pub fn decode_job(
     payload: Option<&[u8]>,
     max_bytes: usize,
     pipeline: &str,
     known_pipelines: &[String],
 ) -> Result<Job, DecodeError> {
-    let bytes = payload.ok_or(DecodeError::Empty)?;
+    let bytes = payload
+        .filter(|b| !b.is_empty())
+        .ok_or(DecodeError::Empty)?;
     if bytes.len() > max_bytes {
         return Err(DecodeError::TooLarge {
             size: bytes.len(),
             limit: max_bytes,
         });
     }
-    let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::Utf8(e.to_string()))?;
-    let job: Job = serde_json::from_str(text).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => DecodeError::Envelope(e.to_string()),
-        _ => DecodeError::Json(e.to_string()),
-    })?;
-    if job.id.trim().is_empty() {
-        return Err(DecodeError::Envelope(
-            "`id` must be a non-empty string".into(),
-        ));
-    }
-    match (&job.messages, &job.input) {
-        (None, None) => {
-            return Err(DecodeError::Envelope(
-                "a job needs `messages` or `input`".into(),
-            ))
-        }
-        (Some(m), _) if m.is_empty() => {
-            return Err(DecodeError::Envelope("`messages` must not be empty".into()))
-        }
-        _ => {}
-    }
-    if let Some(c) = job.policy.as_ref().and_then(|p| p.max_cost_usd) {
-        if c < 0.0 {
-            return Err(DecodeError::Envelope(format!(
-                "`policy.max_cost_usd` must not be negative, got {c}"
-            )));
-        }
-    }
+    let job = decode_envelope(bytes)?;
     if let Some(p) = &job.pipeline {
         if p != pipeline {
             let why = if known_pipelines.iter().any(|k| k == p) {
@@ -532,6 +543,65 @@ pub fn decode_job(
         }
     }
     Ok(job)
+}
+
+/// Decodes a job envelope: UTF-8 without a byte order mark, JSON, valid against
+/// [`JOB_SCHEMA`] (a JSON object with a non-blank string `id`, `messages` or `input`, every
+/// field of its type...), then read into a [`Job`].
+pub fn decode_envelope(bytes: &[u8]) -> Result<Job, DecodeError> {
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        return Err(DecodeError::Bom);
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::Utf8(e.to_string()))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?;
+    JOB_VALIDATOR
+        .validate(&value)
+        .map_err(|e| DecodeError::Envelope(schema_violation(&e)))?;
+    // The schema passed, so this fails only where a Rust type is narrower than the schema
+    // says (none known: the corpus test in tests/schemas.rs looks for such gaps).
+    serde_json::from_value(value).map_err(|e| DecodeError::Envelope(e.to_string()))
+}
+
+/// What a schema violation says, where: `` `messages[0].role`: must be one of [...] ``. The
+/// offending value is masked: it may be a prompt, and this text goes into dead-letter
+/// headers and status records.
+fn schema_violation(e: &jsonschema::ValidationError<'_>) -> String {
+    use jsonschema::error::ValidationErrorKind as Kind;
+    use jsonschema::paths::LocationSegment;
+    let mut at = String::new();
+    for segment in e.instance_path().segments() {
+        match segment {
+            LocationSegment::Property(p) if at.is_empty() => at.push_str(&p),
+            LocationSegment::Property(p) => {
+                at.push('.');
+                at.push_str(&p);
+            }
+            LocationSegment::Index(i) => at.push_str(&format!("[{i}]")),
+        }
+    }
+    let what = match e.kind() {
+        Kind::AnyOf { .. } if at.is_empty() => "a job needs `messages` or `input`".to_string(),
+        Kind::Type { .. } if at.is_empty() => {
+            let kind = match e.instance().as_ref() {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                Value::Null => "null",
+                Value::Object(_) => "an object",
+            };
+            format!("a job must be a JSON object, not {kind}")
+        }
+        // The crate's own text shortens the list ("or 2 other candidates"); a closed
+        // vocabulary is short, and a producer needs all of it.
+        Kind::Enum { options } => format!("must be one of {options}"),
+        _ => e.masked_with("the value").to_string(),
+    };
+    if at.is_empty() {
+        what
+    } else {
+        format!("`{at}`: {what}")
+    }
 }
 
 #[cfg(test)]
@@ -566,7 +636,7 @@ mod tests {
         let cases: Vec<(&[u8], ErrorClass)> = vec![
             (b"\xff\xfe{}", ErrorClass::InvalidUtf8),
             (b"{not json", ErrorClass::InvalidJson),
-            (b"", ErrorClass::InvalidJson),
+            (b" ", ErrorClass::InvalidJson),
             (br#"{"input":"x"}"#, ErrorClass::InvalidEnvelope),
             (br#"{"id":42,"input":"x"}"#, ErrorClass::InvalidEnvelope),
             (br#"{"id":"","input":"x"}"#, ErrorClass::InvalidEnvelope),
@@ -609,5 +679,100 @@ mod tests {
         );
         let none = decode_job(None, 10, "support", &[]).unwrap_err();
         assert_eq!(none.class(), ErrorClass::EmptyPayload);
+    }
+
+    #[test]
+    fn a_zero_byte_value_is_an_empty_payload() {
+        let e = decode(b"").unwrap_err();
+        assert_eq!(e.class(), ErrorClass::EmptyPayload, "{e}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_named() {
+        let e = decode(b"\xEF\xBB\xBF{\"id\":\"a\",\"input\":\"x\"}").unwrap_err();
+        assert_eq!(e.class(), ErrorClass::InvalidJson);
+        assert!(e.to_string().contains("byte order mark (BOM"), "{e}");
+    }
+
+    /// serde reads a struct from a JSON array too (its fields in order); the schema does not.
+    #[test]
+    fn a_job_and_everything_in_it_are_json_objects() {
+        for bytes in [
+            br#"["a", null, null, null, [{"role":"user","content":"hi"}]]"# as &[u8],
+            br#"{"id":"a","messages":[["user","hi"]]}"#,
+            br#"{"id":"a","input":"x","params":[0.2, 100]}"#,
+            br#"{"id":"a","input":"x","policy":["public"]}"#,
+            br#""a job""#,
+            b"null",
+        ] {
+            let e = decode(bytes).expect_err(&String::from_utf8_lossy(bytes));
+            assert_eq!(e.class(), ErrorClass::InvalidEnvelope, "{e}");
+        }
+        let e = decode(br#"[{"id":"a","input":"x"}]"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "not a job envelope: a job must be a JSON object, not an array"
+        );
+    }
+
+    #[test]
+    fn roles_and_sensitivities_are_closed_vocabularies() {
+        for bytes in [
+            br#"{"id":"a","messages":[{"role":"admin","content":"hi"}]}"# as &[u8],
+            br#"{"id":"a","messages":[{"role":"User","content":"hi"}]}"#,
+            br#"{"id":"a","messages":[{"role":7,"content":"hi"}]}"#,
+            br#"{"id":"a","messages":[{"role":{"user":null},"content":"hi"}]}"#,
+            br#"{"id":"a","input":"x","policy":{"sensitivity":17}}"#,
+            br#"{"id":"a","input":"x","policy":{"sensitivity":{"public":null}}}"#,
+        ] {
+            let e = decode(bytes).expect_err(&String::from_utf8_lossy(bytes));
+            assert_eq!(
+                e.class(),
+                ErrorClass::InvalidEnvelope,
+                "{}: {e}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
+    /// `null` is not a string: an optional field is left out, not set to `null`.
+    #[test]
+    fn null_is_not_a_value_for_a_typed_field() {
+        for field in ["pipeline", "task", "tenant", "params", "policy", "trail"] {
+            let json = format!(r#"{{"id":"a","input":"x","{field}":null}}"#);
+            let e = decode(json.as_bytes()).expect_err(&json);
+            assert_eq!(e.class(), ErrorClass::InvalidEnvelope, "{json}: {e}");
+        }
+        let ok = decode(br#"{"id":"a","input":"x","metadata":null}"#);
+        assert!(ok.is_ok(), "metadata is any JSON: {ok:?}");
+    }
+
+    #[test]
+    fn whole_numbers_written_as_floats_are_integers() {
+        let job = decode(br#"{"id":"a","input":"x","params":{"max_tokens":64.0}}"#).unwrap();
+        assert_eq!(job.params.unwrap().max_tokens, Some(64));
+        let e = decode(br#"{"id":"a","input":"x","params":{"max_tokens":64.5}}"#).unwrap_err();
+        assert_eq!(e.class(), ErrorClass::InvalidEnvelope);
+    }
+
+    /// The reason goes into dead-letter headers and status records: it says where and what,
+    /// never the value (a prompt, maybe).
+    #[test]
+    fn a_schema_violation_names_the_field_not_the_value() {
+        let e = decode(br#"{"id":"a","messages":[{"role":"user","content":["secret prompt"]}]}"#)
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("`messages[0].content`"), "{text}");
+        assert!(!text.contains("secret prompt"), "{text}");
+        let e = decode(br#"{"id":"a","messages":[{"role":"admin","content":"x"}]}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"not a job envelope: `messages[0].role`: must be one of ["system","user","assistant","tool"]"#
+        );
+        let e = decode(br#"{"id":"a","metadata":{}}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "not a job envelope: a job needs `messages` or `input`"
+        );
     }
 }

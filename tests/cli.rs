@@ -58,6 +58,38 @@ fn bad_config_stops_start_up_naming_the_key() {
     );
 }
 
+/// Whatever file a command cannot read, the message says which one.
+#[test]
+fn an_unreadable_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let missing = missing.to_str().unwrap();
+    let o = baton(&["check", "--config", missing]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("cannot read config file {missing}: ")),
+        "{}",
+        text(&o)
+    );
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/support.toml");
+    let job = dir.path().join("job.json");
+    let job = job.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec!["check", "--config", example, "--sample-job", job],
+            format!("--sample-job: cannot read {job}: "),
+        ),
+        (
+            vec!["route", "--config", example, job],
+            format!("cannot read job file {job}: "),
+        ),
+    ] {
+        let o = baton(&args);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains(&want), "want {want:?} in {}", text(&o));
+    }
+}
+
 #[test]
 fn run_refuses_to_start_without_its_topics() {
     let dir = tempfile::tempdir().unwrap();

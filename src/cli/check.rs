@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::CliError;
 use crate::config::{Config, RouteConfig};
-use crate::envelope::Job;
+use crate::envelope::{decode_envelope, Job};
 
 /// `baton check`
 #[derive(Debug, Args)]
@@ -54,13 +54,15 @@ pub(super) fn check(args: CheckArgs) -> Result<(), CliError> {
 /// The job templates are rendered against: the file's, or a minimal sample.
 fn sample_job(path: Option<&PathBuf>) -> Result<Job, CliError> {
     let text = match path {
-        Some(p) => std::fs::read_to_string(p)?,
+        Some(p) => std::fs::read_to_string(p).map_err(|e| {
+            CliError::Usage(format!("--sample-job: cannot read {}: {e}", p.display()))
+        })?,
         None => {
             r#"{"id":"sample-1","input":"Sample input.","tenant":"sample","task":"sample"}"#.into()
         }
     };
-    serde_json::from_str(&text)
-        .map_err(|e| CliError::Usage(format!("--sample-job: not a job: {e}")))
+    // The worker's own check, so templates are never tried on a job it would dead-letter.
+    decode_envelope(text.as_bytes()).map_err(|e| CliError::Usage(format!("--sample-job: {e}")))
 }
 
 /// A route's variants, each class's candidates and strategy, and the sensitivities it serves.

@@ -7,7 +7,7 @@ use clap::Args;
 use super::CliError;
 use crate::config::{Config, StepConfig};
 use crate::context::Prompt;
-use crate::envelope::Job;
+use crate::envelope::{decode_envelope, Job};
 use crate::router::{decide_offline, Decision};
 
 /// `baton route`
@@ -42,7 +42,8 @@ pub(super) fn route(args: RouteArgs) -> Result<(), CliError> {
     let text = if args.job == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
-        std::fs::read_to_string(&args.job)?
+        std::fs::read_to_string(&args.job)
+            .map_err(|e| CliError::Usage(format!("cannot read job file {}: {e}", args.job)))?
     };
     for (n, job) in jobs(&text)?.iter().enumerate() {
         let step = step_of(&config, args.step.as_deref(), job)?;
@@ -92,8 +93,9 @@ fn jobs(text: &str) -> Result<Vec<Job>, CliError> {
         .iter()
         .enumerate()
         .map(|(n, raw)| {
-            serde_json::from_str(raw)
-                .map_err(|e| CliError::Usage(format!("job {}: not a job envelope: {e}", n + 1)))
+            // The worker's own check, so a job it would dead-letter is refused here too.
+            decode_envelope(raw.as_bytes())
+                .map_err(|e| CliError::Usage(format!("job {}: {e}", n + 1)))
         })
         .collect()
 }

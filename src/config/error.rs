@@ -1,12 +1,17 @@
 //! Configuration errors and the resolution context every section reports into.
 //!
-//! An error names its dotted key path and, where the TOML parser or a span knows it, its line:
+//! An error names its dotted key path and, when the key is written in the file, its line:
 //! `pipelines.support.steps[0].model (line 31): unknown model "gpt5"`. Sections report every
-//! problem they find ([`Resolver::err`]) and go on, so one run of `baton check` lists them all.
+//! problem they find ([`Resolver::err`]) and go on, so one run of `baton check` lists them all;
+//! the resolver finds each path's line in the source ([`super::source::SourceMap`]), so a
+//! range check needs no span of its own to get one.
+
+use super::source::SourceMap;
 
 /// A configuration error: the key path it concerns, the line when known, and what is wrong.
+/// Displays as `path (line N): message`; an error about no key (the file cannot be read, is
+/// not TOML at all) shows only what is wrong.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{path}{}: {message}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
 pub struct ConfigError {
     /// Dotted key path, e.g. `pipelines.support.steps[0].model`.
     pub path: String,
@@ -14,6 +19,19 @@ pub struct ConfigError {
     pub line: Option<usize>,
     /// What is wrong, in words a user can act on.
     pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.path)?;
+        if let Some(l) = self.line {
+            write!(f, " (line {l})")?;
+        }
+        if !self.path.is_empty() || self.line.is_some() {
+            f.write_str(": ")?;
+        }
+        f.write_str(&self.message)
+    }
 }
 
 impl ConfigError {
@@ -37,10 +55,11 @@ pub struct ConfigErrors {
     pub errors: Vec<ConfigError>,
 }
 
-/// What phase two needs while it resolves a section: the source text (for lines) and the
-/// errors found so far.
+/// What phase two needs while it resolves a section: the source text and where each key is
+/// written in it (for lines), and the errors found so far.
 pub struct Resolver<'a> {
     text: &'a str,
+    source: SourceMap<'a>,
     errors: Vec<ConfigError>,
 }
 
@@ -49,13 +68,20 @@ impl<'a> Resolver<'a> {
     pub fn new(text: &'a str) -> Self {
         Resolver {
             text,
+            source: SourceMap::new(text),
             errors: Vec::new(),
         }
     }
 
-    /// Reports a problem at `path`.
+    /// Reports a problem at `path`, with the line where the key is written (or, when it is
+    /// not, where the table it belongs in is).
     pub fn err(&mut self, path: &str, message: impl Into<String>) {
-        self.errors.push(ConfigError::new(path, message));
+        let line = self.source.span(path).map(|s| line_of(self.text, s.start));
+        self.errors.push(ConfigError {
+            path: path.to_string(),
+            line,
+            message: message.into(),
+        });
     }
 
     /// Reports a problem at `path`, whose value starts at byte `offset` of the source.

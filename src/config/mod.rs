@@ -6,7 +6,7 @@
 //! ([`Config::from_raw`]) has each section resolve itself, in its own file: it checks the
 //! section's ranges and cross-references (a step naming an unknown model, a duplicate topic, a
 //! zero `max_in_flight`...) and builds the runtime form. Every error names the key path and,
-//! where the TOML parser or a span knows it, the line:
+//! when the key is written in the file, its line, range errors included:
 //! `pipelines.support.steps[0].model (line 31): unknown model "gpt5"`.
 //!
 //! Secrets never live in the file: a model names the environment variable that holds its API
@@ -22,6 +22,7 @@ pub mod raw;
 pub mod retry;
 pub mod routes;
 pub mod schema;
+pub mod source;
 pub mod templates;
 pub mod topics;
 pub mod vocab;
@@ -88,7 +89,10 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| {
             named(ConfigErrors {
                 source_name: None,
-                errors: vec![ConfigError::new("", format!("cannot read file: {e}"))],
+                errors: vec![ConfigError::new(
+                    "",
+                    format!("cannot read config file {}: {e}", path.display()),
+                )],
             })
         })?;
         Config::from_toml(&text, path.parent()).map_err(named)

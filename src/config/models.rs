@@ -280,11 +280,21 @@ impl RawModel {
                 ),
             );
         }
-        if self.price_input_per_mtok < 0.0
-            || self.price_output_per_mtok < 0.0
-            || self.price_cached_input_per_mtok.is_some_and(|p| p < 0.0)
-        {
-            r.err(path, "prices must not be negative");
+        for (key, price) in [
+            ("price_input_per_mtok", Some(self.price_input_per_mtok)),
+            ("price_output_per_mtok", Some(self.price_output_per_mtok)),
+            (
+                "price_cached_input_per_mtok",
+                self.price_cached_input_per_mtok,
+            ),
+        ] {
+            // NaN and infinity are TOML floats too, and would poison every cost sum.
+            if let Some(p) = price.filter(|p| !(p.is_finite() && *p >= 0.0)) {
+                r.err(
+                    &format!("{path}.{key}"),
+                    format!("must be a price in USD, zero or more, got {p}"),
+                );
+            }
         }
         if self.context_window == 0 {
             r.err(&format!("{path}.context_window"), "must be positive");

@@ -84,11 +84,11 @@ steps = [{ name = "s", model = "m", fallbacks = ["nope"] }]
 "#;
     let e = errors(text).join("\n");
     for want in [
-        "worker.max_in_flight: must be positive",
-        "worker.metrics_listen: not a socket address",
-        "models.m.base_url: must start with http",
-        "models.m.context_window: must be positive",
-        "pipelines.bad name: pipeline names may use only",
+        "worker.max_in_flight (line 3): must be positive",
+        "worker.metrics_listen (line 4): not a socket address",
+        "models.m.base_url (line 7): must start with http",
+        "models.m.context_window (line 8): must be positive",
+        "pipelines.bad name (line 10): pipeline names may use only",
         "pipelines.bad name.steps[0].fallbacks[0] (line 11): unknown model \"nope\"",
     ] {
         assert!(e.contains(want), "missing {want:?} in:\n{e}");
@@ -139,10 +139,13 @@ fn overrides_that_would_break_delivery_guarantees_are_refused() {
     );
     let e = errors(&text).join("\n");
     assert!(
-        e.contains("kafka.consumer.enable.auto.offset.store: managed by baton"),
+        e.contains("kafka.consumer.enable.auto.offset.store (line 9): managed by baton"),
         "{e}"
     );
-    assert!(e.contains("kafka.producer.acks: managed by baton"), "{e}");
+    assert!(
+        e.contains("kafka.producer.acks (line 10): managed by baton"),
+        "{e}"
+    );
     assert!(!e.contains("fetch.min.bytes"), "{e}");
 }
 
@@ -206,27 +209,27 @@ fn route_errors_name_their_key_path() {
         (
             r#"models = ["local"]"#,
             r#"models = ["cloud"]"#,
-            "routes.r.classes.complex.models: class \"complex\" has no candidate allowed to receive restricted data",
+            "routes.r.classes.complex.models (line 20): class \"complex\" has no candidate allowed to receive restricted data",
         ),
         (
             r#"classes.simple.models = ["local", "cloud"]"#,
             r#"classes.simple.models = ["cloud"]"#,
-            "routes.r.variants[1].classes.simple.models: class \"simple\" has no candidate allowed to receive restricted data",
+            "routes.r.variants[1].classes.simple.models (line 29): class \"simple\" has no candidate allowed to receive restricted data",
         ),
         // non-positive weights
-        ("weight = 1\n", "weight = 0\n", "routes.r.variants[1].weight: must be positive, got 0"),
+        ("weight = 1\n", "weight = 0\n", "routes.r.variants[1].weight (line 28): must be positive, got 0"),
         (
             "default_class = \"simple\"",
             "default_class = \"simple\"\nstrategy = \"weighted\"\nweights = { cloud = -1, local = 1 }",
-            "routes.r.weights.cloud: must be positive, got -1",
+            "routes.r.weights.cloud (line 13): must be positive, got -1",
         ),
         (
             "default_class = \"simple\"",
             "default_class = \"simple\"\nstrategy = \"weighted\"\nweights = { local = 1 }",
-            "routes.r.weights: strategy \"weighted\" needs a weight for \"cloud\"",
+            "routes.r.weights (line 13): strategy \"weighted\" needs a weight for \"cloud\"",
         ),
         // duplicate names
-        ("name = \"b\"", "name = \"a\"", "routes.r.variants[1].name: duplicate variant name \"a\""),
+        ("name = \"b\"", "name = \"a\"", "routes.r.variants[1].name (line 27): duplicate variant name \"a\""),
         (
             r#"models = ["cloud", "local"]"#,
             r#"models = ["cloud", "local", "cloud"]"#,
@@ -234,24 +237,24 @@ fn route_errors_name_their_key_path() {
         ),
         // unknown classes and tags
         ("class = \"complex\"", "class = \"hard\"", "routes.r.rules[0].class (line 16): unknown class \"hard\""),
-        ("model = \"cloud\"\n[[", "model = \"cloud\"\nlabels = [\"simple\", \"urgent\"]\n[[", "routes.r.classifier.labels[1]: unknown class \"urgent\""),
-        ("default_class = \"simple\"", "default_class = \"easy\"", "routes.r.default_class: unknown class \"easy\""),
+        ("model = \"cloud\"\n[[", "model = \"cloud\"\nlabels = [\"simple\", \"urgent\"]\n[[", "routes.r.classifier.labels[1] (line 23): unknown class \"urgent\""),
+        ("default_class = \"simple\"", "default_class = \"easy\"", "routes.r.default_class (line 11): unknown class \"easy\""),
         ("residency = \"us\"", "residency = \"us\"\ncapabilities = [\"vison\"]", "models.cloud.capabilities (line 5)"),
-        ("keywords = [\"contract\"]", "regex = \"(unclosed\"", "routes.r.rules[0].regex: invalid regular expression"),
+        ("keywords = [\"contract\"]", "regex = \"(unclosed\"", "routes.r.rules[0].regex (line 15): invalid regular expression"),
         // steps
         ("route = \"r\"", "route = \"q\"", "pipelines.p.steps[0].route (line 32): unknown route \"q\""),
-        ("route = \"r\"", "route = \"r\", model = \"cloud\"", "pipelines.p.steps[0]: set either `route` or `model`"),
-        ("route = \"r\"", "route = \"r\", fallbacks = [\"local\"]", "pipelines.p.steps[0].fallbacks: only with `model`"),
+        ("route = \"r\"", "route = \"r\", model = \"cloud\"", "pipelines.p.steps[0] (line 32): set either `route` or `model`"),
+        ("route = \"r\"", "route = \"r\", fallbacks = [\"local\"]", "pipelines.p.steps[0].fallbacks (line 32): only with `model`"),
         // a later variant is checked as thoroughly as the first
         (
             "classes.simple.models = [\"local\", \"cloud\"]",
             "strategy = \"weighted\"\nclasses.simple.weights = { local = -1, cloud = 1 }\nclasses.complex.weights = { local = 1 }",
-            "routes.r.variants[1].classes.simple.weights.local: must be positive, got -1",
+            "routes.r.variants[1].classes.simple.weights.local (line 30): must be positive, got -1",
         ),
         (
             "classes.simple.models = [\"local\", \"cloud\"]",
             "models = []",
-            "routes.r.variants[1].models: class \"simple\" has no candidate models",
+            "routes.r.variants[1].models (line 29): class \"simple\" has no candidate models",
         ),
     ];
     for (from, to, want) in cases {
@@ -262,6 +265,8 @@ fn route_errors_name_their_key_path() {
             e.iter().any(|x| x.starts_with(want)),
             "want {want:?}, got {e:?}"
         );
+        // Every key these errors name is written in the file, so every one has its line.
+        assert!(e.iter().all(|x| x.contains(" (line ")), "{e:?}");
     }
 }
 
@@ -274,13 +279,13 @@ fn circuit_breaker_settings_are_checked() {
         "{MINIMAL}\n[circuit_breaker]\nfailure_rate = 1.5\ncooldown_ms = 0\n"
     ));
     assert!(
-        e.iter()
-            .any(|x| x.starts_with("circuit_breaker.failure_rate: must be within (0, 1], got 1.5")),
+        e.iter().any(|x| x
+            .starts_with("circuit_breaker.failure_rate (line 9): must be within (0, 1], got 1.5")),
         "{e:?}"
     );
     assert!(
         e.iter()
-            .any(|x| x.starts_with("circuit_breaker.cooldown_ms: must be positive")),
+            .any(|x| x.starts_with("circuit_breaker.cooldown_ms (line 10): must be positive")),
         "{e:?}"
     );
 }
@@ -293,7 +298,7 @@ fn rate_limits_must_be_positive() {
     );
     let e = errors(&text);
     assert!(
-        e[0].starts_with("models.m.rate_limit.requests_per_minute: must be positive"),
+        e[0].starts_with("models.m.rate_limit.requests_per_minute (line 4): must be positive"),
         "{e:?}"
     );
     let ok = MINIMAL.replace(
@@ -324,17 +329,17 @@ fn retry_tiers_are_durations_that_name_topics() {
     ));
     assert!(
         e.iter()
-            .any(|x| x.starts_with("retry.tiers[0]: not a duration")),
+            .any(|x| x.starts_with("retry.tiers[0] (line 9): not a duration")),
         "{e:?}"
     );
     assert!(
         e.iter()
-            .any(|x| x.starts_with("retry.tiers[1]: \"1h 30m\" names a topic")),
+            .any(|x| x.starts_with("retry.tiers[1] (line 9): \"1h 30m\" names a topic")),
         "{e:?}"
     );
     assert!(
         e.iter()
-            .any(|x| x.starts_with("retry.tiers[3]: duplicate tier")),
+            .any(|x| x.starts_with("retry.tiers[3] (line 9): duplicate tier")),
         "{e:?}"
     );
 }
@@ -371,7 +376,12 @@ response_format = { schema_file = "no/such/schema.json" }
         e[2].starts_with("pipelines.c.steps[1].review_when (line 14): "),
         "{e:#?}"
     );
-    assert!(e[3].contains("cannot read schema file"), "{e:#?}");
+    assert!(
+        e[3].starts_with(
+            "pipelines.c.steps[1].response_format (line 15): cannot read schema file no/such/schema.json: "
+        ),
+        "{e:#?}"
+    );
 }
 
 #[test]
@@ -401,4 +411,113 @@ response_format = { schema_file = "schemas/risk.json" }
         c.steps[0].system_template.as_deref(),
         Some("c.classify.system")
     );
+}
+
+/// [`MINIMAL`] with its step under a `[[...]]` header, for keys to add to the step.
+const STEPS: &str = r#"[models.m]
+base_url = "http://127.0.0.1:1/v1"
+[[pipelines.p.steps]]
+name = "s"
+model = "m"
+"#;
+
+/// The issue's cases: range checks of phase two name the line of the key they check, whether
+/// the key sits under a table header, in an inline table or in a dotted key.
+#[test]
+fn range_errors_carry_the_line_of_their_key() {
+    let base_url = "base_url = \"http://127.0.0.1:1/v1\"";
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!("{MINIMAL}\n[worker]\nmax_in_flight = 0\n"),
+            "worker.max_in_flight (line 9): must be positive",
+        ),
+        (
+            format!("worker.max_in_flight = 0\n{MINIMAL}"),
+            "worker.max_in_flight (line 1): must be positive",
+        ),
+        (
+            format!("{MINIMAL}\n[circuit_breaker]\nfailure_rate = 0.0\n"),
+            "circuit_breaker.failure_rate (line 9): must be within (0, 1], got 0",
+        ),
+        (
+            format!("{MINIMAL}\n[retry]\ntiers = [\n  \"30s\",\n  \"soon\",\n]\n"),
+            "retry.tiers[1] (line 11): not a duration",
+        ),
+        (
+            MINIMAL.replace("http://127.0.0.1:1/v1", "127.0.0.1:1/v1"),
+            "models.m.base_url (line 3): must start with http:// or https://",
+        ),
+        (
+            MINIMAL.replace(base_url, &format!("{base_url}\ncontext_window = 0")),
+            "models.m.context_window (line 4): must be positive",
+        ),
+        (
+            format!("{STEPS}max_tokens = 0\n"),
+            "pipelines.p.steps[0].max_tokens (line 6): must be positive",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = errors(&text);
+        assert!(
+            e.iter().any(|x| x.starts_with(want)),
+            "want {want:?}, got {e:?}"
+        );
+    }
+}
+
+/// A negative price says which of the three it is, on its own line.
+#[test]
+fn a_negative_price_names_which_price() {
+    let base_url = "base_url = \"http://127.0.0.1:1/v1\"";
+    let prices = "price_input_per_mtok = 0.5\nprice_output_per_mtok = -2.5\nprice_cached_input_per_mtok = -0.1";
+    let e = errors(&MINIMAL.replace(base_url, &format!("{base_url}\n{prices}")));
+    assert_eq!(
+        e,
+        vec![
+            "models.m.price_output_per_mtok (line 5): must be a price in USD, zero or more, got -2.5",
+            "models.m.price_cached_input_per_mtok (line 6): must be a price in USD, zero or more, got -0.1",
+        ]
+    );
+    let e = errors(&MINIMAL.replace(base_url, &format!("{base_url}\nprice_input_per_mtok = nan")));
+    assert_eq!(
+        e,
+        vec![
+            "models.m.price_input_per_mtok (line 4): must be a price in USD, zero or more, got NaN"
+        ]
+    );
+}
+
+/// A key left out gets the line of the table it belongs in; a section not written at all
+/// gets none.
+#[test]
+fn an_error_about_a_key_left_out_points_at_its_table() {
+    let text = format!("{STEPS}[[pipelines.p.steps]]\nname = \"t\"\n");
+    let e = errors(&text);
+    assert!(
+        e.iter()
+            .any(|x| x.starts_with("pipelines.p.steps[1] (line 6): missing `route`")),
+        "{e:?}"
+    );
+    let e = errors("[models.m]\nbase_url = \"http://127.0.0.1:1/v1\"\n");
+    assert_eq!(e, vec!["pipelines: at least one pipeline is required"]);
+}
+
+/// An unreadable file says which file: the config itself, a topic declarations file, a schema
+/// file (the last two also the key and line that name them).
+#[test]
+fn an_unreadable_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("baton.toml");
+    let e = Config::load(&missing).unwrap_err();
+    let want = format!("cannot read config file {}: ", missing.display());
+    assert!(e.errors[0].to_string().starts_with(&want), "{e}");
+
+    let text = format!("{MINIMAL}\n[topics]\ndeclarations = \"no/such/topics.toml\"\n");
+    std::fs::write(&missing, &text).unwrap();
+    let e = Config::load(&missing).unwrap_err();
+    let want = format!(
+        "topics.declarations (line 9): cannot read {}: ",
+        dir.path().join("no/such/topics.toml").display()
+    );
+    assert!(e.errors[0].to_string().starts_with(&want), "{e}");
 }

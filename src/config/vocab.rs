@@ -63,17 +63,28 @@ impl Sensitivity {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// Prompt tokens.
+    #[serde(deserialize_with = "whole::deserialize")]
     pub input_tokens: u64,
     /// Completion tokens.
+    #[serde(deserialize_with = "whole::deserialize")]
     pub output_tokens: u64,
     /// Their sum.
+    #[serde(deserialize_with = "whole::deserialize")]
     pub total_tokens: u64,
     /// Input tokens the provider served from its prompt cache (billed at the cached price).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "whole::deserialize"
+    )]
     pub cached_input_tokens: u64,
     /// Output tokens the model spent reasoning before its answer (billed as output tokens;
     /// included in `output_tokens`).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "whole::deserialize"
+    )]
     pub reasoning_tokens: u64,
 }
 
@@ -89,13 +100,14 @@ fn is_zero(n: &u64) -> bool {
 pub enum ErrorClass {
     /// The record value is larger than `worker.max_payload_bytes`.
     PayloadTooLarge,
-    /// The record has no value at all.
+    /// The record has no value, or a zero-byte one.
     EmptyPayload,
     /// The value is not UTF-8.
     InvalidUtf8,
-    /// The value is not JSON.
+    /// The value is not JSON (or starts with a UTF-8 byte order mark, which JSON forbids).
     InvalidJson,
-    /// JSON, but not a job envelope (missing or non-string `id`, wrong field types...).
+    /// JSON, but not what `topics/schemas/job.schema.json` accepts (not an object, a missing
+    /// or blank `id`, a wrong field type, an unknown role or sensitivity...).
     InvalidEnvelope,
     /// The job names a pipeline that is not configured (or not this topic's).
     UnknownPipeline,
@@ -164,6 +176,70 @@ impl ErrorClass {
             ErrorClass::TemplateError => "template_error",
             ErrorClass::OutputRejected => "output_rejected",
             ErrorClass::InternalError => "internal_error",
+        }
+    }
+}
+
+/// Integers as JSON Schema's `integer` has them: any number with no fractional part, `5` or
+/// `5.0`. serde turns `5.0` down for an integer field, which would make the job decoder refuse
+/// envelopes `topics/schemas/job.schema.json` accepts (a producer whose JSON library writes
+/// every number as a float).
+pub mod whole {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Number;
+
+    /// A whole number that fits `T`, written with or without a fractional `.0`.
+    pub fn deserialize<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<i128>,
+    {
+        convert(&Number::deserialize(d)?)
+    }
+
+    /// [`deserialize`] for an optional field; `null` is `None`.
+    pub fn option<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<i128>,
+    {
+        Option::<Number>::deserialize(d)?
+            .map(|n| convert(&n))
+            .transpose()
+    }
+
+    fn convert<T: TryFrom<i128>, E: Error>(n: &Number) -> Result<T, E> {
+        let whole = match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => Some(i128::from(i)),
+            (None, Some(u), _) => Some(i128::from(u)),
+            // `as` saturates: a float beyond i128 (1e40) stays out of range for every target.
+            (None, None, Some(f)) if f.fract() == 0.0 => Some(f as i128),
+            _ => None,
+        }
+        .ok_or_else(|| E::custom(format!("expected a whole number, got {n}")))?;
+        T::try_from(whole).map_err(|_| E::custom(format!("{n} is out of range")))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn parse<T: TryFrom<i128>>(json: &str) -> Result<T, serde_json::Error> {
+            deserialize(&mut serde_json::Deserializer::from_str(json))
+        }
+
+        #[test]
+        fn whole_floats_are_integers_and_the_rest_are_refused() {
+            assert_eq!(parse::<u32>("5").unwrap(), 5);
+            assert_eq!(parse::<u32>("5.0").unwrap(), 5);
+            assert_eq!(parse::<u64>("1e3").unwrap(), 1000);
+            assert_eq!(parse::<i64>("-2.0").unwrap(), -2);
+            assert!(parse::<u32>("5.5").is_err());
+            assert!(parse::<u32>("-1").is_err());
+            assert!(parse::<u32>("4294967296").is_err());
+            assert!(parse::<u64>("1e30").is_err());
+            assert!(parse::<u64>("\"5\"").is_err());
         }
     }
 }

@@ -75,6 +75,10 @@ pub struct BenchArgs {
     /// appends conversation memory.
     #[arg(long, default_value_t = 0)]
     pub conversations: u64,
+    /// Size of each job's input text, in KiB (0: a short sentence), to measure memory with large
+    /// prompts.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=900))]
+    pub payload_kib: u64,
     /// Extra librdkafka consumer property of the worker (`[kafka.consumer]`), as KEY=VALUE;
     /// repeatable. For tuning experiments; the default measures the shipped settings.
     #[arg(long = "consumer-prop", value_name = "KEY=VALUE", value_parser = parse_prop)]
@@ -179,6 +183,8 @@ pub struct LevelReport {
     pub worker_cpu_s_per_1k: f64,
     /// Worker peak resident memory, MiB.
     pub worker_peak_rss_mib: f64,
+    /// Worker resident memory 5 s after its last result (idle, backlog drained), MiB.
+    pub worker_idle_rss_mib: f64,
     /// Mock provider CPU seconds per 1,000 jobs during the level.
     pub mock_cpu_s_per_1k: f64,
     /// Share of all cores busy (any process) while the worker ran, percent.
@@ -318,7 +324,7 @@ async fn run_level(
     let mut config = Config::load(&config_path)?;
     config.declarations.input.partitions = args.partitions;
     let plan = crate::kafka::topics::plan(&config);
-    crate::kafka::admin::apply(&args.bootstrap, &plan, false).await?;
+    crate::kafka::admin::apply(&crate::kafka::plain_config(&args.bootstrap), &plan, false).await?;
     let step = config.steps[0].clone();
     publish_jobs(args, &prefix, &step.topic, level).await?;
     let mut topics = vec![config.topics.results.clone()];
@@ -364,9 +370,18 @@ async fn publish_jobs(
     )));
     let producer = crate::kafka::tools::tool_producer(&args.bootstrap)?;
     let conversations = args.conversations;
+    let padding = "lorem ipsum ".repeat((args.payload_kib as usize * 1024).div_ceil(12));
     let records = (0..args.jobs).map(|i| {
         let id = format!("{prefix}{i:07}");
-        let mut value = json!({ "id": id, "input": format!("benchmark job {i}") });
+        let input = if padding.is_empty() {
+            format!("benchmark job {i}")
+        } else {
+            format!(
+                "benchmark job {i} {}",
+                &padding[..args.payload_kib as usize * 1024]
+            )
+        };
+        let mut value = json!({ "id": id, "input": input });
         let key = if conversations > 0 {
             let conv = format!("{prefix}c{}", i % conversations);
             value["conversation_id"] = json!(conv);
@@ -401,6 +416,7 @@ fn level_report(args: &BenchArgs, level: u64, outcome: &Outcome, log: &Path) -> 
         ceiling_jobs_per_s: level as f64 * 1000.0 / args.latency_ms as f64,
         worker_cpu_s_per_1k: outcome.worker_cpu_s * 1000.0 / n,
         worker_peak_rss_mib: outcome.worker_peak_rss_kib as f64 / 1024.0,
+        worker_idle_rss_mib: outcome.worker_idle_rss_kib as f64 / 1024.0,
         mock_cpu_s_per_1k: outcome.mock_cpu_s * 1000.0 / n,
         host_busy_pct: outcome.host_busy_pct,
         dead_letters: outcome.dead_letters,
@@ -477,6 +493,7 @@ struct Outcome {
     dead_letters: u64,
     worker_cpu_s: f64,
     worker_peak_rss_kib: u64,
+    worker_idle_rss_kib: u64,
     mock_cpu_s: f64,
     host_busy_pct: f64,
     exit: Option<ExitStatus>,
@@ -502,9 +519,12 @@ impl LevelRun {
         // Read before stopping: the process's figures vanish with it.
         let pid = worker.pid();
         let worker_cpu_s = cpu_seconds(pid)?;
-        let worker_peak_rss_kib = peak_rss_kib(pid)?;
+        let worker_peak_rss_kib = status_kib(pid, "VmHWM:")?;
         let host_after = host_cpu_ticks()?;
         let mock_cpu_s = cpu_seconds(self.mock_pid)? - mock_cpu_before;
+        // Does the memory go back down once the backlog is done?
+        std::thread::sleep(Duration::from_secs(5));
+        let worker_idle_rss_kib = status_kib(pid, "VmRSS:")?;
         let (busy, total) = (host_after.0 - host_before.0, host_after.1 - host_before.1);
         let host_busy_pct = if total > 0 {
             busy as f64 * 100.0 / total as f64
@@ -521,6 +541,7 @@ impl LevelRun {
             dead_letters: arrivals.dead_letters,
             worker_cpu_s,
             worker_peak_rss_kib,
+            worker_idle_rss_kib,
             mock_cpu_s,
             host_busy_pct,
             exit,
@@ -692,11 +713,12 @@ fn cpu_seconds(pid: i32) -> Result<f64, BenchError> {
 }
 
 /// Peak resident set size of a process in KiB (`VmHWM` in `/proc/<pid>/status`).
-fn peak_rss_kib(pid: i32) -> Result<u64, BenchError> {
+/// A memory figure (`VmHWM:` peak, `VmRSS:` now) of a process, KiB.
+fn status_kib(pid: i32, field: &str) -> Result<u64, BenchError> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).map_err(io_err(format!("reading {path}")))?;
     text.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| unparsable(&path))
@@ -789,7 +811,7 @@ fn style(template: &str) -> ProgressStyle {
 
 fn print_header() {
     println!(
-        "{:>9} {:>7} {:>10} {:>10} {:>10} {:>6} {:>11} {:>9} {:>10} {:>6} {:>5}",
+        "{:>9} {:>7} {:>10} {:>10} {:>10} {:>6} {:>11} {:>9} {:>9} {:>10} {:>6} {:>5}",
         "in_flight",
         "jobs",
         "steady/s",
@@ -798,6 +820,7 @@ fn print_header() {
         "%ceil",
         "cpu_s/1k",
         "rss_MiB",
+        "idle_MiB",
         "mock_s/1k",
         "host%",
         "dlq"
@@ -806,7 +829,7 @@ fn print_header() {
 
 fn print_row(r: &LevelReport) {
     println!(
-        "{:>9} {:>7} {:>10.0} {:>10.0} {:>10.0} {:>5.0}% {:>11.3} {:>9.1} {:>10.3} {:>5.0}% {:>5}{}",
+        "{:>9} {:>7} {:>10.0} {:>10.0} {:>10.0} {:>5.0}% {:>11.3} {:>9.1} {:>9.1} {:>10.3} {:>5.0}% {:>5}{}",
         r.in_flight,
         r.jobs,
         r.jobs_per_s_steady,
@@ -815,6 +838,7 @@ fn print_row(r: &LevelReport) {
         r.jobs_per_s_steady * 100.0 / r.ceiling_jobs_per_s,
         r.worker_cpu_s_per_1k,
         r.worker_peak_rss_mib,
+        r.worker_idle_rss_mib,
         r.mock_cpu_s_per_1k,
         r.host_busy_pct,
         r.dead_letters,

@@ -3,6 +3,13 @@
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: a profile of the worker at 1024 jobs in flight showed
+/// a sixth of its CPU in glibc's malloc and free (arena lock waits included); mimalloc's
+/// thread-local free lists make that cheap, and it gives freed pages back to the system after
+/// a short delay, so a worker's memory goes back down once a burst of large payloads is done.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = baton::cli::Cli::parse();
     baton::cli::init_logging(cli.log_json, &cli.command);

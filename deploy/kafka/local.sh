@@ -7,6 +7,10 @@
 #
 #   deploy/kafka/local.sh start   # prints exactly one line: bootstrap=127.0.0.1:PORT
 #   deploy/kafka/local.sh status  # same line if running (exit 0), else exit 1
+#   deploy/kafka/local.sh secure  # the TLS + SASL listener of the running broker:
+#                                 #   bootstrap=127.0.0.1:PORT ca=PEM user=NAME password=SECRET
+#                                 #   (SASL_SSL with SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN; a
+#                                 #   certificate for 127.0.0.1 made by keytool at each start)
 #   deploy/kafka/local.sh stop    # idempotent
 #   deploy/kafka/local.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server ... --list
 #
@@ -80,7 +84,7 @@ fetch_jars() {
 
 # ---------------------------------------------------------------- state
 
-# State file: plain key=value lines (PID, DATA_DIR, PORT, CONTROLLER_PORT).
+# State file: plain key=value lines (PID, DATA_DIR, PORT, CONTROLLER_PORT, SECURE_PORT).
 state_get() {
   [[ -f "$STATE" ]] || return 1
   sed -n "s/^$1=//p" "$STATE" | head -n1
@@ -125,20 +129,20 @@ remove_data_dir() {
 # Written before the broker exists too, so a failed start still knows which
 # data dir to clean up.
 write_state() {
-  printf 'PID=%s\nDATA_DIR=%s\nPORT=%s\nCONTROLLER_PORT=%s\n' \
-    "$PID" "$DATA_DIR" "$PORT" "$1" > "$STATE"
+  printf 'PID=%s\nDATA_DIR=%s\nPORT=%s\nCONTROLLER_PORT=%s\nSECURE_PORT=%s\n' \
+    "$PID" "$DATA_DIR" "$PORT" "$1" "$SECURE_PORT" > "$STATE"
 }
 
 # ---------------------------------------------------------------- start
 
-# Two distinct free ports on 127.0.0.1. Both sockets are held open until both
+# Three distinct free ports on 127.0.0.1. All sockets are held open until both
 # are chosen so they can't collide with each other; the small window before the
 # broker binds them is covered by the retry in cmd_start.
 free_ports() {
   python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(2):
+for _ in range(3):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -151,15 +155,43 @@ random_cluster_id() {
   python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))'
 }
 
+# The SASL user of the secure listener; its password is made at each start.
+SASL_USER=baton
+
+# A self-signed certificate for 127.0.0.1 (keytool, from the JDK that runs the broker): the
+# broker's keystore, and the certificate as PEM for clients to trust (ssl.ca.location).
+make_certificate() {
+  local dir="$1" pass="$2" keytool
+  keytool="$(dirname "$(readlink -f "$(command -v "$JAVA")")")/keytool"
+  [[ -x "$keytool" ]] || keytool=keytool
+  "$keytool" -genkeypair -alias broker -keyalg RSA -keysize 2048 -validity 30 \
+      -dname "CN=localhost" -ext "SAN=IP:127.0.0.1,DNS:localhost" \
+      -keystore "$dir/broker.p12" -storetype PKCS12 -storepass "$pass" -keypass "$pass" \
+      >"$dir/keytool.log" 2>&1 || { cat "$dir/keytool.log" >&2; return 1; }
+  "$keytool" -exportcert -rfc -alias broker -keystore "$dir/broker.p12" -storetype PKCS12 \
+      -storepass "$pass" -file "$dir/ca.pem" >>"$dir/keytool.log" 2>&1 \
+    || { cat "$dir/keytool.log" >&2; return 1; }
+}
+
 write_config() {
-  local dir="$1" port="$2" cport="$3"
+  local dir="$1" port="$2" cport="$3" sport="$4" pass="$5"
   cat > "$dir/server.properties" <<EOF
 # Single combined broker+controller KRaft node, loopback only.
 process.roles=broker,controller
 node.id=1
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SECURE://127.0.0.1:$sport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SECURE://127.0.0.1:$sport
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SECURE:SASL_SSL
+# The secure listener, as a managed cluster has it: TLS, then SASL (SCRAM users are made when
+# the storage is formatted; PLAIN checks the JAAS line below).
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
+listener.name.secure.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.secure.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.secure.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER="$pass";
+listener.name.secure.ssl.keystore.location=$dir/broker.p12
+listener.name.secure.ssl.keystore.type=PKCS12
+listener.name.secure.ssl.keystore.password=$pass
+listener.name.secure.ssl.key.password=$pass
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 # Dynamic quorum (KIP-853), formatted with --standalone below.
@@ -215,17 +247,23 @@ launch() {
   # explicit `|| return 1`s.)
   DATA_DIR="$(mktemp -d "${TMPDIR:-/tmp}/baton-kafka.XXXXXX")" || return 1
   PID=""
-  local ports cport
+  local ports cport pass
   ports="$(free_ports)" || return 1
-  PORT="${ports% *}"; cport="${ports#* }"
-  write_config "$DATA_DIR" "$PORT" "$cport" || return 1
+  read -r PORT cport SECURE_PORT <<<"$ports"
+  pass="$(python3 -c 'import secrets;print(secrets.token_hex(16))')"
+  printf '%s\n' "$pass" > "$DATA_DIR/sasl.password"
+  write_config "$DATA_DIR" "$PORT" "$cport" "$SECURE_PORT" "$pass" || return 1
   write_state "$cport" || return 1
+  make_certificate "$DATA_DIR" "$pass" || return 1
   local log4j="-Dlog4j2.configurationFile=file:$DATA_DIR/log4j2.properties"
   local blog="$DATA_DIR/broker.log"
 
   "$JAVA" -cp "$LIBS/*" "$log4j" kafka.tools.StorageTool format \
       --config "$DATA_DIR/server.properties" --cluster-id "$(random_cluster_id)" \
-      --standalone >"$DATA_DIR/format.log" 2>&1 \
+      --standalone \
+      --add-scram "SCRAM-SHA-256=[name=$SASL_USER,password=$pass]" \
+      --add-scram "SCRAM-SHA-512=[name=$SASL_USER,password=$pass]" \
+      >"$DATA_DIR/format.log" 2>&1 \
     || { cat "$DATA_DIR/format.log" >&2; return 1; }
 
   # setsid: own session, so Ctrl-C or a test harness killing our process group
@@ -349,10 +387,18 @@ cmd_tool() {
   exec "$JAVA" -Dlog4j2.configurationFile="file:$cfg" -cp "$LIBS/*" "$@"
 }
 
+# The secure listener of the running broker, as one line.
+cmd_secure() {
+  running_bootstrap >/dev/null || { log "not running (state $STATE)"; return 1; }
+  local dir; dir="$(state_get DATA_DIR)"
+  echo "bootstrap=127.0.0.1:$(state_get SECURE_PORT) ca=$dir/ca.pem user=$SASL_USER password=$(cat "$dir/sasl.password")"
+}
+
 case "${1:-}" in
   start)  cmd_start ;;
+  secure) cmd_secure ;;
   stop)   cmd_stop ;;
   status) cmd_status ;;
   tool)   shift; cmd_tool "$@" ;;
-  *) echo "usage: $0 start|stop|status|tool MAIN_CLASS [ARGS...]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|secure|tool MAIN_CLASS [ARGS...]" >&2; exit 2 ;;
 esac

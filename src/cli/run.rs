@@ -35,7 +35,9 @@ pub(super) async fn run_worker(args: RunArgs) -> Result<(), CliError> {
             _ => false,
         })
         .collect();
-    let report = crate::kafka::admin::apply(&config.kafka.bootstrap_servers, &needed, true).await?;
+    let report =
+        crate::kafka::admin::apply(&crate::kafka::client_config(&config.kafka), &needed, true)
+            .await?;
     let missing: Vec<String> = report
         .into_iter()
         .filter(|r| r.status == TopicStatus::Missing)

@@ -33,8 +33,12 @@ pub(super) async fn topics_apply(args: TopicsApplyArgs) -> Result<(), CliError> 
     let config = load_config(&args.config, args.bootstrap.as_deref())?;
     config.require_bootstrap()?;
     let plan = crate::kafka::topics::plan(&config);
-    let report =
-        crate::kafka::admin::apply(&config.kafka.bootstrap_servers, &plan, args.dry_run).await?;
+    let report = crate::kafka::admin::apply(
+        &crate::kafka::client_config(&config.kafka),
+        &plan,
+        args.dry_run,
+    )
+    .await?;
     let mut drifted = 0;
     for r in &report {
         let status = match &r.status {

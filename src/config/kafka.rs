@@ -15,6 +15,10 @@ pub struct RawKafka {
     /// Consumer group of the workers.
     #[serde(default = "default_group")]
     pub group_id: String,
+    /// librdkafka properties of every client baton makes (worker, memory reader, tools):
+    /// security, SASL and TLS settings go here.
+    #[serde(default)]
+    pub common: BTreeMap<String, String>,
     /// Extra librdkafka consumer properties.
     #[serde(default)]
     pub consumer: BTreeMap<String, String>,
@@ -28,6 +32,7 @@ impl Default for RawKafka {
         RawKafka {
             bootstrap_servers: None,
             group_id: default_group(),
+            common: BTreeMap::new(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
         }
@@ -45,6 +50,8 @@ pub struct KafkaSettings {
     pub bootstrap_servers: String,
     /// Consumer group id of the workers.
     pub group_id: String,
+    /// librdkafka properties of every client (security, SASL, TLS).
+    pub common: BTreeMap<String, String>,
     /// Extra librdkafka properties for the consumer.
     pub consumer: BTreeMap<String, String>,
     /// Extra librdkafka properties for the producer.
@@ -68,6 +75,16 @@ const CLASSIC_ONLY_KEYS: &[&str] = &[
     "group.protocol.type",
 ];
 
+/// Properties `[kafka.common]` may not set: those baton manages in any client.
+const MANAGED_COMMON_KEYS: &[&str] = &[
+    "enable.auto.offset.store",
+    "enable.auto.commit",
+    "group.id",
+    "bootstrap.servers",
+    "acks",
+    "enable.idempotence",
+];
+
 /// Producer properties baton sets itself and a config may not override.
 const MANAGED_PRODUCER_KEYS: &[&str] = &["acks", "enable.idempotence", "bootstrap.servers"];
 
@@ -88,6 +105,12 @@ impl RawKafka {
                 &self.producer,
                 MANAGED_PRODUCER_KEYS,
                 "outputs must be acknowledged by all replicas",
+            ),
+            (
+                "common",
+                &self.common,
+                MANAGED_COMMON_KEYS,
+                "set per client; the consumer and producer sections say why",
             ),
         ];
         for (section, props, keys, why) in managed {
@@ -114,6 +137,7 @@ impl RawKafka {
         KafkaSettings {
             bootstrap_servers: self.bootstrap_servers.clone().unwrap_or_default(),
             group_id: self.group_id.clone(),
+            common: from_env(r, "common", &self.common),
             consumer: from_env(r, "consumer", &self.consumer),
             producer: from_env(r, "producer", &self.producer),
         }

@@ -185,7 +185,8 @@ async fn run_contracts(
             }
         }
         None => {
-            crate::kafka::admin::apply(bootstrap, &plan, false).await?;
+            crate::kafka::admin::apply(&crate::kafka::plain_config(bootstrap), &plan, false)
+                .await?;
         }
     }
     let report = contracts::run(config.clone(), timeout).await?;
@@ -238,7 +239,12 @@ async fn start_cluster(
             rebase_topics(config, &prefix);
             config.kafka.bootstrap_servers = b.to_string();
             config.kafka.group_id = format!("{prefix}workers");
-            crate::kafka::admin::apply(b, &crate::kafka::topics::plan(config), false).await?;
+            crate::kafka::admin::apply(
+                &crate::kafka::plain_config(b),
+                &crate::kafka::topics::plan(config),
+                false,
+            )
+            .await?;
             Ok(None)
         }
     }

@@ -72,13 +72,15 @@ fn describe_topics(
         .collect())
 }
 
-/// Creates missing topics (unless `dry_run`) and checks existing ones against the plan.
+/// Creates missing topics (unless `dry_run`) and checks existing ones against the plan;
+/// `client` gives the bootstrap servers and any security settings
+/// ([`super::client_config`], or [`super::plain_config`] without a config).
 pub async fn apply(
-    bootstrap: &str,
+    client: &rdkafka::ClientConfig,
     plan: &[PlannedTopic],
     dry_run: bool,
 ) -> Result<Vec<TopicReport>, AdminError> {
-    let admin: AdminClient<DefaultClientContext> = super::plain_config(bootstrap).create()?;
+    let admin: AdminClient<DefaultClientContext> = client.create()?;
     let mut existing = describe_topics(&admin)?;
     let missing: Vec<&PlannedTopic> = plan
         .iter()

@@ -27,9 +27,8 @@ use crate::config::KafkaSettings;
 /// input topic). `group.protocol = "classic"` in `[kafka.consumer]` falls back to the classic
 /// protocol (range assignment, eager rebalances) for brokers older than 4.0.
 pub fn consumer_config(k: &KafkaSettings) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &k.bootstrap_servers)
-        .set("group.id", &k.group_id)
+    let mut c = client_config(k);
+    c.set("group.id", &k.group_id)
         .set("client.id", "baton-worker")
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "200")
@@ -56,9 +55,8 @@ pub fn classic_protocol(k: &KafkaSettings) -> bool {
 
 /// Producer settings: idempotent, acks=all, small linger for batching.
 pub fn producer_config(k: &KafkaSettings) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &k.bootstrap_servers)
-        .set("client.id", "baton-producer")
+    let mut c = client_config(k);
+    c.set("client.id", "baton-producer")
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("compression.type", "lz4")
@@ -69,17 +67,12 @@ pub fn producer_config(k: &KafkaSettings) -> ClientConfig {
     c
 }
 
-/// Settings for a tool's client (`baton lag`, admin) under a config: its bootstrap servers and
-/// the connection settings of `[kafka.consumer]` (security protocol, SASL, TLS, sockets).
+/// Settings for any client under a config (a tool, the memory reader, admin): its bootstrap
+/// servers and `[kafka.common]` (security protocol, SASL, TLS).
 pub fn client_config(k: &KafkaSettings) -> ClientConfig {
     let mut c = plain_config(&k.bootstrap_servers);
-    for (key, value) in &k.consumer {
-        let connection = ["security.", "sasl.", "ssl.", "socket.", "client.dns."]
-            .iter()
-            .any(|p| key.starts_with(p));
-        if connection {
-            c.set(key, value);
-        }
+    for (key, value) in &k.common {
+        c.set(key, value);
     }
     c
 }

@@ -186,9 +186,10 @@ pub fn read_topic(
     Ok(out)
 }
 
-/// A consumer that joins no group and commits nothing, for [`read_partition_from`].
-pub fn partition_reader(bootstrap: &str) -> Result<BaseConsumer, KafkaError> {
-    super::plain_config(bootstrap)
+/// A consumer that joins no group and commits nothing, for [`read_partition_from`]; `base`
+/// gives the bootstrap servers and any security settings.
+pub fn partition_reader(base: &rdkafka::ClientConfig) -> Result<BaseConsumer, KafkaError> {
+    base.clone()
         .set("group.id", "baton-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")

@@ -156,8 +156,10 @@ async fn run_job(
                 g = shared.memory.lock(&conv) => g,
                 _ = item.cancel.cancelled() => return None,
             };
-            let (bootstrap, topic) = (&config.kafka.bootstrap_servers, &config.topics.memory);
-            let found = shared.memory.get(bootstrap, topic, &conv, &item.cancel);
+            let found =
+                shared
+                    .memory
+                    .get(&config.kafka, &config.topics.memory, &conv, &item.cancel);
             let (partition, memory) = found.await?;
             job.memory = memory.messages_for(&job);
             Some((partition, memory, guard))

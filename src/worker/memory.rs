@@ -29,6 +29,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::KafkaSettings;
 use crate::envelope::{Job, MemoryRecord, Turn};
 
 /// Text a conversation's memory record keeps at most (its oldest turns go first).
@@ -114,14 +115,14 @@ impl Memory {
     /// read until it succeeds or `cancel` fires (`None`).
     pub async fn get(
         &self,
-        bootstrap: &str,
+        kafka: &KafkaSettings,
         topic: &str,
         conversation: &str,
         cancel: &CancellationToken,
     ) -> Option<(i32, MemoryRecord)> {
         let mut delay = Duration::from_millis(200);
         loop {
-            match self.try_get(bootstrap, topic, conversation).await {
+            match self.try_get(kafka, topic, conversation).await {
                 Ok(found) => return Some(found),
                 Err(e) => {
                     tracing::warn!(error = %e, topic, "memory not readable; retrying");
@@ -137,7 +138,7 @@ impl Memory {
 
     async fn try_get(
         &self,
-        bootstrap: &str,
+        kafka: &KafkaSettings,
         topic: &str,
         conversation: &str,
     ) -> Result<(i32, MemoryRecord), KafkaError> {
@@ -153,14 +154,14 @@ impl Memory {
         let partitions = match cache.partitions {
             Some(n) => n,
             None => {
-                let n = partition_count(bootstrap, topic).await?;
+                let n = partition_count(kafka, topic).await?;
                 cache.partitions = Some(n);
                 n
             }
         };
         let p = partition_of(conversation, partitions);
         if !cache.loaded.contains(&p) {
-            let records = read_partition(bootstrap, topic, p).await?;
+            let records = read_partition(kafka, topic, p).await?;
             for record in records {
                 cache.put(record);
             }
@@ -239,11 +240,10 @@ pub(super) fn update(
     }
 }
 
-async fn partition_count(bootstrap: &str, topic: &str) -> Result<i32, KafkaError> {
-    let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
+async fn partition_count(kafka: &KafkaSettings, topic: &str) -> Result<i32, KafkaError> {
+    let (client, topic) = (crate::kafka::client_config(kafka), topic.to_string());
     tokio::task::spawn_blocking(move || {
-        let consumer: rdkafka::consumer::BaseConsumer =
-            crate::kafka::plain_config(&bootstrap).create()?;
+        let consumer: rdkafka::consumer::BaseConsumer = client.create()?;
         let md = rdkafka::consumer::Consumer::fetch_metadata(
             &consumer,
             Some(&topic),
@@ -263,13 +263,13 @@ async fn partition_count(bootstrap: &str, topic: &str) -> Result<i32, KafkaError
 
 /// The memory records of partition `p`, from its beginning to its high watermark.
 async fn read_partition(
-    bootstrap: &str,
+    kafka: &KafkaSettings,
     topic: &str,
     p: i32,
 ) -> Result<Vec<MemoryRecord>, KafkaError> {
-    let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
+    let (client, topic) = (crate::kafka::client_config(kafka), topic.to_string());
     let (records, _) = tokio::task::spawn_blocking(move || {
-        let reader = crate::kafka::tools::partition_reader(&bootstrap)?;
+        let reader = crate::kafka::tools::partition_reader(&client)?;
         crate::kafka::tools::read_partition_from(&reader, &topic, p, None, Duration::from_secs(30))
     })
     .await

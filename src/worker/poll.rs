@@ -73,6 +73,9 @@ pub(super) struct Poller {
     /// Interned topic names.
     topics: HashMap<String, Arc<str>>,
     last_poll_error: Option<Instant>,
+    /// When the worker last had a job in flight, and whether memory was given back since.
+    busy_at: Instant,
+    trimmed: bool,
 }
 
 impl Poller {
@@ -95,6 +98,8 @@ impl Poller {
             held: HashMap::new(),
             topics: HashMap::new(),
             last_poll_error: None,
+            busy_at: Instant::now(),
+            trimmed: true,
         }
     }
 
@@ -115,7 +120,20 @@ impl Poller {
         }
         self.release_due();
         if !self.start_records() {
+            self.release_memory_when_idle();
             self.shared.bell.wait(self.idle_wait());
+        }
+    }
+
+    /// Once the worker has had nothing in flight for two seconds, gives the allocators' free
+    /// memory back to the system, so a burst of large payloads does not keep its pages.
+    fn release_memory_when_idle(&mut self) {
+        if self.shared.tracker().in_flight() > 0 {
+            self.busy_at = Instant::now();
+            self.trimmed = false;
+        } else if !self.trimmed && self.busy_at.elapsed() >= Duration::from_secs(2) {
+            crate::util::release_free_memory();
+            self.trimmed = true;
         }
     }
 

@@ -89,7 +89,7 @@ impl World {
         std::fs::write(&config_path, &text).unwrap();
         let config = Config::load(&config_path).unwrap();
         let plan = baton::kafka::topics::plan(&config);
-        baton::kafka::admin::apply(&bootstrap(), &plan, false)
+        baton::kafka::admin::apply(&baton::kafka::plain_config(&bootstrap()), &plan, false)
             .await
             .unwrap();
         World {
@@ -359,4 +359,61 @@ pub fn kafka_tool(class: &str, args: &[&str]) -> String {
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
+}
+
+/// Runs one of Apache Kafka's command-line tools with `input` on its standard input.
+pub fn kafka_tool_with_input(class: &str, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kafka/local.sh");
+    let mut child = Command::new(script)
+        .arg("tool")
+        .arg(class)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run deploy/kafka/local.sh tool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{class} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The broker's TLS + SASL listener (`deploy/kafka/local.sh secure`): bootstrap, CA
+/// certificate (PEM path), user, password.
+pub fn secure_listener() -> (String, String, String, String) {
+    bootstrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kafka/local.sh");
+    let out = Command::new(script)
+        .arg("secure")
+        .output()
+        .expect("run deploy/kafka/local.sh secure");
+    assert!(
+        out.status.success(),
+        "local.sh secure: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+            .to_string()
+    };
+    (
+        field("bootstrap"),
+        field("ca"),
+        field("user"),
+        field("password"),
+    )
 }

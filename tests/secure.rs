@@ -1,0 +1,82 @@
+//! Production Kafka, against a real broker: a worker that reaches the cluster only through a
+//! TLS + SASL/SCRAM listener (as managed Kafka services require), and a topic written with zstd
+//! compression by an independent client (Kafka's own console producer).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_consumes_and_produces_through_tls_and_scram() {
+    let (secure, ca, user, password) = secure_listener();
+    // Credentials come from the environment, never from the file.
+    std::env::set_var("BATON_TEST_SASL_USER", &user);
+    std::env::set_var("BATON_TEST_SASL_PASSWORD", &password);
+    let mock = mock("[default]\nlatency = { fixed_ms = 5 }\n").await;
+    let common = format!(
+        "common = {{ \"security.protocol\" = \"SASL_SSL\", \"sasl.mechanism\" = \"SCRAM-SHA-256\", \
+         \"sasl.username\" = \"${{BATON_TEST_SASL_USER}}\", \"sasl.password\" = \"${{BATON_TEST_SASL_PASSWORD}}\", \
+         \"ssl.ca.location\" = \"{ca}\" }}"
+    );
+    let cfg = one_model_config(16, "").replace(
+        "bootstrap_servers = \"{BOOTSTRAP}\"",
+        &format!("bootstrap_servers = \"{secure}\"\n{common}"),
+    );
+    assert!(!cfg.contains(&password));
+    let world = World::new("tls", &mock.base_url(), &cfg).await;
+    produce(
+        &world.input(),
+        (0..20)
+            .map(|i| (None, job(&format!("t{i}"), "over TLS")))
+            .collect(),
+    )
+    .await;
+    let worker = world.worker();
+    let mut reader = Reader::new(&[world.results()]);
+    assert!(
+        reader.read_until(Duration::from_secs(60), |r| r.len() >= 20),
+        "results through the secure listener; worker log:\n{}",
+        worker.log_text()
+    );
+    let log = worker.log_text();
+    assert!(log.contains("partitions assigned"), "{log}");
+    assert!(
+        !log.contains(&password),
+        "the SASL password is in the log:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_written_with_zstd_by_another_client_is_consumed() {
+    let mock = mock("[default]\nlatency = { fixed_ms = 5 }\n").await;
+    let world = World::new("zstd", &mock.base_url(), &one_model_config(16, "")).await;
+    let lines: String = (0..30)
+        .map(|i| format!("{{\"id\":\"z{i}\",\"input\":\"compressed {i}\"}}\n"))
+        .collect();
+    kafka_tool_with_input(
+        "org.apache.kafka.tools.ConsoleProducer",
+        &[
+            "--bootstrap-server",
+            &bootstrap(),
+            "--topic",
+            &world.input(),
+            "--compression-codec",
+            "zstd",
+        ],
+        &lines,
+    );
+    let _worker = world.worker();
+    let mut reader = Reader::new(&[world.results()]);
+    assert!(
+        reader.read_until(Duration::from_secs(60), |r| r.len() >= 30),
+        "30 answers"
+    );
+    let ids = result_ids(&reader.records);
+    assert_eq!(
+        distinct(&ids),
+        30,
+        "every zstd record answered once: {ids:?}"
+    );
+}

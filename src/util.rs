@@ -38,8 +38,10 @@ pub fn usd(v: f64) -> String {
     }
 }
 
-/// Gives free memory back to the system: glibc's heap (librdkafka allocates with it) and
-/// mimalloc's (the binary's Rust allocator; a no-op when it is not in use).
+/// Gives free memory back to the system: glibc's heap (librdkafka's fetch buffers and
+/// producer queues live there) and the calling thread's mimalloc heap (the binary's Rust
+/// allocator; a no-op when it is not in use). Other threads' mimalloc heaps purge their free
+/// pages themselves as they go on allocating.
 pub fn release_free_memory() {
     // SAFETY: both calls only walk the allocators' own free lists.
     unsafe {

@@ -11,21 +11,24 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_consumes_and_produces_through_tls_and_scram() {
     let (secure, ca, user, password) = secure_listener();
-    // Credentials come from the environment, never from the file.
-    std::env::set_var("BATON_TEST_SASL_USER", &user);
-    std::env::set_var("BATON_TEST_SASL_PASSWORD", &password);
     let mock = mock("[default]\nlatency = { fixed_ms = 5 }\n").await;
     let common = format!(
         "common = {{ \"security.protocol\" = \"SASL_SSL\", \"sasl.mechanism\" = \"SCRAM-SHA-256\", \
          \"sasl.username\" = \"${{BATON_TEST_SASL_USER}}\", \"sasl.password\" = \"${{BATON_TEST_SASL_PASSWORD}}\", \
          \"ssl.ca.location\" = \"{ca}\" }}"
     );
-    let cfg = one_model_config(16, "").replace(
-        "bootstrap_servers = \"{BOOTSTRAP}\"",
+    // The world (its topics) is made through the plain listener; the worker gets a config of
+    // its own that reaches the cluster only through the secure one.
+    let world = World::new("tls", &mock.base_url(), &one_model_config(16, "")).await;
+    let plain = std::fs::read_to_string(&world.config_path).unwrap();
+    let text = plain.replace(
+        &format!("bootstrap_servers = \"{}\"", bootstrap()),
         &format!("bootstrap_servers = \"{secure}\"\n{common}"),
     );
-    assert!(!cfg.contains(&password));
-    let world = World::new("tls", &mock.base_url(), &cfg).await;
+    assert_ne!(text, plain);
+    assert!(!text.contains(&password));
+    let secure_config = world.dir.path().join("secure.toml");
+    std::fs::write(&secure_config, text).unwrap();
     produce(
         &world.input(),
         (0..20)
@@ -33,7 +36,15 @@ async fn a_worker_consumes_and_produces_through_tls_and_scram() {
             .collect(),
     )
     .await;
-    let worker = world.worker();
+    // Credentials come from the worker's environment, never from the file.
+    let worker = Worker::start_with_env(
+        &secure_config,
+        world.dir.path(),
+        &[
+            ("BATON_TEST_SASL_USER", user.as_str()),
+            ("BATON_TEST_SASL_PASSWORD", password.as_str()),
+        ],
+    );
     let mut reader = Reader::new(&[world.results()]);
     assert!(
         reader.read_until(Duration::from_secs(60), |r| r.len() >= 20),

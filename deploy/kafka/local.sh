@@ -390,8 +390,13 @@ cmd_tool() {
 # The secure listener of the running broker, as one line.
 cmd_secure() {
   running_bootstrap >/dev/null || { log "not running (state $STATE)"; return 1; }
-  local dir; dir="$(state_get DATA_DIR)"
-  echo "bootstrap=127.0.0.1:$(state_get SECURE_PORT) ca=$dir/ca.pem user=$SASL_USER password=$(cat "$dir/sasl.password")"
+  local dir port pass
+  dir="$(state_get DATA_DIR)"
+  port="$(state_get SECURE_PORT || true)"
+  pass="$(cat "$dir/sasl.password" 2>/dev/null || true)"
+  [[ -n "$port" && -n "$pass" && -f "$dir/ca.pem" ]] \
+    || die "the running broker has no secure listener (started by an older local.sh?); stop it and start again"
+  echo "bootstrap=127.0.0.1:$port ca=$dir/ca.pem user=$SASL_USER password=$pass"
 }
 
 case "${1:-}" in

@@ -90,6 +90,38 @@ pub struct DemoReport {
     pub lost: usize,
 }
 
+/// The on-call view of the tickets' consumer group, from `baton lag`'s code: what is left to
+/// consume, what waits in the retry tiers, what was dead-lettered.
+async fn print_lag(config: &Config, step: &crate::config::StepConfig) {
+    use crate::kafka::lag::{read_report, summary, OffsetReader, Topics};
+    let topics = Topics {
+        consumed: std::iter::once(step.topic.clone())
+            .chain(step.retry_topics.iter().cloned())
+            .collect(),
+        retry: step.retry_topics.clone(),
+        dead_letters: vec![TopicNames::dlq_of(&step.topic)],
+    };
+    let (client, group) = (
+        crate::kafka::client_config(&config.kafka),
+        config.kafka.group_id.clone(),
+    );
+    let report = tokio::task::spawn_blocking(move || {
+        let reader = OffsetReader::new(&client, &group, Duration::from_secs(10))?;
+        read_report(&reader, &group, &topics, Duration::ZERO)
+    })
+    .await;
+    match report {
+        Ok(Ok(r)) => {
+            println!("on call (baton lag --config F):");
+            for line in summary(&r).lines() {
+                println!("  {line}");
+            }
+        }
+        Ok(Err(e)) => println!("on call: lag not readable ({e})"),
+        Err(e) => println!("on call: lag not readable ({e})"),
+    }
+}
+
 /// Runs the demo and prints its summary.
 pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
     let started = Instant::now();
@@ -142,6 +174,7 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
         .map_err(|e| std::io::Error::other(e.to_string()))??;
     let report = DemoReport::new(records.len(), results, dead_letters);
     print_summary(&report, &config, started.elapsed());
+    print_lag(&config, &step).await;
     let contracts = run_contracts(&mock, &config, cluster.as_ref(), timeout).await?;
     mock.shutdown().await;
     // Clients first: a client outliving the embedded cluster logs "all brokers down".

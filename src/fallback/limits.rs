@@ -3,7 +3,10 @@
 //!
 //! A limit of `n` per minute holds over any minute, not only on average: a bucket bursts at
 //! most one second's worth (`n / 60`) and refills at the rest (`n - n / 60` per minute), so
-//! no 60-second window ever sees more than `n`.
+//! no 60-second window ever sees more than `n` requests. Tokens per minute hold the same way
+//! for calls smaller than a second's worth of tokens; a larger call waits for a full burst and
+//! leaves a debt that later calls wait out, so on average the limit holds but one 60-second
+//! window can exceed it by up to one call's size.
 //!
 //! The limits are the whole consumer group's: each worker enforces the share of them that
 //! matches the partitions it owns ([`ModelLimits::set_share`], on every rebalance), so the
@@ -170,8 +173,9 @@ impl ModelLimits {
     }
 
     /// Sets this worker's share of the group's limits (the fraction of the group's partitions
-    /// it owns): the buckets scale to it, and the concurrency cap to its rounded share (at
-    /// least one slot).
+    /// it owns): the buckets scale to it, and the concurrency cap to its share rounded down
+    /// (at least one slot while it owns anything, so the group's total can exceed the cap only
+    /// when there are more workers than slots).
     pub fn set_share(&self, share: f64) {
         let share = share.clamp(0.0, 1.0);
         let now = Instant::now();
@@ -190,7 +194,11 @@ impl ModelLimits {
         let (Some(slots), Some(c)) = (&self.slots, self.settings.concurrency) else {
             return;
         };
-        let target = ((f64::from(c) * share).round() as usize).max(1);
+        let target = if share > 0.0 {
+            ((f64::from(c) * share + 1e-9).floor() as usize).max(1)
+        } else {
+            0
+        };
         let mut count = self.slot_count.lock().unwrap_or_else(|e| e.into_inner());
         if target > count.target {
             let mut more = target - count.target;

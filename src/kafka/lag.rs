@@ -3,7 +3,7 @@
 //! start and end offsets. The same numbers as Kafka's consumer-groups command; two readings a
 //! few seconds apart give the consumption rate and the time to drain.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -201,6 +201,222 @@ pub fn eta(lag: i64, net_per_s: Option<f64>) -> Option<f64> {
     }
 }
 
+/// The report, as `--json` prints it.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The consumer group.
+    pub group: String,
+    /// Each partition the group consumes.
+    pub partitions: Vec<LagRow>,
+    /// Records waiting in each retry-tier topic (the group's lag on it).
+    pub retry_tiers: BTreeMap<String, i64>,
+    /// Records in each dead-letter topic.
+    pub dead_letters: BTreeMap<String, i64>,
+    /// Records to consume over all partitions.
+    pub total_lag: i64,
+    /// Records consumed per second over all partitions.
+    pub rate_per_s: Option<f64>,
+    /// Seconds until every partition is drained at the current rates.
+    pub eta_s: Option<f64>,
+}
+
+/// The topics a report covers.
+#[derive(Debug, Clone, Default)]
+pub struct Topics {
+    /// Consumed by the group: input topics and retry tiers.
+    pub consumed: Vec<String>,
+    /// Retry-tier topics among `consumed`.
+    pub retry: Vec<String>,
+    /// Dead-letter topics.
+    pub dead_letters: Vec<String>,
+}
+
+impl Topics {
+    /// The topics of a config's pipelines: each step's input, retry tiers and dead letters.
+    pub fn of(config: &crate::config::Config) -> Self {
+        Topics {
+            consumed: config.input_topics(),
+            retry: config
+                .steps
+                .iter()
+                .flat_map(|s| s.retry_topics.iter().cloned())
+                .collect(),
+            dead_letters: config
+                .steps
+                .iter()
+                .map(|s| crate::config::TopicNames::dlq_of(&s.topic))
+                .collect(),
+        }
+    }
+
+    /// Without a config: the topics the group committed on, the retry tiers of those (even
+    /// ones it never committed on), and their dead-letter topics where they exist.
+    pub fn committed_by(reader: &OffsetReader) -> Result<Self, KafkaError> {
+        let existing: Vec<String> = reader.partitions()?.into_iter().map(|(t, _)| t).collect();
+        let mut consumed = reader.committed_topics()?;
+        let tiers: Vec<String> = existing
+            .iter()
+            .filter(|e| {
+                consumed
+                    .iter()
+                    .any(|c| e.starts_with(&format!("{c}.retry.")))
+            })
+            .cloned()
+            .collect();
+        for t in tiers {
+            if !consumed.contains(&t) {
+                consumed.push(t);
+            }
+        }
+        let retry = consumed
+            .iter()
+            .filter(|t| t.contains(".retry."))
+            .cloned()
+            .collect();
+        let dead_letters = consumed
+            .iter()
+            .map(|t| crate::config::TopicNames::dlq_of(t))
+            .filter(|d| existing.contains(d))
+            .collect();
+        Ok(Topics {
+            consumed,
+            retry,
+            dead_letters,
+        })
+    }
+}
+
+/// Two readings `interval` apart (one when it is zero), made into the report.
+pub fn read_report(
+    reader: &OffsetReader,
+    group: &str,
+    topics: &Topics,
+    interval: Duration,
+) -> Result<Report, KafkaError> {
+    let started = std::time::Instant::now();
+    let before = if interval.is_zero() {
+        Vec::new()
+    } else {
+        let b = reader.read(&topics.consumed)?;
+        std::thread::sleep(interval);
+        b
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let after = reader.read(&topics.consumed)?;
+    let partitions = rows(&before, &after, secs);
+    let dlq_depths = reader.read(&topics.dead_letters)?;
+    Ok(report(group, partitions, &topics.retry, &dlq_depths))
+}
+
+/// Totals and the retry-tier and dead-letter depths around the partition rows.
+pub fn report(
+    group: &str,
+    partitions: Vec<LagRow>,
+    retry: &[String],
+    dead_letters: &[PartitionOffsets],
+) -> Report {
+    let total_lag: i64 = partitions.iter().map(|r| r.lag).sum();
+    let rate_per_s = partitions.iter().map(|r| r.rate_per_s).sum::<Option<f64>>();
+    let eta_s = if total_lag == 0 {
+        Some(0.0)
+    } else if partitions.iter().all(|r| r.rate_per_s.is_some()) {
+        // The group drains as fast as its partitions together; a growing one shows on its own row.
+        let eta_max = partitions
+            .iter()
+            .map(|r| r.eta_s)
+            .collect::<Option<Vec<f64>>>();
+        eta_max.map(|v| v.into_iter().fold(0.0, f64::max))
+    } else {
+        None
+    };
+    let mut retry_tiers = BTreeMap::new();
+    for r in &partitions {
+        if retry.contains(&r.offsets.topic) {
+            *retry_tiers.entry(r.offsets.topic.clone()).or_insert(0) += r.lag;
+        }
+    }
+    let mut dlq = BTreeMap::new();
+    for d in dead_letters {
+        *dlq.entry(d.topic.clone()).or_insert(0) += d.depth();
+    }
+    Report {
+        group: group.to_string(),
+        partitions,
+        retry_tiers,
+        dead_letters: dlq,
+        total_lag,
+        rate_per_s,
+        eta_s,
+    }
+}
+
+/// The human form: one line per partition, then the totals and depths.
+pub fn table(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut out = format!("group {}\n", r.group);
+    let width = r
+        .partitions
+        .iter()
+        .map(|p| p.offsets.topic.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:>9}  {:>10}  {:>10}  {:>8}  {:>8}  {:>8}",
+        "TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "RATE/S", "ETA"
+    );
+    for p in &r.partitions {
+        let o = &p.offsets;
+        let committed = o.committed.map_or("-".to_string(), |c| c.to_string());
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>9}  {:>10}  {:>10}  {:>8}  {:>8}  {:>8}",
+            o.topic,
+            o.partition,
+            committed,
+            o.log_end,
+            p.lag,
+            p.rate_per_s.map_or("-".into(), |x| format!("{x:.1}")),
+            duration(p.eta_s),
+        );
+    }
+    out.push_str(&summary(r));
+    out
+}
+
+/// The totals, the retry tiers' waiting records and the dead letters: the last lines of
+/// [`table`] (the demo's on-call view).
+pub fn summary(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "total lag {} records, consuming {}/s, drained in {}",
+        r.total_lag,
+        r.rate_per_s.map_or("-".into(), |x| format!("{x:.1}")),
+        duration(r.eta_s)
+    );
+    for (t, n) in &r.retry_tiers {
+        let _ = writeln!(out, "retry tier   {t}: {n} waiting");
+    }
+    for (t, n) in &r.dead_letters {
+        let _ = writeln!(
+            out,
+            "dead letters {t}: {n} (see `baton dlq inspect --topic {t}`)"
+        );
+    }
+    out
+}
+
+/// `3m20s`, `-` when unknown (not shrinking or not measured).
+fn duration(secs: Option<f64>) -> String {
+    match secs {
+        None => "-".into(),
+        Some(s) => humantime::format_duration(Duration::from_secs(s.ceil() as u64)).to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +454,35 @@ mod tests {
         // One reading: lag without a rate.
         let r = &rows(&[], &[at(None, 400)], 0.0)[0];
         assert_eq!((r.lag, r.rate_per_s, r.eta_s), (300, None, None));
+    }
+
+    fn offsets(topic: &str, committed: i64, end: i64) -> PartitionOffsets {
+        PartitionOffsets {
+            topic: topic.into(),
+            partition: 0,
+            committed: Some(committed),
+            log_start: 0,
+            log_end: end,
+        }
+    }
+
+    #[test]
+    fn totals_and_depths_add_up_and_the_slowest_partition_sets_the_time_to_drain() {
+        let before = [offsets("in", 0, 100), offsets("in.retry.30s", 0, 10)];
+        let after = [offsets("in", 50, 100), offsets("in.retry.30s", 5, 10)];
+        let rows = rows(&before, &after, 10.0);
+        let dlq = [offsets("in.dlq", 0, 7)];
+        let r = report("g", rows, &["in.retry.30s".to_string()], &dlq);
+        assert_eq!(r.total_lag, 55);
+        assert_eq!(r.rate_per_s, Some(5.5));
+        // in: 50 left at 5/s = 10 s; the retry tier: 5 left at 0.5/s = 10 s.
+        assert_eq!(r.eta_s, Some(10.0));
+        assert_eq!(r.retry_tiers.get("in.retry.30s"), Some(&5));
+        assert_eq!(r.dead_letters.get("in.dlq"), Some(&7));
+        let text = table(&r);
+        assert!(
+            text.contains("total lag 55 records, consuming 5.5/s, drained in 10s"),
+            "{text}"
+        );
     }
 }

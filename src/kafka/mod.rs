@@ -74,6 +74,15 @@ pub fn client_config(k: &KafkaSettings) -> ClientConfig {
     for (key, value) in &k.common {
         c.set(key, value);
     }
+    // The vendored OpenSSL has no CA store of its own: without a CA file, look for the
+    // system's (a managed cluster's certificate chains to a public CA).
+    let tls = k
+        .common
+        .get("security.protocol")
+        .is_some_and(|p| p.to_ascii_uppercase().contains("SSL"));
+    if tls && !k.common.contains_key("ssl.ca.location") {
+        c.set("ssl.ca.location", "probe");
+    }
     c
 }
 

@@ -5,7 +5,13 @@
 //! rendered at each scrape from what the registered workers own at that moment, so a partition
 //! lost in a rebalance disappears from this worker's output at once (its new owner reports
 //! it), and the values summed over a group's workers equal what Kafka's consumer-groups
-//! command shows for the group.
+//! command shows for the group (except that a partition never committed on counts from its
+//! log start where Kafka prints `-`, and that a partition being handed over is reported by
+//! neither worker until its new owner has it).
+//!
+//! The log end comes from librdkafka's fetch responses (its statistics): a partition that is
+//! not being fetched (its queue full of retry records not due yet) shows the log end of its
+//! last fetch until fetching resumes.
 
 use std::fmt::Write;
 use std::sync::{Arc, Mutex, Weak};

@@ -312,8 +312,12 @@ pub async fn run(
 /// prefetch sized from the byte budget.
 fn subscribe(config: &Config, shared: &Arc<Shared>) -> Result<Arc<WorkerConsumer>, WorkerError> {
     let topics = config.input_topics();
-    let partitions = count_partitions(config, &topics);
-    shared.group_partitions.store(partitions, Ordering::Relaxed);
+    let counted = count_partitions(config, &topics);
+    // Unknown (no metadata): no share of the rate limits until an assignment counts them.
+    shared
+        .group_partitions
+        .store(counted.unwrap_or(0), Ordering::Relaxed);
+    let partitions = counted.unwrap_or(topics.len());
     let mut cc = crate::kafka::consumer_config(&config.kafka);
     for (key, value) in prefetch_settings(config.worker.max_in_flight_bytes, partitions) {
         if !config.kafka.consumer.contains_key(key) {
@@ -353,15 +357,13 @@ fn prefetch_settings(budget: u64, partitions: usize) -> [(&'static str, String);
     ]
 }
 
-/// Partitions of `topics` (all a worker could be assigned), from the cluster's metadata; a
-/// topic it cannot see counts as one.
-fn count_partitions(config: &Config, topics: &[String]) -> usize {
+/// Partitions of `topics` (all a worker could be assigned), from the cluster's metadata;
+/// `None` when the metadata or one of the topics cannot be seen.
+fn count_partitions(config: &Config, topics: &[String]) -> Option<usize> {
     let metadata = crate::kafka::consumer_config(&config.kafka)
         .create::<BaseConsumer>()
-        .and_then(|c| c.fetch_metadata(None, Timeout::After(Duration::from_secs(10))));
-    let Ok(metadata) = metadata else {
-        return topics.len();
-    };
+        .and_then(|c| c.fetch_metadata(None, Timeout::After(Duration::from_secs(10))))
+        .ok()?;
     topics
         .iter()
         .map(|t| {
@@ -369,7 +371,8 @@ fn count_partitions(config: &Config, topics: &[String]) -> usize {
                 .topics()
                 .iter()
                 .find(|m| m.name() == t)
-                .map_or(1, |m| m.partitions().len().max(1))
+                .map(|m| m.partitions().len())
+                .filter(|&n| n > 0)
         })
         .sum()
 }

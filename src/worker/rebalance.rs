@@ -77,14 +77,20 @@ impl WorkerContext {
             .fetch_metadata(None, Duration::from_secs(5))
             .map_err(|e| warn!(error = %e, "no metadata to count the group's partitions"))
             .ok()?;
-        let topics = self.shared.config.input_topics();
-        Some(
-            md.topics()
-                .iter()
-                .filter(|t| topics.iter().any(|n| n == t.name()))
-                .map(|t| t.partitions().len())
-                .sum(),
-        )
+        // Every subscribed topic must be seen: a missing one would shrink the denominator
+        // and raise this worker's share above its due.
+        self.shared
+            .config
+            .input_topics()
+            .iter()
+            .map(|n| {
+                md.topics()
+                    .iter()
+                    .find(|t| t.name() == n)
+                    .map(|t| t.partitions().len())
+                    .filter(|&p| p > 0)
+            })
+            .sum()
     }
 }
 
@@ -123,15 +129,12 @@ impl ConsumerContext for WorkerContext {
         };
         let tps = tps_of(tpl);
         self.shared.memory.invalidate();
-        // The partitions' lag is the new owner's to report, and their share of the rate limits
-        // the new owner's to use, from now on (before the drain, so the group's shares never
-        // add up to more than the quota).
+        // The partitions' lag is the new owner's to report from now on.
         let mut positions = self.shared.positions();
         for tp in &tps {
             positions.remove(tp);
         }
         drop(positions);
-        self.update_share(None);
         let lost = consumer.assignment_lost();
         let deadline = Instant::now() + self.shared.config.worker.rebalance_timeout;
         let mut t = self.shared.tracker();
@@ -150,6 +153,10 @@ impl ConsumerContext for WorkerContext {
                 .0;
         }
         let unfinished: usize = tps.iter().map(|tp| t.running(tp)).sum();
+        // Their share of the rate limits goes once their jobs are done: the new owner gets
+        // them only after this callback returns, so the group's shares never add up to more
+        // than the quota, and the draining jobs keep theirs.
+        self.update_share(None);
         for tp in &tps {
             t.remove(tp);
         }

@@ -129,10 +129,17 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(config: &Path, dir: &Path) -> Worker {
+        Worker::start_with_env(config, dir, &[])
+    }
+
+    /// Starts a worker with extra environment variables (set on the child only: a test
+    /// binary's threads must not see its environment change).
+    pub fn start_with_env(config: &Path, dir: &Path, env: &[(&str, &str)]) -> Worker {
         let log = dir.join(format!("worker-{:08x}.log", rand::random::<u32>()));
         let child = Command::new(env!("CARGO_BIN_EXE_baton"))
             .args(["run", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env_remove("BATON_BOOTSTRAP")
             .stdin(Stdio::null())

@@ -35,6 +35,16 @@ async fn produce_to(topic: &str, partition: i32, values: Vec<Vec<u8>>, headers: 
     }
 }
 
+/// `per_partition` jobs on each of the 6 partitions of `topic`.
+async fn backlog(topic: &str, per_partition: usize) {
+    for p in 0..6 {
+        let values = (0..per_partition)
+            .map(|i| job(&format!("p{p}-{i}"), &format!("ticket {i}")))
+            .collect();
+        produce_to(topic, p, values, &[]).await;
+    }
+}
+
 /// The partitions of `topic` a worker owns, from its log's "partitions assigned" and
 /// "partitions revoked" lines (`which=topic[0,3]`).
 fn owned(log: &str, topic: &str) -> Vec<i32> {
@@ -83,12 +93,7 @@ async fn a_backlog_on_six_partitions_is_drained_side_by_side_and_due_retries_go_
         &one_model_config(64, "").replace("[models.m]", "[retry]\ntiers = [\"1s\"]\n\n[models.m]"),
     )
     .await;
-    for p in 0..6 {
-        let values = (0..PER_PARTITION)
-            .map(|i| job(&format!("p{p}-{i}"), &format!("ticket {i}")))
-            .collect();
-        produce_to(&world.input(), p, values, &[]).await;
-    }
+    backlog(&world.input(), PER_PARTITION).await;
     let mut reader = Reader::new(&[world.results()]);
     let _worker = world.worker();
     // Once the backlog is being worked on, a retry record due one second later arrives.
@@ -173,12 +178,7 @@ async fn a_sigkilled_member_does_not_stall_the_survivors_partitions_and_redoes_l
     let mock = mock("[default]\nlatency = { fixed_ms = 1000 }\n").await;
     let config = one_model_config(IN_FLIGHT, "");
     let world = World::new("kill", &mock.base_url(), &config).await;
-    for p in 0..6 {
-        let values = (0..PER_PARTITION)
-            .map(|i| job(&format!("p{p}-{i}"), &format!("ticket {i}")))
-            .collect();
-        produce_to(&world.input(), p, values, &[]).await;
-    }
+    backlog(&world.input(), PER_PARTITION).await;
     let mut reader = Reader::new(&[world.results()]);
     let mut doomed = world.worker();
     let survivor = world.worker();

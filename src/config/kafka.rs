@@ -191,40 +191,6 @@ fn expand(value: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String
 #[cfg(test)]
 mod tests {
     use super::expand;
-    use crate::config::Config;
-
-    const MODELS: &str = r#"
-[models.m]
-base_url = "http://127.0.0.1:1/v1"
-
-[pipelines.p]
-steps = [{ name = "s", model = "m" }]
-"#;
-
-    #[test]
-    fn classic_only_properties_need_the_classic_protocol() {
-        let consumer_protocol =
-            format!("[kafka]\nconsumer = {{ \"session.timeout.ms\" = \"10000\" }}\n{MODELS}");
-        let errs = Config::from_toml(&consumer_protocol, None).unwrap_err();
-        let text = errs.to_string();
-        assert!(
-            text.contains("kafka.consumer.session.timeout.ms") && text.contains("classic"),
-            "{text}"
-        );
-        let classic = format!(
-            "[kafka]\nconsumer = {{ \"group.protocol\" = \"classic\", \"session.timeout.ms\" = \"10000\" }}\n{MODELS}"
-        );
-        let c = Config::from_toml(&classic, None).unwrap();
-        assert!(crate::kafka::classic_protocol(&c.kafka));
-        let cc = crate::kafka::consumer_config(&c.kafka);
-        assert_eq!(cc.get("session.timeout.ms"), Some("10000"));
-        assert_eq!(cc.get("group.protocol"), Some("classic"));
-        let default = Config::from_toml(MODELS, None).unwrap();
-        let cc = crate::kafka::consumer_config(&default.kafka);
-        assert_eq!(cc.get("group.protocol"), Some("consumer"));
-        assert_eq!(cc.get("group.remote.assignor"), Some("range"));
-        assert_eq!(cc.get("session.timeout.ms"), None);
-    }
 
     #[test]
     fn variables_are_expanded_and_missing_ones_named() {

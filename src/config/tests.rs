@@ -521,3 +521,53 @@ fn an_unreadable_file_is_named() {
     );
     assert!(e.errors[0].to_string().starts_with(&want), "{e}");
 }
+
+#[test]
+fn classic_only_properties_need_the_classic_protocol() {
+    let consumer_protocol =
+        format!("[kafka]\nconsumer = {{ \"session.timeout.ms\" = \"10000\" }}\n{MINIMAL}");
+    let errs = Config::from_toml(&consumer_protocol, None).unwrap_err();
+    let text = errs.to_string();
+    assert!(
+        text.contains("kafka.consumer.session.timeout.ms") && text.contains("classic"),
+        "{text}"
+    );
+    let classic = format!(
+        "[kafka]\nconsumer = {{ \"group.protocol\" = \"classic\", \"session.timeout.ms\" = \"10000\" }}\n{MINIMAL}"
+    );
+    let c = Config::from_toml(&classic, None).unwrap();
+    assert!(crate::kafka::classic_protocol(&c.kafka));
+    let cc = crate::kafka::consumer_config(&c.kafka);
+    assert_eq!(cc.get("session.timeout.ms"), Some("10000"));
+    assert_eq!(cc.get("group.protocol"), Some("classic"));
+    let default = Config::from_toml(MINIMAL, None).unwrap();
+    let cc = crate::kafka::consumer_config(&default.kafka);
+    assert_eq!(cc.get("group.protocol"), Some("consumer"));
+    assert_eq!(cc.get("group.remote.assignor"), Some("range"));
+    assert_eq!(cc.get("session.timeout.ms"), None);
+}
+
+#[test]
+fn common_properties_reach_every_client_and_tls_finds_the_system_cas() {
+    let text = format!(
+        "[kafka]\ncommon = {{ \"security.protocol\" = \"SASL_SSL\", \"sasl.mechanism\" = \"PLAIN\" }}\n{MINIMAL}"
+    );
+    let c = Config::from_toml(&text, None).unwrap();
+    for cc in [
+        crate::kafka::consumer_config(&c.kafka),
+        crate::kafka::producer_config(&c.kafka),
+        crate::kafka::client_config(&c.kafka),
+    ] {
+        assert_eq!(cc.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(cc.get("sasl.mechanism"), Some("PLAIN"));
+        assert_eq!(cc.get("ssl.ca.location"), Some("probe"));
+    }
+    let plain = Config::from_toml(MINIMAL, None).unwrap();
+    assert_eq!(
+        crate::kafka::client_config(&plain.kafka).get("ssl.ca.location"),
+        None
+    );
+    let managed = format!("[kafka]\ncommon = {{ \"group.id\" = \"x\" }}\n{MINIMAL}");
+    let text = Config::from_toml(&managed, None).unwrap_err().to_string();
+    assert!(text.contains("kafka.common.group.id"), "{text}");
+}

@@ -344,43 +344,18 @@ metrics_listen = "off"
     )
 }
 
-/// Runs one of Apache Kafka's own command-line tools (from the jars `deploy/kafka/` fetched)
-/// and returns its standard output.
-pub fn kafka_tool(class: &str, args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kafka/local.sh");
-    let out = Command::new(script)
-        .arg("tool")
-        .arg(class)
-        .args(args)
-        .output()
-        .expect("run deploy/kafka/local.sh tool");
-    assert!(
-        out.status.success(),
-        "{class} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A free loopback port (for a worker's `/metrics`).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// Runs one of Apache Kafka's command-line tools with `input` on its standard input.
-pub fn kafka_tool_with_input(class: &str, args: &[&str], input: &str) -> String {
+/// Runs `deploy/kafka/local.sh ARGS` (with `input` on its standard input) and returns its
+/// standard output; a failure shows its standard error.
+fn local_sh(args: &[&str], input: &str) -> String {
     use std::io::Write;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kafka/local.sh");
     let mut child = Command::new(script)
-        .arg("tool")
-        .arg(class)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run deploy/kafka/local.sh tool");
+        .expect("run deploy/kafka/local.sh");
     child
         .stdin
         .take()
@@ -390,27 +365,32 @@ pub fn kafka_tool_with_input(class: &str, args: &[&str], input: &str) -> String 
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "{class} failed:\n{}",
+        "local.sh {args:?} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs one of Apache Kafka's own command-line tools (from the jars `deploy/kafka/` fetched)
+/// and returns its standard output.
+pub fn kafka_tool(class: &str, args: &[&str]) -> String {
+    kafka_tool_with_input(class, args, "")
+}
+
+/// Runs one of Apache Kafka's command-line tools with `input` on its standard input.
+pub fn kafka_tool_with_input(class: &str, args: &[&str], input: &str) -> String {
+    let all: Vec<&str> = ["tool", class]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    local_sh(&all, input)
 }
 
 /// The broker's TLS + SASL listener (`deploy/kafka/local.sh secure`): bootstrap, CA
 /// certificate (PEM path), user, password.
 pub fn secure_listener() -> (String, String, String, String) {
     bootstrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kafka/local.sh");
-    let out = Command::new(script)
-        .arg("secure")
-        .output()
-        .expect("run deploy/kafka/local.sh secure");
-    assert!(
-        out.status.success(),
-        "local.sh secure: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8(out.stdout).unwrap();
+    let line = local_sh(&["secure"], "");
     let field = |name: &str| {
         line.split_whitespace()
             .find_map(|f| f.strip_prefix(&format!("{name}=")))
@@ -423,4 +403,10 @@ pub fn secure_listener() -> (String, String, String, String) {
         field("user"),
         field("password"),
     )
+}
+
+/// A free loopback port (for a worker's `/metrics`).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }

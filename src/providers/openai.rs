@@ -18,6 +18,11 @@ use crate::util::excerpt;
 #[derive(Clone)]
 pub struct OpenAiClient {
     url: String,
+    /// `url` parsed once (parsing it on every call showed in the worker's profile); `None`
+    /// when it does not parse, and each call then fails with reqwest's own message.
+    parsed_url: Option<reqwest::Url>,
+    /// `Bearer <key>`, built once and marked sensitive (never printed by reqwest).
+    auth: Option<reqwest::header::HeaderValue>,
     provider_model: String,
     api_key: Option<String>,
     timeout: Duration,
@@ -127,8 +132,16 @@ struct WireError {
 impl OpenAiClient {
     /// A client for `model`; `api_key` is sent as a bearer token when present.
     pub fn new(model: &ModelConfig, api_key: Option<String>, http: reqwest::Client) -> Self {
+        let url = format!("{}/chat/completions", model.base_url);
+        let auth = api_key.as_ref().and_then(|key| {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).ok()?;
+            v.set_sensitive(true);
+            Some(v)
+        });
         OpenAiClient {
-            url: format!("{}/chat/completions", model.base_url),
+            parsed_url: reqwest::Url::parse(&url).ok(),
+            auth,
+            url,
             provider_model: model.provider_model.clone(),
             api_key,
             timeout: model.timeout,
@@ -148,8 +161,16 @@ impl OpenAiClient {
             stop: req.stop.as_deref(),
             response_format: req.response_format.as_ref(),
         };
-        let mut builder = self.http.post(&self.url).timeout(self.timeout).json(&body);
-        if let Some(key) = &self.api_key {
+        let mut builder = match &self.parsed_url {
+            Some(url) => self.http.post(url.clone()),
+            None => self.http.post(&self.url),
+        }
+        .timeout(self.timeout)
+        .json(&body);
+        if let Some(auth) = &self.auth {
+            builder = builder.header(reqwest::header::AUTHORIZATION, auth.clone());
+        } else if let Some(key) = &self.api_key {
+            // A key that is not a valid header value: reqwest reports it on the call.
             builder = builder.bearer_auth(key);
         }
         let resp = builder.send().await.map_err(|e| self.transport_error(e))?;

@@ -83,6 +83,10 @@ pub struct BenchArgs {
     /// repeatable. For tuning experiments; the default measures the shipped settings.
     #[arg(long = "consumer-prop", value_name = "KEY=VALUE", value_parser = parse_prop)]
     pub consumer_props: Vec<(String, String)>,
+    /// Extra librdkafka producer property of the worker (`[kafka.producer]`), as KEY=VALUE;
+    /// repeatable, for tuning experiments like `--consumer-prop`.
+    #[arg(long = "producer-prop", value_name = "KEY=VALUE", value_parser = parse_prop)]
+    pub producer_props: Vec<(String, String)>,
 }
 
 fn parse_prop(s: &str) -> Result<(String, String), String> {
@@ -218,16 +222,14 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         "  jobs:     {} per level, input topic with {} partition(s), one worker process per level",
         args.jobs, args.partitions
     );
-    if !args.consumer_props.is_empty() {
-        let props: Vec<String> = args
-            .consumer_props
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        println!(
-            "  consumer: {} (not the shipped settings)",
-            props.join(", ")
-        );
+    for (what, props) in [
+        ("consumer", &args.consumer_props),
+        ("producer", &args.producer_props),
+    ] {
+        if !props.is_empty() {
+            let props: Vec<String> = props.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("  {what}: {} (not the shipped settings)", props.join(", "));
+        }
     }
     println!("  files:    {}", dir.display());
     println!();
@@ -444,11 +446,9 @@ fn worker_config(
     prefix: &str,
     level: u64,
 ) -> Result<String, BenchError> {
-    let consumer: serde_json::Map<String, serde_json::Value> = args
-        .consumer_props
-        .iter()
-        .map(|(k, v)| (k.clone(), json!(v)))
-        .collect();
+    let props = |props: &[(String, String)]| -> serde_json::Map<String, serde_json::Value> {
+        props.iter().map(|(k, v)| (k.clone(), json!(v))).collect()
+    };
     let steps: Vec<serde_json::Value> = (0..args.steps)
         .map(|i| json!({ "name": format!("s{i}"), "model": "echo" }))
         .collect();
@@ -456,7 +456,8 @@ fn worker_config(
         "kafka": {
             "bootstrap_servers": args.bootstrap,
             "group_id": format!("{prefix}workers"),
-            "consumer": consumer,
+            "consumer": props(&args.consumer_props),
+            "producer": props(&args.producer_props),
         },
         "topics": { "prefix": prefix },
         "worker": {

@@ -268,3 +268,49 @@ async fn a_sigkilled_member_does_not_stall_the_survivors_partitions_and_redoes_l
         "{redone} jobs redone after a crash with {IN_FLIGHT} in flight"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_byte_budget_bounds_the_calls_open_at_once_and_every_job_still_ends() {
+    // A 1 MiB budget leaves 768 KiB for running and waiting jobs; a 40 KiB job is charged
+    // 8 x (40 KiB + 256 B), so two fit and a third waits, whatever the 256 slots would allow.
+    const JOBS: usize = 24;
+    const LATENCY_MS: u64 = 300;
+    let mock = mock(&format!(
+        "[default]\nlatency = {{ fixed_ms = {LATENCY_MS} }}\n"
+    ))
+    .await;
+    let config = one_model_config(256, "max_in_flight_bytes = 1048576").replace(
+        "timeout_ms = 10000",
+        "timeout_ms = 10000\ncontext_window = 128000",
+    );
+    let world = World::new("budget", &mock.base_url(), &config).await;
+    let text = "lorem ipsum ".repeat(40 * 1024 / 12);
+    let values = (0..JOBS)
+        .map(|i| (None, job(&format!("big-{i}"), &text)))
+        .collect();
+    produce(&world.input(), values).await;
+    let mut reader = Reader::new(&[world.results(), world.dlq()]);
+    let worker = world.worker();
+    assert!(
+        reader.read_until(Duration::from_secs(120), |r| r.len() >= JOBS),
+        "every job ended: {} of {JOBS}\n{}",
+        reader.records.len(),
+        worker.log_text()
+    );
+    let ids = result_ids(&reader.records);
+    assert_eq!(distinct(&ids), JOBS, "each job answered: {ids:?}");
+    // The calls the provider had open at once: at each arrival, those that arrived earlier and
+    // were still running.
+    let calls = mock.request_log();
+    assert_eq!(calls.len(), JOBS, "one call per job");
+    let open_at = |at: u64| {
+        calls
+            .iter()
+            .filter(|c| c.at_ms <= at && at < c.at_ms + c.latency_ms)
+            .count()
+    };
+    let most = calls.iter().map(|c| open_at(c.at_ms)).max().unwrap();
+    eprintln!("most calls open at once: {most}");
+    assert!(most <= 2, "{most} calls open at once; the budget fits two");
+    assert_eq!(most, 2, "two jobs fit the budget side by side");
+}

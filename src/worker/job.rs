@@ -63,7 +63,7 @@ pub(super) async fn run_chain(
 }
 
 /// Reports how `item` ended: stores the new commit position when it moved, wakes the poll
-/// thread, and returns the next job of the same key, if one waits.
+/// thread or a draining revoke when they wait for it, and returns the next job of the same key, if one waits.
 fn finish(
     consumer: &WorkerConsumer,
     shared: &Shared,
@@ -89,9 +89,25 @@ fn finish(
             }
         }
     }
+    // Wake the poll thread when its start would be worth it: a batch of slots is free, or
+    // nothing runs any more (a drain or an idle worker looks at once). A slot kept by the
+    // key's next job frees nothing.
+    let wake = f.next.is_none() && {
+        let running = t.running_total();
+        let free = if t.waiting_total() >= shared.config.worker.max_in_flight {
+            0
+        } else {
+            shared.config.worker.max_in_flight.saturating_sub(running)
+        };
+        free >= shared.wake_batch || running == 0
+    };
     drop(t);
-    shared.changed.notify_all();
-    shared.wake();
+    if shared.draining.load(Ordering::SeqCst) > 0 {
+        shared.changed.notify_all();
+    }
+    if wake {
+        shared.wake();
+    }
     f.next
 }
 

@@ -103,44 +103,58 @@ struct Item {
 /// worker's resident memory reach its baseline plus twice its budget.
 pub const CHARGE_FACTOR: usize = 8;
 
+/// The byte budget of running and waiting jobs.
+struct Budget {
+    /// Bytes charged to running and waiting jobs.
+    held: AtomicUsize,
+    /// The most bytes running and waiting jobs may be charged.
+    limit: usize,
+    /// Set by the poll thread when the next record did not fit: a charge given back then
+    /// rings the bell (otherwise finishing jobs ring it only in batches).
+    blocked: AtomicBool,
+    bell: Arc<Bell>,
+}
+
 /// Bytes charged to a record while it is held; given back when it is dropped (whichever way
 /// its job ends).
 struct Charge {
     bytes: usize,
-    held: Arc<AtomicUsize>,
+    budget: Arc<Budget>,
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.held.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.budget.held.fetch_sub(self.bytes, Ordering::SeqCst);
+        if self.budget.blocked.load(Ordering::SeqCst) {
+            self.budget.bell.ring();
+        }
     }
 }
 
-/// Wakes the poll thread. Its lock is a leaf (nothing else is locked while it is held), so
-/// librdkafka's threads may ring it from any callback.
+/// Wakes the poll thread: parks and unparks it, so a ring costs a system call only when the
+/// thread sleeps (a condition variable's notify always makes one). Any thread may ring it,
+/// librdkafka's callbacks included.
 #[derive(Default)]
 struct Bell {
-    rung: Mutex<bool>,
-    cv: Condvar,
+    poll_thread: OnceLock<std::thread::Thread>,
 }
 
 impl Bell {
-    fn ring(&self) {
-        *self.rung.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.cv.notify_one();
+    /// Called by the poll thread before its first wait.
+    fn register(&self) {
+        let _ = self.poll_thread.set(std::thread::current());
     }
 
-    /// Waits until rung (at once if it was rung since the last wait) or `timeout` passes.
-    fn wait(&self, timeout: Duration) {
-        let mut rung = self.rung.lock().unwrap_or_else(|e| e.into_inner());
-        if !*rung {
-            rung = self
-                .cv
-                .wait_timeout(rung, timeout)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+    fn ring(&self) {
+        if let Some(t) = self.poll_thread.get() {
+            t.unpark();
         }
-        *rung = false;
+    }
+
+    /// Waits until rung (at once if it was rung since the last wait) or `timeout` passes; may
+    /// return early, which only costs the caller a look around.
+    fn wait(&self, timeout: Duration) {
+        std::thread::park_timeout(timeout);
     }
 }
 
@@ -162,8 +176,12 @@ struct Shared {
     runner: StepRunner,
     producer: FutureProducer,
     tracker: Mutex<Tracker<Item>>,
-    /// Signalled whenever a job finishes or partitions change.
+    /// Signalled when a job finishes while a revoke waits for its partitions' jobs (see
+    /// `draining`), and when partitions change.
     changed: Condvar,
+    /// Revoke callbacks waiting on `changed` (raised and lowered under the tracker's lock):
+    /// without one, a finishing job does not notify.
+    draining: AtomicUsize,
     assignment_changed: AtomicBool,
     /// Set when shutdown begins: new assignments are no longer fetched.
     stopping: AtomicBool,
@@ -179,13 +197,13 @@ struct Shared {
     /// Partitions of the subscribed topics, the whole group's: the denominator of this
     /// worker's share of the rate limits.
     group_partitions: AtomicUsize,
-    /// Rung when the poll thread has something new to look at: a job ended, a partition
-    /// queue got records.
-    bell: Bell,
-    /// Bytes charged to running and waiting jobs.
-    held_bytes: Arc<AtomicUsize>,
-    /// The most bytes running and waiting jobs may be charged.
-    jobs_bytes: usize,
+    /// Rung when the poll thread has something new to look at: slots freed, budget given
+    /// back, a partition queue got records.
+    bell: Arc<Bell>,
+    /// Finished jobs ring the bell once this many slots are free (or none runs), so the poll
+    /// thread is woken once per batch of starts rather than once per job.
+    wake_batch: usize,
+    budget: Arc<Budget>,
     consumed: AtomicU64,
     results: AtomicU64,
     forwarded: AtomicU64,
@@ -253,6 +271,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<WorkerStats, WorkerError> {
     let producer: FutureProducer = crate::kafka::producer_config(&config.kafka).create()?;
+    let bell = Arc::new(Bell::default());
     let shared = Arc::new(Shared {
         retry_topics: config
             .steps
@@ -264,15 +283,21 @@ pub async fn run(
         producer,
         tracker: Mutex::new(Tracker::new()),
         changed: Condvar::new(),
+        draining: AtomicUsize::new(0),
         assignment_changed: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
         memory: Arc::new(memory::Memory::default()),
         queues: Mutex::new(HashMap::new()),
         positions: Mutex::new(HashMap::new()),
         group_partitions: AtomicUsize::new(0),
-        bell: Bell::default(),
-        held_bytes: Arc::new(AtomicUsize::new(0)),
-        jobs_bytes: (config.worker.max_in_flight_bytes as usize / 4) * 3,
+        bell: bell.clone(),
+        wake_batch: wake_batch(config.worker.max_in_flight),
+        budget: Arc::new(Budget {
+            held: AtomicUsize::new(0),
+            limit: (config.worker.max_in_flight_bytes as usize / 4) * 3,
+            blocked: AtomicBool::new(false),
+            bell,
+        }),
         consumed: AtomicU64::new(0),
         results: AtomicU64::new(0),
         forwarded: AtomicU64::new(0),
@@ -308,6 +333,12 @@ pub async fn run(
     Ok(stats)
 }
 
+/// How many free slots make finishing jobs wake the poll thread: one in 64 of them, at most
+/// 32 (so at most half a percent of the slots wait for it on average), at least one.
+fn wake_batch(max_in_flight: usize) -> usize {
+    (max_in_flight / 64).clamp(1, 32)
+}
+
 /// The worker's consumer, subscribed to every step's input and retry topics, with its
 /// prefetch sized from the byte budget.
 fn subscribe(config: &Config, shared: &Arc<Shared>) -> Result<Arc<WorkerConsumer>, WorkerError> {
@@ -337,7 +368,9 @@ fn subscribe(config: &Config, shared: &Arc<Shared>) -> Result<Arc<WorkerConsumer
 
 /// librdkafka's prefetch settings for a byte budget: a quarter of it is shared by the
 /// partitions' own queues (with split queues, `queued.max.messages.kbytes` is per partition),
-/// and no fetch asks for more than that.
+/// and no fetch asks for more than that, nor for less than librdkafka accepts (its
+/// `message.max.bytes`, 1,000,000 by default: below a 4 MB budget one fetch response may
+/// exceed the quarter).
 fn prefetch_settings(budget: u64, partitions: usize) -> [(&'static str, String); 3] {
     let prefetch = budget / 4;
     let per_partition = (prefetch / partitions.max(1) as u64).max(64 * 1024);
@@ -352,9 +385,52 @@ fn prefetch_settings(budget: u64, partitions: usize) -> [(&'static str, String);
         ),
         (
             "fetch.max.bytes",
-            prefetch.min(50 * 1024 * 1024).to_string(),
+            prefetch
+                .clamp(MIN_FETCH_MAX_BYTES, 50 * 1024 * 1024)
+                .to_string(),
         ),
     ]
+}
+
+/// librdkafka refuses a consumer whose `fetch.max.bytes` is below its `message.max.bytes`
+/// (1,000,000 unless set).
+const MIN_FETCH_MAX_BYTES: u64 = 1_000_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_smallest_budget_still_makes_a_consumer_librdkafka_accepts() {
+        let mut cc = rdkafka::ClientConfig::new();
+        cc.set("group.id", "g")
+            .set("bootstrap.servers", "127.0.0.1:9");
+        for (key, value) in prefetch_settings(1024 * 1024, 24) {
+            cc.set(key, value);
+        }
+        let created = cc.create::<BaseConsumer>();
+        assert!(created.is_ok(), "{:?}", created.err());
+    }
+
+    #[test]
+    fn a_large_budget_gives_a_quarter_to_prefetch() {
+        let s = prefetch_settings(256 * 1024 * 1024, 8);
+        assert_eq!(
+            s[0].1,
+            (8 * 1024).to_string(),
+            "64 MiB over 8 partitions, in KiB"
+        );
+        assert_eq!(s[1].1, (1024 * 1024).to_string());
+        assert_eq!(s[2].1, (50 * 1024 * 1024).to_string());
+    }
+
+    #[test]
+    fn finished_jobs_wake_the_poll_thread_in_batches_of_at_most_32() {
+        assert_eq!(wake_batch(1), 1);
+        assert_eq!(wake_batch(64), 1);
+        assert_eq!(wake_batch(1024), 16);
+        assert_eq!(wake_batch(100_000), 32);
+    }
 }
 
 /// Partitions of `topics` (all a worker could be assigned), from the cluster's metadata;

@@ -105,6 +105,7 @@ impl Poller {
 
     /// Polls until `shutdown` is cancelled, then drains.
     pub(super) fn run(mut self, shutdown: CancellationToken) {
+        self.shared.bell.register();
         while !shutdown.is_cancelled() {
             self.turn();
         }
@@ -249,11 +250,18 @@ impl Poller {
             return Visit::Took;
         };
         let charge = self.charge_of(&f.msg);
-        let held = self.shared.held_bytes.load(Ordering::Relaxed);
-        if held > 0 && held + charge > self.shared.jobs_bytes {
-            self.stash.entry(tp.clone()).or_default().push_front(f);
-            return Visit::OverBudget;
+        let budget = &self.shared.budget;
+        let fits = |held: usize| held == 0 || held + charge <= budget.limit;
+        if !fits(budget.held.load(Ordering::SeqCst)) {
+            // From now on a charge given back rings the bell; one given back before is seen by
+            // the second look (both sides store, then load, sequentially consistent).
+            budget.blocked.store(true, Ordering::SeqCst);
+            if !fits(budget.held.load(Ordering::SeqCst)) {
+                self.stash.entry(tp.clone()).or_default().push_front(f);
+                return Visit::OverBudget;
+            }
         }
+        budget.blocked.store(false, Ordering::Relaxed);
         self.dispatch(f, charge);
         Visit::Took
     }
@@ -395,7 +403,7 @@ impl Poller {
         let Some(cancel) = t.cancel_token(&tp) else {
             return;
         };
-        self.shared.held_bytes.fetch_add(charge, Ordering::Relaxed);
+        self.shared.budget.held.fetch_add(charge, Ordering::Relaxed);
         let item = Item {
             msg,
             meta,
@@ -403,7 +411,7 @@ impl Poller {
             cancel,
             _charge: Charge {
                 bytes: charge,
-                held: self.shared.held_bytes.clone(),
+                budget: self.shared.budget.clone(),
             },
         };
         match t.admit(&tp, (epoch, ts_ms), offset, key.as_deref(), item) {

@@ -140,7 +140,9 @@ impl ConsumerContext for WorkerContext {
         let mut t = self.shared.tracker();
         let dropped: usize = tps.iter().map(|tp| t.begin_revoke(tp).len()).sum();
         // Drain: running jobs of revoked partitions get until the deadline to finish (not when
-        // the partitions are already lost: another member may own them by now).
+        // the partitions are already lost: another member may own them by now). Raised under
+        // the tracker's lock: a job finishing after the first look notifies.
+        self.shared.draining.fetch_add(1, Ordering::SeqCst);
         while !lost && tps.iter().any(|tp| t.running(tp) > 0) && Instant::now() < deadline {
             let wait = deadline
                 .saturating_duration_since(Instant::now())
@@ -152,6 +154,7 @@ impl ConsumerContext for WorkerContext {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+        self.shared.draining.fetch_sub(1, Ordering::SeqCst);
         let unfinished: usize = tps.iter().map(|tp| t.running(tp)).sum();
         // Their share of the rate limits goes once their jobs are done: the new owner gets
         // them only after this callback returns, so the group's shares never add up to more

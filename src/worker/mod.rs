@@ -396,6 +396,26 @@ fn prefetch_settings(budget: u64, partitions: usize) -> [(&'static str, String);
 /// (1,000,000 unless set).
 const MIN_FETCH_MAX_BYTES: u64 = 1_000_000;
 
+/// Partitions of `topics` (all a worker could be assigned), from the cluster's metadata;
+/// `None` when the metadata or one of the topics cannot be seen.
+fn count_partitions(config: &Config, topics: &[String]) -> Option<usize> {
+    let metadata = crate::kafka::consumer_config(&config.kafka)
+        .create::<BaseConsumer>()
+        .and_then(|c| c.fetch_metadata(None, Timeout::After(Duration::from_secs(10))))
+        .ok()?;
+    topics
+        .iter()
+        .map(|t| {
+            metadata
+                .topics()
+                .iter()
+                .find(|m| m.name() == t)
+                .map(|m| m.partitions().len())
+                .filter(|&n| n > 0)
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,24 +451,4 @@ mod tests {
         assert_eq!(wake_batch(1024), 16);
         assert_eq!(wake_batch(100_000), 32);
     }
-}
-
-/// Partitions of `topics` (all a worker could be assigned), from the cluster's metadata;
-/// `None` when the metadata or one of the topics cannot be seen.
-fn count_partitions(config: &Config, topics: &[String]) -> Option<usize> {
-    let metadata = crate::kafka::consumer_config(&config.kafka)
-        .create::<BaseConsumer>()
-        .and_then(|c| c.fetch_metadata(None, Timeout::After(Duration::from_secs(10))))
-        .ok()?;
-    topics
-        .iter()
-        .map(|t| {
-            metadata
-                .topics()
-                .iter()
-                .find(|m| m.name() == t)
-                .map(|m| m.partitions().len())
-                .filter(|&n| n > 0)
-        })
-        .sum()
 }

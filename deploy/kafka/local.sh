@@ -9,8 +9,9 @@
 #   deploy/kafka/local.sh status  # same line if running (exit 0), else exit 1
 #   deploy/kafka/local.sh secure  # the TLS + SASL listener of the running broker:
 #                                 #   bootstrap=127.0.0.1:PORT ca=PEM user=NAME password=SECRET
-#                                 #   (SASL_SSL with SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN; a
-#                                 #   certificate for 127.0.0.1 made by keytool at each start)
+#                                 #   (SASL_SSL with SCRAM-SHA-256, SCRAM-SHA-512, PLAIN or
+#                                 #   OAUTHBEARER with unsigned test tokens; a certificate for
+#                                 #   127.0.0.1 made by keytool at each start)
 #   deploy/kafka/local.sh stop    # idempotent
 #   deploy/kafka/local.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server ... --list
 #
@@ -183,11 +184,13 @@ listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SECURE://127
 advertised.listeners=PLAINTEXT://127.0.0.1:$port,SECURE://127.0.0.1:$sport
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SECURE:SASL_SSL
 # The secure listener, as a managed cluster has it: TLS, then SASL (SCRAM users are made when
-# the storage is formatted; PLAIN checks the JAAS line below).
-sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
+# the storage is formatted; PLAIN checks the JAAS line below; OAUTHBEARER takes Kafka's own
+# unsigned test tokens, where a managed cluster checks signed ones from its identity provider).
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN,OAUTHBEARER
 listener.name.secure.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.secure.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.secure.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER="$pass";
+listener.name.secure.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker";
 listener.name.secure.ssl.keystore.location=$dir/broker.p12
 listener.name.secure.ssl.keystore.type=PKCS12
 listener.name.secure.ssl.keystore.password=$pass

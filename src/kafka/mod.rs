@@ -92,3 +92,41 @@ pub fn plain_config(bootstrap: &str) -> ClientConfig {
     c.set("bootstrap.servers", bootstrap);
     c
 }
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::producer::BaseProducer;
+
+    /// A managed cluster's OAUTHBEARER login through its identity provider (OIDC client
+    /// credentials): librdkafka refuses these settings unless it was built with libcurl.
+    #[test]
+    fn the_binary_accepts_an_oidc_login_for_its_clients() {
+        let common = [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "OAUTHBEARER"),
+            ("sasl.oauthbearer.method", "oidc"),
+            ("sasl.oauthbearer.client.id", "baton"),
+            ("sasl.oauthbearer.client.secret", "s"),
+            (
+                "sasl.oauthbearer.token.endpoint.url",
+                "https://idp.example/oauth2/token",
+            ),
+            ("sasl.oauthbearer.scope", "kafka"),
+        ];
+        let k = crate::config::KafkaSettings {
+            bootstrap_servers: "127.0.0.1:9".into(),
+            group_id: "g".into(),
+            common: common
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            consumer: Default::default(),
+            producer: Default::default(),
+        };
+        let consumer = super::consumer_config(&k).create::<BaseConsumer>();
+        assert!(consumer.is_ok(), "{:?}", consumer.err());
+        let producer = super::producer_config(&k).create::<BaseProducer>();
+        assert!(producer.is_ok(), "{:?}", producer.err());
+    }
+}

@@ -151,9 +151,16 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
 
-# KRaft cluster ids are 16 random bytes, base64url without padding.
+# KRaft cluster ids are 16 random bytes, base64url without padding. One in 64 of those starts
+# with '-', which the storage tool's argument parser takes for an option ("--cluster-id: expected
+# one argument"); Kafka's own Uuid.randomUuid draws again in that case, and so do we.
 random_cluster_id() {
-  python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))'
+  local id
+  while :; do
+    id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+    [[ "$id" == -* ]] || break
+  done
+  printf '%s\n' "$id"
 }
 
 # The SASL user of the secure listener; its password is made at each start.
@@ -401,6 +408,9 @@ cmd_secure() {
     || die "the running broker has no secure listener (started by an older local.sh?); stop it and start again"
   echo "bootstrap=127.0.0.1:$port ca=$dir/ca.pem user=$SASL_USER password=$pass"
 }
+
+# Sourced (by a test checking one of the functions above), define and stop here.
+[[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
 
 case "${1:-}" in
   start)  cmd_start ;;

@@ -12,7 +12,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::debug;
 
 use super::memory::MemoryUpdate;
-use super::tracker::Tp;
+use super::tracker::{Tp, Tracker};
 use super::{act, Item, Shared, WorkerConsumer};
 use crate::config::ErrorClass;
 use crate::envelope::{decode_job, Job};
@@ -89,18 +89,7 @@ fn finish(
             }
         }
     }
-    // Wake the poll thread when its start would be worth it: a batch of slots is free, or
-    // nothing runs any more (a drain or an idle worker looks at once). A slot kept by the
-    // key's next job frees nothing.
-    let wake = f.next.is_none() && {
-        let running = t.running_total();
-        let free = if t.waiting_total() >= shared.config.worker.max_in_flight {
-            0
-        } else {
-            shared.config.worker.max_in_flight.saturating_sub(running)
-        };
-        free >= shared.wake_batch || running == 0
-    };
+    let wake = worth_waking(&t, shared.config.worker.max_in_flight, shared.wake_batch);
     drop(t);
     if shared.draining.load(Ordering::SeqCst) > 0 {
         shared.changed.notify_all();
@@ -109,6 +98,14 @@ fn finish(
         shared.wake();
     }
     f.next
+}
+
+/// Whether the poll thread's start would be worth it after a job ended: a batch of slots is
+/// free, or nothing runs any more (a drain or an idle worker looks at once). A slot handed to
+/// the key's next job frees nothing by itself, but the waiting job it took may have been the
+/// one that held every slot (waiting jobs are capped at `max` too).
+pub(super) fn worth_waking<J>(t: &Tracker<J>, max: usize, batch: usize) -> bool {
+    t.free(max) >= batch || t.running_total() == 0
 }
 
 /// Processes one record to its terminal output: decode, run the step, decide, act.

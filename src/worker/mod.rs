@@ -334,7 +334,7 @@ pub async fn run(
 }
 
 /// How many free slots make finishing jobs wake the poll thread: one in 64 of them, at most
-/// 32 (so at most half a percent of the slots wait for it on average), at least one.
+/// 32 (so on average at most 1/128 of the slots wait for it), at least one.
 fn wake_batch(max_in_flight: usize) -> usize {
     (max_in_flight / 64).clamp(1, 32)
 }
@@ -350,8 +350,14 @@ fn subscribe(config: &Config, shared: &Arc<Shared>) -> Result<Arc<WorkerConsumer
         .store(counted.unwrap_or(0), Ordering::Relaxed);
     let partitions = counted.unwrap_or(topics.len());
     let mut cc = crate::kafka::consumer_config(&config.kafka);
-    for (key, value) in prefetch_settings(config.worker.max_in_flight_bytes, partitions) {
-        if !config.kafka.consumer.contains_key(key) {
+    // What the config sets itself ([kafka.common] or [kafka.consumer]) stays as set.
+    let message_max = cc
+        .get("message.max.bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES);
+    let budget = config.worker.max_in_flight_bytes;
+    for (key, value) in prefetch_settings(budget, partitions, message_max) {
+        if cc.get(key).is_none() {
             cc.set(key, value);
         }
     }
@@ -368,10 +374,14 @@ fn subscribe(config: &Config, shared: &Arc<Shared>) -> Result<Arc<WorkerConsumer
 
 /// librdkafka's prefetch settings for a byte budget: a quarter of it is shared by the
 /// partitions' own queues (with split queues, `queued.max.messages.kbytes` is per partition),
-/// and no fetch asks for more than that, nor for less than librdkafka accepts (its
-/// `message.max.bytes`, 1,000,000 by default: below a 4 MB budget one fetch response may
-/// exceed the quarter).
-fn prefetch_settings(budget: u64, partitions: usize) -> [(&'static str, String); 3] {
+/// and no fetch asks for more than that, nor for less than librdkafka accepts: its
+/// `message.max.bytes` (`message_max`; below a 4 MB budget with the default, one fetch
+/// response may exceed the quarter).
+fn prefetch_settings(
+    budget: u64,
+    partitions: usize,
+    message_max: u64,
+) -> [(&'static str, String); 3] {
     let prefetch = budget / 4;
     let per_partition = (prefetch / partitions.max(1) as u64).max(64 * 1024);
     [
@@ -385,16 +395,14 @@ fn prefetch_settings(budget: u64, partitions: usize) -> [(&'static str, String);
         ),
         (
             "fetch.max.bytes",
-            prefetch
-                .clamp(MIN_FETCH_MAX_BYTES, 50 * 1024 * 1024)
-                .to_string(),
+            prefetch.min(50 * 1024 * 1024).max(message_max).to_string(),
         ),
     ]
 }
 
-/// librdkafka refuses a consumer whose `fetch.max.bytes` is below its `message.max.bytes`
-/// (1,000,000 unless set).
-const MIN_FETCH_MAX_BYTES: u64 = 1_000_000;
+/// librdkafka's `message.max.bytes` unless set; it refuses a consumer whose `fetch.max.bytes`
+/// is below it.
+const DEFAULT_MESSAGE_MAX_BYTES: u64 = 1_000_000;
 
 /// Partitions of `topics` (all a worker could be assigned), from the cluster's metadata;
 /// `None` when the metadata or one of the topics cannot be seen.
@@ -425,7 +433,26 @@ mod tests {
         let mut cc = rdkafka::ClientConfig::new();
         cc.set("group.id", "g")
             .set("bootstrap.servers", "127.0.0.1:9");
-        for (key, value) in prefetch_settings(1024 * 1024, 24) {
+        for (key, value) in prefetch_settings(1024 * 1024, 24, DEFAULT_MESSAGE_MAX_BYTES) {
+            cc.set(key, value);
+        }
+        let created = cc.create::<BaseConsumer>();
+        assert!(created.is_ok(), "{:?}", created.err());
+    }
+
+    /// A cluster that allows 64 MiB records: the config raises `message.max.bytes`, and the
+    /// fetch size follows it past the 50 MiB it is otherwise capped at.
+    #[test]
+    fn the_fetch_size_follows_a_raised_message_max_bytes() {
+        let large = 64 * 1024 * 1024;
+        let s = prefetch_settings(256 * 1024 * 1024, 8, large);
+        assert_eq!(s[2].1, large.to_string());
+        let mut cc = rdkafka::ClientConfig::new();
+        cc.set("group.id", "g")
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .set("message.max.bytes", large.to_string())
+            .set("receive.message.max.bytes", (2 * large).to_string());
+        for (key, value) in s {
             cc.set(key, value);
         }
         let created = cc.create::<BaseConsumer>();
@@ -434,7 +461,7 @@ mod tests {
 
     #[test]
     fn a_large_budget_gives_a_quarter_to_prefetch() {
-        let s = prefetch_settings(256 * 1024 * 1024, 8);
+        let s = prefetch_settings(256 * 1024 * 1024, 8, DEFAULT_MESSAGE_MAX_BYTES);
         assert_eq!(
             s[0].1,
             (8 * 1024).to_string(),
@@ -450,5 +477,31 @@ mod tests {
         assert_eq!(wake_batch(64), 1);
         assert_eq!(wake_batch(1024), 16);
         assert_eq!(wake_batch(100_000), 32);
+    }
+
+    /// One hot key fills the waiting cap, so no slot is free although one job runs; when it
+    /// ends, its successor takes its slot and the waiting jobs drop below the cap: the other
+    /// keys' slots are free again, and the poll thread must hear of it (it did not, and slept
+    /// up to 100 ms per job, when only a finish without a successor rang).
+    #[test]
+    fn a_hot_key_handing_over_its_slot_wakes_the_poll_thread_when_it_frees_the_others() {
+        let (max, batch) = (4, 1);
+        let tp: tracker::Tp = ("jobs".into(), 0);
+        let mut t = tracker::Tracker::new();
+        let e = t.assign(tp.clone());
+        for offset in 0..=max as i64 {
+            t.admit(&tp, (e, 0), offset, Some(b"hot"), offset);
+        }
+        assert_eq!(
+            (t.running_total(), t.waiting_total(), t.free(max)),
+            (1, 4, 0)
+        );
+        assert!(!job::worth_waking(&t, max, batch));
+        let f = t.finish(&tp, e, 0, Some(b"hot"));
+        assert_eq!(f.next, Some(1), "the key's next job takes the slot");
+        assert_eq!(t.free(max), 3);
+        assert!(job::worth_waking(&t, max, batch));
+        // Short of a batch, a finish that frees a slot does not ring.
+        assert!(!job::worth_waking(&t, max, 4));
     }
 }

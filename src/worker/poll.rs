@@ -6,7 +6,8 @@
 //! of the byte budget. Whenever slots are free, the thread visits the partitions in rounds
 //! (retry tiers first, then the input partitions from where the last round stopped) and takes
 //! one record from each per round. A partition with a backlog therefore gets at most its turn,
-//! never the whole worker, and a due retry record takes the next free slot. Nothing is paused
+//! never the whole worker, and a due retry record takes one of the next free slots (on a full
+//! worker, finished jobs wake this thread once a batch of slots is free). Nothing is paused
 //! for backpressure: a partition whose queue is not read stops being fetched when its
 //! prefetch share is full, and a held retry record's partition is simply not read until due.
 //! The consumer's own queue is polled every turn for group events (and for any record that
@@ -435,14 +436,9 @@ impl Poller {
     }
 }
 
-/// How many more jobs may start: running jobs are capped at `max`, and so are jobs waiting
-/// behind a busy key (one hot key must not take every slot from the other keys).
+/// How many more jobs may start (see `Tracker::free`).
 fn capacity(shared: &Shared, max: usize) -> usize {
     let t = shared.tracker();
     telemetry::set_in_flight(t.in_flight());
-    if t.waiting_total() >= max {
-        0
-    } else {
-        max.saturating_sub(t.running_total())
-    }
+    t.free(max)
 }

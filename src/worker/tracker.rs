@@ -291,6 +291,16 @@ impl<J> Tracker<J> {
         self.waiting
     }
 
+    /// How many more jobs may start: running jobs are capped at `max`, and so are jobs waiting
+    /// behind a busy key (one hot key must not take every slot from the other keys).
+    pub fn free(&self, max: usize) -> usize {
+        if self.waiting >= max {
+            0
+        } else {
+            max.saturating_sub(self.running)
+        }
+    }
+
     /// Jobs admitted and not yet ended: running plus waiting.
     pub fn in_flight(&self) -> usize {
         self.running + self.waiting

@@ -271,9 +271,14 @@ pub(super) async fn publish(
     cancel: &CancellationToken,
 ) -> Result<(), PublishError> {
     let mut delay = Duration::from_millis(100);
+    // The headers move into the send (no copy per record: each header is an allocation in
+    // librdkafka); a failed delivery hands them back with the message, for the retry.
+    let mut hdrs = Some(hdrs);
     loop {
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(topic).headers(hdrs.clone());
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        if let Some(h) = hdrs.take() {
+            record = record.headers(h);
+        }
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -293,7 +298,8 @@ pub(super) async fn publish(
         match result {
             Ok(_) => return Ok(()),
             Err((e, _)) if is_permanent(&e) => return Err(PublishError::Rejected(e)),
-            Err((e, _)) => {
+            Err((e, mut returned)) => {
+                hdrs = returned.detach_headers();
                 warn!(topic, error = %e, retry_in = ?delay, "delivery failed; retrying");
                 telemetry::produce_retry();
                 tokio::select! {

@@ -370,7 +370,8 @@ async fn publish_jobs(
     bar.set_style(style(&format!(
         "  in_flight {level:>5}: publishing {{bar:30}} {{pos}}/{{len}}  {{per_sec}}"
     )));
-    let producer = crate::kafka::tools::tool_producer(&args.bootstrap)?;
+    let producer =
+        crate::kafka::tools::tool_producer(&crate::kafka::plain_config(&args.bootstrap))?;
     let conversations = args.conversations;
     let padding = "lorem ipsum ".repeat((args.payload_kib as usize * 1024).div_ceil(12));
     let records = (0..args.jobs).map(|i| {
@@ -510,7 +511,10 @@ struct Arrivals {
 impl LevelRun {
     /// Starts the worker, waits for every job's terminal record, reads `/proc`, stops it.
     fn measure(self, cmd: Command) -> Result<Outcome, BenchError> {
-        let consumer = crate::kafka::tools::reader_from_beginning(&self.bootstrap, &self.topics)?;
+        let consumer = crate::kafka::tools::reader_from_beginning(
+            &crate::kafka::plain_config(&self.bootstrap),
+            &self.topics,
+        )?;
         let mock_cpu_before = cpu_seconds(self.mock_pid)?;
         let host_before = host_cpu_ticks()?;
         let started_ms = now_ms();

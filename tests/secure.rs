@@ -85,7 +85,54 @@ async fn worker_through(
     );
     let log = worker.log_text();
     assert!(log.contains("partitions assigned"), "{log}");
+    // The on-call tools reach the same cluster the same way, from the same config.
+    let config = secure_config.to_str().unwrap();
+    let results = world.results();
+    let consumed = tool(
+        &[
+            "consume", "--config", config, "--topic", &results, "--count", "20",
+        ],
+        env,
+    );
+    assert_eq!(consumed.lines().count(), 20, "{consumed}");
+    let status = tool(&["status", "--config", config, "t7"], env);
+    assert!(
+        status.contains("job t7:") && status.contains("done"),
+        "{status}"
+    );
+    let dlq = world.dlq();
+    let inspected = tool(
+        &[
+            "dlq",
+            "inspect",
+            "--config",
+            config,
+            "--topic",
+            &dlq,
+            "--idle-ms",
+            "1000",
+        ],
+        env,
+    );
+    assert!(inspected.contains("0 dead letter(s)"), "{inspected}");
     log
+}
+
+/// Runs a `baton` tool with `env` (no bootstrap from the environment); returns its output.
+fn tool(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("BATON_BOOTSTRAP")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run baton");
+    assert!(
+        out.status.success(),
+        "baton {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

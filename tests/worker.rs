@@ -338,7 +338,8 @@ async fn results_carry_the_envelope_and_headers() {
         "metadata": { "trace": [1, 2, { "x": null }] }
     });
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let producer = baton::kafka::tools::tool_producer(&bootstrap()).unwrap();
+    let producer =
+        baton::kafka::tools::tool_producer(&baton::kafka::plain_config(&bootstrap())).unwrap();
     let payload = serde_json::to_vec(&job).unwrap();
     let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
         key: "traceparent",
@@ -430,7 +431,8 @@ async fn a_header_key_that_is_not_utf8_does_not_wedge_the_partition() {
     let bad_key = [0xffu8, 0xfe];
     // SAFETY: `native` is the live header list owned by `headers`; key and value are copied.
     unsafe { rd::rd_kafka_header_add(native, bad_key.as_ptr().cast(), 2, b"v".as_ptr().cast(), 1) };
-    let producer = baton::kafka::tools::tool_producer(&bootstrap()).unwrap();
+    let producer =
+        baton::kafka::tools::tool_producer(&baton::kafka::plain_config(&bootstrap())).unwrap();
     let input = world.input();
     for i in 0..3 {
         let payload = job(&format!("h{i}"), "hello");

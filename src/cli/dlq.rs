@@ -3,7 +3,7 @@
 
 use clap::{Args, Subcommand};
 
-use super::CliError;
+use super::{CliError, ClusterArgs};
 
 /// `baton dlq ...`
 #[derive(Debug, Subcommand)]
@@ -20,9 +20,9 @@ pub struct DlqSelect {
     /// The dead-letter topic (`<input>.dlq`).
     #[arg(long)]
     pub topic: String,
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "BATON_BOOTSTRAP")]
-    pub bootstrap: String,
+    /// Where the topic is.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Only this error class (e.g. `provider_timeout`).
     #[arg(long)]
     pub error_class: Option<String>,
@@ -69,10 +69,10 @@ async fn read_dead_letters(
     )>,
     CliError,
 > {
-    let (bootstrap, topic) = (select.bootstrap.clone(), select.topic.clone());
+    let (base, topic) = (select.cluster.client()?, select.topic.clone());
     let idle = std::time::Duration::from_millis(select.idle_ms);
     let records = tokio::task::spawn_blocking(move || {
-        crate::kafka::tools::read_topic(&bootstrap, &topic, None, idle, std::time::Duration::MAX)
+        crate::kafka::tools::read_topic(&base, &topic, None, idle, std::time::Duration::MAX)
     })
     .await
     .map_err(|e| std::io::Error::other(e.to_string()))??;
@@ -139,7 +139,7 @@ pub(super) async fn dlq_replay(args: DlqReplayArgs) -> Result<(), CliError> {
         println!("{} record(s) would be replayed to {target}", letters.len());
         return Ok(());
     }
-    let producer = crate::kafka::tools::tool_producer(&args.select.bootstrap)?;
+    let producer = crate::kafka::tools::tool_producer(&args.select.cluster.client()?)?;
     let mut failed = 0u64;
     for (_, m) in &letters {
         use rdkafka::Message;

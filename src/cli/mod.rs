@@ -12,7 +12,7 @@ mod run;
 mod status;
 mod topics;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 pub use check::CheckArgs;
@@ -185,6 +185,36 @@ pub fn shutdown_on_signals() -> CancellationToken {
         t.cancel();
     });
     token
+}
+
+/// Where a tool connects: bare bootstrap servers, or a config's `[kafka]` settings (its
+/// bootstrap servers and `[kafka.common]`: TLS, SASL), as the worker connects.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Kafka bootstrap servers; overrides the config's.
+    #[arg(long, env = "BATON_BOOTSTRAP")]
+    pub bootstrap: Option<String>,
+    /// A config file: the tool connects with its `[kafka]` settings (bootstrap servers, and
+    /// `[kafka.common]` for a cluster that needs TLS or SASL).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+}
+
+impl ClusterArgs {
+    /// The client settings to connect with.
+    pub fn client(&self) -> Result<rdkafka::ClientConfig, CliError> {
+        match (&self.config, &self.bootstrap) {
+            (Some(path), b) => {
+                let config = load_config(path, b.as_deref())?;
+                config.require_bootstrap()?;
+                Ok(crate::kafka::client_config(&config.kafka))
+            }
+            (None, Some(b)) => Ok(crate::kafka::plain_config(b)),
+            (None, None) => Err(CliError::Usage(
+                "give --bootstrap HOST:PORT or --config FILE".into(),
+            )),
+        }
+    }
 }
 
 /// Loads a config and applies a `--bootstrap` override.

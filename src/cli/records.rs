@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::CliError;
+use super::{CliError, ClusterArgs};
 
 /// `baton produce`
 #[derive(Debug, Args)]
@@ -10,9 +10,9 @@ pub struct ProduceArgs {
     /// Topic to publish to.
     #[arg(long)]
     pub topic: String,
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "BATON_BOOTSTRAP")]
-    pub bootstrap: String,
+    /// Where the topic is.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// JSON Lines file, or - for stdin.
     pub input: String,
 }
@@ -23,9 +23,9 @@ pub struct ConsumeArgs {
     /// Topic to read (from the beginning).
     #[arg(long)]
     pub topic: String,
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "BATON_BOOTSTRAP")]
-    pub bootstrap: String,
+    /// Where the topic is.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Stop after this many records.
     #[arg(long)]
     pub count: Option<usize>,
@@ -37,7 +37,8 @@ pub struct ConsumeArgs {
 /// Publishes every line of `args.input` to `args.topic`.
 pub(super) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
     let stats =
-        crate::kafka::tools::produce_command(&args.bootstrap, &args.topic, &args.input).await?;
+        crate::kafka::tools::produce_command(&args.cluster.client()?, &args.topic, &args.input)
+            .await?;
     eprintln!("produced {} record(s) to {}", stats.sent, args.topic);
     if stats.failed > 0 {
         return Err(CliError::ProduceFailed {
@@ -51,9 +52,10 @@ pub(super) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
 /// Prints `args.topic`'s records, from the beginning, as JSON lines.
 pub(super) async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
     let idle = std::time::Duration::from_millis(args.idle_ms);
+    let base = args.cluster.client()?;
     let records = tokio::task::spawn_blocking(move || {
         crate::kafka::tools::read_topic(
-            &args.bootstrap,
+            &base,
             &args.topic,
             args.count,
             idle,

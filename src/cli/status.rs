@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use rdkafka::ClientConfig;
 
 use super::{load_config, CliError};
 use crate::envelope::StatusRecord;
@@ -40,9 +41,9 @@ pub struct StatusArgs {
 
 /// Reads the status topic to its end and prints what was asked.
 pub(super) async fn status(args: StatusArgs) -> Result<(), CliError> {
-    let (bootstrap, topic, steps) = source(&args)?;
+    let (base, topic, steps) = source(&args)?;
     let records = tokio::task::spawn_blocking(move || {
-        crate::kafka::tools::read_to_end(&bootstrap, &topic, Duration::from_secs(60))
+        crate::kafka::tools::read_to_end(&base, &topic, Duration::from_secs(60))
     })
     .await
     .map_err(|e| CliError::Usage(format!("reading the status topic: {e}")))??;
@@ -69,8 +70,9 @@ pub(super) async fn status(args: StatusArgs) -> Result<(), CliError> {
 /// Each pipeline's steps, in order.
 type StepOrder = BTreeMap<String, Vec<String>>;
 
-/// Bootstrap servers, status topic, and each pipeline's steps in order (from the config).
-fn source(args: &StatusArgs) -> Result<(String, String, StepOrder), CliError> {
+/// The client settings (the config's, with its security settings, or bare bootstrap servers),
+/// the status topic, and each pipeline's steps in order (from the config).
+fn source(args: &StatusArgs) -> Result<(ClientConfig, String, StepOrder), CliError> {
     match &args.config {
         Some(path) => {
             let config = load_config(path, args.bootstrap.as_deref())?;
@@ -82,13 +84,18 @@ fn source(args: &StatusArgs) -> Result<(String, String, StepOrder), CliError> {
                     .or_default()
                     .push(s.name.clone());
             }
-            Ok((config.kafka.bootstrap_servers, config.topics.status, steps))
+            let base = crate::kafka::client_config(&config.kafka);
+            Ok((base, config.topics.status, steps))
         }
         None => {
             let b = args.bootstrap.clone().ok_or_else(|| {
                 CliError::Usage("give --config FILE or --bootstrap HOST:PORT".into())
             })?;
-            Ok((b, args.topic.clone(), BTreeMap::new()))
+            Ok((
+                crate::kafka::plain_config(&b),
+                args.topic.clone(),
+                BTreeMap::new(),
+            ))
         }
     }
 }

@@ -82,7 +82,7 @@ fn schema_dir() -> Result<PathBuf, DemoError> {
 /// Runs the contracts through `config`'s pipeline with a worker of its own.
 pub async fn run(config: Config, timeout: Duration) -> Result<ContractsReport, DemoError> {
     let first = config.steps[0].topic.clone();
-    let producer = crate::kafka::tools::tool_producer(&config.kafka.bootstrap_servers)?;
+    let producer = crate::kafka::tools::tool_producer(&crate::kafka::client_config(&config.kafka))?;
     let lines: Vec<&str> = CONTRACTS.lines().take(CONTRACTS_IN_DEMO).collect();
     let records = lines.iter().map(|l| {
         let key = crate::kafka::tools::job_key(l).map(String::into_bytes);
@@ -115,7 +115,7 @@ fn collect(
     n: usize,
     timeout: Duration,
 ) -> Result<ContractsReport, rdkafka::error::KafkaError> {
-    let bootstrap = &config.kafka.bootstrap_servers;
+    let base = crate::kafka::client_config(&config.kafka);
     let mut outputs = vec![config.topics.results.clone(), config.topics.review.clone()];
     outputs.extend(
         config
@@ -123,7 +123,7 @@ fn collect(
             .iter()
             .map(|s| crate::config::TopicNames::dlq_of(&s.topic)),
     );
-    let consumer = crate::kafka::tools::reader_from_beginning(bootstrap, &outputs)?;
+    let consumer = crate::kafka::tools::reader_from_beginning(&base, &outputs)?;
     let mut report = ContractsReport::default();
     let mut dead = 0;
     let deadline = Instant::now() + timeout;
@@ -148,7 +148,7 @@ fn collect(
     }
     // The status topic, as `baton status --pipeline contracts` reads it.
     let mut board = Board::default();
-    for m in crate::kafka::tools::read_to_end(bootstrap, &config.topics.status, timeout)? {
+    for m in crate::kafka::tools::read_to_end(&base, &config.topics.status, timeout)? {
         if let Some(s) = m
             .payload()
             .and_then(|p| serde_json::from_slice::<StatusRecord>(p).ok())

@@ -144,7 +144,7 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
     let step = config.steps[0].clone();
     let records = tickets::generate(args.jobs, args.seed);
     let expected: HashSet<String> = records.iter().map(|r| r.key.clone()).collect();
-    let producer = crate::kafka::tools::tool_producer(&config.kafka.bootstrap_servers)?;
+    let producer = crate::kafka::tools::tool_producer(&crate::kafka::client_config(&config.kafka))?;
     let tickets = records
         .iter()
         .map(|r| (Some(r.key.clone().into_bytes()), r.value.clone()));
@@ -156,17 +156,16 @@ pub async fn run(args: DemoArgs) -> Result<DemoReport, DemoError> {
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(crate::worker::run(config.clone(), runner, shutdown.clone()));
     let outages = simulate_outages(&mock);
-    let bootstrap = config.kafka.bootstrap_servers.clone();
+    let base = crate::kafka::client_config(&config.kafka);
     let outputs = vec![
         config.topics.results.clone(),
         TopicNames::dlq_of(&step.topic),
     ];
     let timeout = Duration::from_secs(args.timeout_s);
-    let (results, dead_letters) = tokio::task::spawn_blocking(move || {
-        collect_outputs(&bootstrap, &outputs, &expected, timeout)
-    })
-    .await
-    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let (results, dead_letters) =
+        tokio::task::spawn_blocking(move || collect_outputs(&base, &outputs, &expected, timeout))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
     outages.abort();
     shutdown.cancel();
     let stats = worker
@@ -377,12 +376,12 @@ type Outputs = (Vec<JobResult>, Vec<(String, String)>);
 
 /// Reads results and dead letters until every expected job id is accounted for, or timeout.
 fn collect_outputs(
-    bootstrap: &str,
+    base: &rdkafka::ClientConfig,
     topics: &[String],
     expected: &HashSet<String>,
     timeout: Duration,
 ) -> Result<Outputs, rdkafka::error::KafkaError> {
-    let consumer = crate::kafka::tools::reader_from_beginning(bootstrap, topics)?;
+    let consumer = crate::kafka::tools::reader_from_beginning(base, topics)?;
     let bar = ProgressBar::new(expected.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("  {bar:40} {pos}/{len} jobs finished  {elapsed}")

@@ -9,7 +9,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 
 use rdkafka::error::KafkaError;
@@ -31,9 +31,10 @@ pub struct ProduceStats {
     pub failed: u64,
 }
 
-/// A producer for tools: acks=all, idempotent.
-pub fn tool_producer(bootstrap: &str) -> Result<FutureProducer, KafkaError> {
-    super::plain_config(bootstrap)
+/// A producer for tools: acks=all, idempotent. `base` gives the bootstrap servers and any
+/// security settings ([`super::client_config`], or [`super::plain_config`]).
+pub fn tool_producer(base: &ClientConfig) -> Result<FutureProducer, KafkaError> {
+    base.clone()
         .set("enable.idempotence", "true")
         .set("linger.ms", "10")
         .set("message.timeout.ms", "60000")
@@ -112,7 +113,7 @@ fn tally(stats: &mut ProduceStats, ok: bool, progress: Option<&ProgressBar>) {
 
 /// `baton produce`: reads JSON Lines from a file or `-` (stdin) and publishes them.
 pub async fn produce_command(
-    bootstrap: &str,
+    base: &ClientConfig,
     topic: &str,
     input: &str,
 ) -> Result<ProduceStats, std::io::Error> {
@@ -126,7 +127,7 @@ pub async fn produce_command(
             .split(b'\n')
             .collect::<Result<_, _>>()?
     };
-    let producer = tool_producer(bootstrap).map_err(std::io::Error::other)?;
+    let producer = tool_producer(base).map_err(std::io::Error::other)?;
     let bar = ProgressBar::new(lines.len() as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -141,11 +142,13 @@ pub async fn produce_command(
 
 /// A consumer assigned to every partition of `topics` from the beginning. It joins no group
 /// and commits nothing: the demo, the benchmark, `baton consume` and the tests read with it.
+/// `base` gives the bootstrap servers and any security settings.
 pub fn reader_from_beginning(
-    bootstrap: &str,
+    base: &ClientConfig,
     topics: &[String],
 ) -> Result<BaseConsumer, KafkaError> {
-    let consumer: BaseConsumer = super::plain_config(bootstrap)
+    let consumer: BaseConsumer = base
+        .clone()
         .set("group.id", "baton-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
@@ -166,13 +169,13 @@ pub fn reader_from_beginning(
 /// Reads `topic` from the beginning of every partition until `count` records arrived, the
 /// topic stayed quiet for `idle`, or `deadline` passed. Uses no consumer group.
 pub fn read_topic(
-    bootstrap: &str,
+    base: &ClientConfig,
     topic: &str,
     count: Option<usize>,
     idle: Duration,
     deadline: Duration,
 ) -> Result<Vec<OwnedMessage>, KafkaError> {
-    let consumer = reader_from_beginning(bootstrap, &[topic.to_string()])?;
+    let consumer = reader_from_beginning(base, &[topic.to_string()])?;
     let start = Instant::now();
     let mut last = Instant::now();
     let mut out = Vec::new();
@@ -188,7 +191,7 @@ pub fn read_topic(
 
 /// A consumer that joins no group and commits nothing, for [`read_partition_from`]; `base`
 /// gives the bootstrap servers and any security settings.
-pub fn partition_reader(base: &rdkafka::ClientConfig) -> Result<BaseConsumer, KafkaError> {
+pub fn partition_reader(base: &ClientConfig) -> Result<BaseConsumer, KafkaError> {
     base.clone()
         .set("group.id", "baton-reader")
         .set("enable.auto.commit", "false")
@@ -239,11 +242,11 @@ pub fn read_partition_from(
 /// giving up after `deadline`. Uses no consumer group. What `baton status` reads: the end is
 /// Kafka's, not a quiet period's guess.
 pub fn read_to_end(
-    bootstrap: &str,
+    base: &ClientConfig,
     topic: &str,
     deadline: Duration,
 ) -> Result<Vec<OwnedMessage>, KafkaError> {
-    let consumer = reader_from_beginning(bootstrap, &[topic.to_string()])?;
+    let consumer = reader_from_beginning(base, &[topic.to_string()])?;
     let assignment = consumer.assignment()?;
     let mut ends = std::collections::HashMap::new();
     for e in assignment.elements_for_topic(topic) {

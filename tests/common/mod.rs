@@ -189,7 +189,8 @@ impl Drop for Worker {
 
 /// Publishes `(key, value)` records and waits for every acknowledgement.
 pub async fn produce(topic: &str, records: Vec<(Option<Vec<u8>>, Vec<u8>)>) {
-    let producer = baton::kafka::tools::tool_producer(&bootstrap()).unwrap();
+    let producer =
+        baton::kafka::tools::tool_producer(&baton::kafka::plain_config(&bootstrap())).unwrap();
     let n = records.len() as u64;
     let stats = baton::kafka::tools::produce_records(&producer, topic, records, None).await;
     assert_eq!(stats.sent, n, "every record acknowledged");
@@ -203,7 +204,11 @@ pub struct Reader {
 
 impl Reader {
     pub fn new(topics: &[String]) -> Reader {
-        let consumer = baton::kafka::tools::reader_from_beginning(&bootstrap(), topics).unwrap();
+        let consumer = baton::kafka::tools::reader_from_beginning(
+            &baton::kafka::plain_config(&bootstrap()),
+            topics,
+        )
+        .unwrap();
         let assigned = consumer.assignment().unwrap();
         for t in topics {
             let partitions = assigned.elements_for_topic(t).len();

@@ -338,6 +338,23 @@ async fn produce_then_consume_round_trips_with_headers() {
             .unwrap()
             .starts_with("00-"));
     }
+
+    // With a config, the tool connects as the config says: `BATON_BOOTSTRAP` left in the
+    // shell (here, an address nothing listens on) fills in only a missing address.
+    let o = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["consume", "--config", world.config_path.to_str().unwrap()])
+        .args(["--topic", &world.results(), "--count", "25"])
+        .env("BATON_BOOTSTRAP", "127.0.0.1:9")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run baton");
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).lines().count(),
+        25,
+        "{}",
+        text(&o)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

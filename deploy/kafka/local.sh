@@ -409,7 +409,8 @@ cmd_secure() {
   echo "bootstrap=127.0.0.1:$port ca=$dir/ca.pem user=$SASL_USER password=$pass"
 }
 
-# Sourced (by a test checking one of the functions above), define and stop here.
+# Sourced (by a test checking one of the functions above): the settings at the top have run
+# and the functions are defined; no command runs.
 [[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
 
 case "${1:-}" in

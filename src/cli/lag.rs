@@ -22,8 +22,9 @@ pub struct LagArgs {
     /// has committed on is shown.
     #[arg(long)]
     pub group: Option<String>,
-    /// Kafka bootstrap servers; overrides the config's.
-    #[arg(long, env = "BATON_BOOTSTRAP")]
+    /// Kafka bootstrap servers; overrides the config's. `BATON_BOOTSTRAP` is read when there
+    /// is no config, or when the config sets none.
+    #[arg(long)]
     pub bootstrap: Option<String>,
     /// Time between the two readings the rate and time to drain come from (0: one reading,
     /// no rate).
@@ -70,13 +71,14 @@ fn target(args: &LagArgs) -> Result<Target, CliError> {
             topics: Some(Topics::of(&config)),
         });
     }
-    let (Some(group), Some(bootstrap)) = (&args.group, &args.bootstrap) else {
+    let (Some(group), Some(bootstrap)) = (&args.group, super::bootstrap_or_env(&args.bootstrap))
+    else {
         return Err(CliError::Usage(
             "give --config FILE, or --group GROUP with --bootstrap HOST:PORT".into(),
         ));
     };
     Ok(Target {
-        client: crate::kafka::plain_config(bootstrap),
+        client: crate::kafka::plain_config(&bootstrap),
         group: group.clone(),
         topics: None,
     })

@@ -191,8 +191,9 @@ pub fn shutdown_on_signals() -> CancellationToken {
 /// bootstrap servers and `[kafka.common]`: TLS, SASL), as the worker connects.
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
-    /// Kafka bootstrap servers; overrides the config's.
-    #[arg(long, env = "BATON_BOOTSTRAP")]
+    /// Kafka bootstrap servers; overrides the config's. `BATON_BOOTSTRAP` is read when there
+    /// is no config, or when the config sets none.
+    #[arg(long)]
     pub bootstrap: Option<String>,
     /// A config file: the tool connects with its `[kafka]` settings (bootstrap servers, and
     /// `[kafka.common]` for a cluster that needs TLS or SASL).
@@ -209,19 +210,40 @@ impl ClusterArgs {
                 config.require_bootstrap()?;
                 Ok(crate::kafka::client_config(&config.kafka))
             }
-            (None, Some(b)) => Ok(crate::kafka::plain_config(b)),
-            (None, None) => Err(CliError::Usage(
-                "give --bootstrap HOST:PORT or --config FILE".into(),
-            )),
+            (None, b) => match bootstrap_or_env(b) {
+                Some(b) => Ok(crate::kafka::plain_config(&b)),
+                None => Err(CliError::Usage(
+                    "give --bootstrap HOST:PORT or --config FILE".into(),
+                )),
+            },
         }
     }
 }
 
-/// Loads a config and applies a `--bootstrap` override.
+/// The environment variable that stands in for `--bootstrap` where nothing else names the
+/// cluster. It never overrides a config's servers: a shell left with a test cluster's address
+/// must not send a production config's credentials (or a DLQ replay) there.
+const BOOTSTRAP_ENV: &str = "BATON_BOOTSTRAP";
+
+/// `--bootstrap` when given, else `BATON_BOOTSTRAP` when set and not empty.
+fn bootstrap_or_env(flag: &Option<String>) -> Option<String> {
+    flag.clone().or_else(|| {
+        std::env::var(BOOTSTRAP_ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+    })
+}
+
+/// Loads a config and applies a `--bootstrap` override; `BATON_BOOTSTRAP` only fills in
+/// servers the config does not set.
 pub fn load_config(path: &std::path::Path, bootstrap: Option<&str>) -> Result<Config, CliError> {
     let mut config = Config::load(path)?;
     if let Some(b) = bootstrap {
         config.kafka.bootstrap_servers = b.to_string();
+    } else if config.kafka.bootstrap_servers.trim().is_empty() {
+        if let Some(b) = bootstrap_or_env(&None) {
+            config.kafka.bootstrap_servers = b;
+        }
     }
     Ok(config)
 }

@@ -15,8 +15,9 @@ pub struct RunArgs {
     /// The config file.
     #[arg(long)]
     pub config: PathBuf,
-    /// Kafka bootstrap servers; overrides `kafka.bootstrap_servers`.
-    #[arg(long, env = "BATON_BOOTSTRAP")]
+    /// Kafka bootstrap servers; overrides the config's. `BATON_BOOTSTRAP` is read only when
+    /// the config sets none.
+    #[arg(long)]
     pub bootstrap: Option<String>,
 }
 

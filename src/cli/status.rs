@@ -28,8 +28,9 @@ pub struct StatusArgs {
     /// The config file (gives the bootstrap servers, the status topic and step order).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Kafka bootstrap servers; overrides the config's.
-    #[arg(long, env = "BATON_BOOTSTRAP")]
+    /// Kafka bootstrap servers; overrides the config's. `BATON_BOOTSTRAP` is read when there
+    /// is no config, or when the config sets none.
+    #[arg(long)]
     pub bootstrap: Option<String>,
     /// The status topic, when there is no config.
     #[arg(long, default_value = "baton.status")]
@@ -88,8 +89,8 @@ fn source(args: &StatusArgs) -> Result<(ClientConfig, String, StepOrder), CliErr
             Ok((base, config.topics.status, steps))
         }
         None => {
-            let b = args.bootstrap.clone().ok_or_else(|| {
-                CliError::Usage("give --config FILE or --bootstrap HOST:PORT".into())
+            let b = super::bootstrap_or_env(&args.bootstrap).ok_or_else(|| {
+                CliError::Usage("give --bootstrap HOST:PORT or --config FILE".into())
             })?;
             Ok((
                 crate::kafka::plain_config(&b),

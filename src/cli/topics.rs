@@ -20,8 +20,9 @@ pub struct TopicsApplyArgs {
     /// The config file.
     #[arg(long)]
     pub config: PathBuf,
-    /// Kafka bootstrap servers; overrides `kafka.bootstrap_servers`.
-    #[arg(long, env = "BATON_BOOTSTRAP")]
+    /// Kafka bootstrap servers; overrides the config's. `BATON_BOOTSTRAP` is read only when
+    /// the config sets none.
+    #[arg(long)]
     pub bootstrap: Option<String>,
     /// Report only; create nothing.
     #[arg(long)]

@@ -350,14 +350,16 @@ fn subscribe(config: &Config, shared: &Arc<Shared>) -> Result<Arc<WorkerConsumer
         .store(counted.unwrap_or(0), Ordering::Relaxed);
     let partitions = counted.unwrap_or(topics.len());
     let mut cc = crate::kafka::consumer_config(&config.kafka);
-    // What the config sets itself ([kafka.common] or [kafka.consumer]) stays as set.
-    let message_max = cc
-        .get("message.max.bytes")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES);
+    // What the config sets itself ([kafka.common] or [kafka.consumer], under either of
+    // librdkafka's names) stays as set, and bounds what is derived.
+    let limits = FetchLimits {
+        message_max: bytes_setting(&cc, "message.max.bytes").unwrap_or(DEFAULT_MESSAGE_MAX_BYTES),
+        receive_max: bytes_setting(&cc, "receive.message.max.bytes"),
+    };
     let budget = config.worker.max_in_flight_bytes;
-    for (key, value) in prefetch_settings(budget, partitions, message_max) {
-        if cc.get(key).is_none() {
+    for (key, value) in prefetch_settings(budget, partitions, limits) {
+        let alias = (key == "max.partition.fetch.bytes").then_some("fetch.message.max.bytes");
+        if cc.get(key).is_none() && alias.is_none_or(|a| cc.get(a).is_none()) {
             cc.set(key, value);
         }
     }
@@ -372,15 +374,28 @@ fn subscribe(config: &Config, shared: &Arc<Shared>) -> Result<Arc<WorkerConsumer
     Ok(consumer)
 }
 
+/// A byte setting of the client config, when set.
+fn bytes_setting(cc: &rdkafka::ClientConfig, key: &str) -> Option<u64> {
+    cc.get(key).and_then(|v| v.trim().parse().ok())
+}
+
+/// What librdkafka requires of `fetch.max.bytes`: at least `message.max.bytes`, and at most
+/// `receive.message.max.bytes` less 512 (when the config sets it; its default is far above).
+#[derive(Debug, Clone, Copy)]
+struct FetchLimits {
+    message_max: u64,
+    receive_max: Option<u64>,
+}
+
 /// librdkafka's prefetch settings for a byte budget: a quarter of it is shared by the
 /// partitions' own queues (with split queues, `queued.max.messages.kbytes` is per partition),
-/// and no fetch asks for more than that, nor for less than librdkafka accepts: its
-/// `message.max.bytes` (`message_max`; below a 4 MB budget with the default, one fetch
-/// response may exceed the quarter).
+/// and no fetch asks for more than that, nor for more or less than librdkafka accepts (with
+/// the default `message.max.bytes`, below a 4 MB budget one fetch response may exceed the
+/// quarter; so may a raised `message.max.bytes`).
 fn prefetch_settings(
     budget: u64,
     partitions: usize,
-    message_max: u64,
+    limits: FetchLimits,
 ) -> [(&'static str, String); 3] {
     let prefetch = budget / 4;
     let per_partition = (prefetch / partitions.max(1) as u64).max(64 * 1024);
@@ -395,9 +410,18 @@ fn prefetch_settings(
         ),
         (
             "fetch.max.bytes",
-            prefetch.min(50 * 1024 * 1024).max(message_max).to_string(),
+            fetch_max_bytes(prefetch, limits).to_string(),
         ),
     ]
+}
+
+/// The quarter of the budget, at most 50 MiB, within `limits`.
+fn fetch_max_bytes(prefetch: u64, limits: FetchLimits) -> u64 {
+    let mut fetch = prefetch.min(50 * 1024 * 1024);
+    if let Some(receive) = limits.receive_max {
+        fetch = fetch.min(receive.saturating_sub(512));
+    }
+    fetch.max(limits.message_max)
 }
 
 /// librdkafka's `message.max.bytes` unless set; it refuses a consumer whose `fetch.max.bytes`
@@ -428,12 +452,41 @@ fn count_partitions(config: &Config, topics: &[String]) -> Option<usize> {
 mod tests {
     use super::*;
 
+    const DEFAULTS: FetchLimits = FetchLimits {
+        message_max: DEFAULT_MESSAGE_MAX_BYTES,
+        receive_max: None,
+    };
+
+    /// 10 MB records with `receive.message.max.bytes` just above them, as a cluster allowing
+    /// large records may be configured: the default budget's 50 MiB fetch would exceed it,
+    /// and librdkafka would refuse the consumer.
+    #[test]
+    fn the_fetch_size_stays_under_a_lowered_receive_message_max_bytes() {
+        let (message, receive) = (10_000_000u64, 10_000_512u64);
+        let limits = FetchLimits {
+            message_max: message,
+            receive_max: Some(receive),
+        };
+        let s = prefetch_settings(256 * 1024 * 1024, 8, limits);
+        assert_eq!(s[2].1, message.to_string());
+        let mut cc = rdkafka::ClientConfig::new();
+        cc.set("group.id", "g")
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .set("message.max.bytes", message.to_string())
+            .set("receive.message.max.bytes", receive.to_string());
+        for (key, value) in s {
+            cc.set(key, value);
+        }
+        let created = cc.create::<BaseConsumer>();
+        assert!(created.is_ok(), "{:?}", created.err());
+    }
+
     #[test]
     fn the_smallest_budget_still_makes_a_consumer_librdkafka_accepts() {
         let mut cc = rdkafka::ClientConfig::new();
         cc.set("group.id", "g")
             .set("bootstrap.servers", "127.0.0.1:9");
-        for (key, value) in prefetch_settings(1024 * 1024, 24, DEFAULT_MESSAGE_MAX_BYTES) {
+        for (key, value) in prefetch_settings(1024 * 1024, 24, DEFAULTS) {
             cc.set(key, value);
         }
         let created = cc.create::<BaseConsumer>();
@@ -445,7 +498,11 @@ mod tests {
     #[test]
     fn the_fetch_size_follows_a_raised_message_max_bytes() {
         let large = 64 * 1024 * 1024;
-        let s = prefetch_settings(256 * 1024 * 1024, 8, large);
+        let limits = FetchLimits {
+            message_max: large,
+            receive_max: None,
+        };
+        let s = prefetch_settings(256 * 1024 * 1024, 8, limits);
         assert_eq!(s[2].1, large.to_string());
         let mut cc = rdkafka::ClientConfig::new();
         cc.set("group.id", "g")
@@ -461,7 +518,7 @@ mod tests {
 
     #[test]
     fn a_large_budget_gives_a_quarter_to_prefetch() {
-        let s = prefetch_settings(256 * 1024 * 1024, 8, DEFAULT_MESSAGE_MAX_BYTES);
+        let s = prefetch_settings(256 * 1024 * 1024, 8, DEFAULTS);
         assert_eq!(
             s[0].1,
             (8 * 1024).to_string(),

@@ -742,3 +742,73 @@ async fn a_30_second_outage_during_1000_jobs() {
         "the primary kept being probed: {late_probes}"
     );
 }
+
+/// A provider whose error body echoes the request's `Authorization` header (seen: the key
+/// copied into `baton-error` on every dead letter and printed by `dlq inspect`). The key is
+/// in no dead letter, no log line and no `dlq inspect` output; the echo itself is there,
+/// redacted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_echoed_by_a_failing_provider_reaches_no_dead_letter_log_or_tool() {
+    const KEY: &str = "sk-test-echoed-7f3a9c1e5b2d4f6081a3c5e7";
+    let mock = mock(MOCK).await;
+    let echoing = format!(
+        r#"{{"errors":[{{"status":500,"rate":1.0}}],"api_key":"{KEY}","echo_auth_in_errors":true}}"#
+    );
+    mock.set_model("only", behavior(&echoing)).unwrap();
+    let config = config_head("provider_attempts = 2")
+        + r#"
+[retry]
+tiers = []
+
+[models.only]
+base_url = "{MOCK}"
+api_key_env = "BATON_TEST_ECHOED_KEY"
+
+[[pipelines.p.steps]]
+name = "s"
+model = "only"
+"#;
+    let world = World::new("secret", &mock.base_url(), &config).await;
+    let worker = Worker::start_with_env(
+        &world.config_path,
+        world.dir.path(),
+        &[("BATON_TEST_ECHOED_KEY", KEY)],
+    );
+    let n = 10;
+    produce(&world.input(), wave("k", n)).await;
+    let mut dead = Reader::new(&[world.dlq()]);
+    assert!(
+        dead.read_until(Duration::from_secs(60), |r| r.len() >= n),
+        "{} dead letters; worker log:\n{}",
+        dead.records.len(),
+        worker.log_text()
+    );
+    let calls = mock.request_log();
+    assert!(
+        calls.iter().all(|c| c.status == 500),
+        "the key was accepted, the echo sent"
+    );
+    for m in &dead.records {
+        let error = header(m, "baton-error").unwrap_or_default();
+        assert!(error.contains("[REDACTED]"), "the echo, redacted: {error}");
+        let record = format!(
+            "{:?} {:?}",
+            m.headers(),
+            m.payload().map(String::from_utf8_lossy)
+        );
+        assert!(!record.contains(KEY), "the key in a dead letter: {record}");
+    }
+    let log = worker.log_text();
+    assert!(!log.contains(KEY), "the key in the worker's log:\n{log}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["dlq", "inspect", "--records", "--topic", &world.dlq()])
+        .args(["--bootstrap", &bootstrap(), "--idle-ms", "1000"])
+        .env_remove("BATON_BOOTSTRAP")
+        .output()
+        .expect("run baton dlq inspect");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("{n} dead letter(s)")), "{text}");
+    assert!(!text.contains(KEY), "the key in dlq inspect:\n{text}");
+}

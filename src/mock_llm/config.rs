@@ -190,6 +190,10 @@ pub struct ModelBehavior {
     /// If set, requests must carry `Authorization: Bearer <api_key>`, else 401.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
+    /// Simulated errors (`errors`) echo the request's `Authorization` header in their message,
+    /// as some gateways' error pages do: a client must keep the key out of what it reports.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub echo_auth_in_errors: bool,
 }
 
 impl Default for ModelBehavior {
@@ -206,6 +210,7 @@ impl Default for ModelBehavior {
             context_window: None,
             content_filter: Vec::new(),
             api_key: None,
+            echo_auth_in_errors: false,
         }
     }
 }

@@ -322,11 +322,17 @@ async fn chat_completions(
         pending.prompt_tokens,
         draw,
     );
+    let echo = behavior
+        .echo_auth_in_errors
+        .then(|| headers.get(header::AUTHORIZATION))
+        .flatten()
+        .and_then(|v| v.to_str().ok());
     let call = Call {
         req: &req,
         behavior,
         n,
         answer_draw,
+        echo,
     };
     respond(&state, &config, decision, call, &mut pending).await
 }
@@ -371,12 +377,13 @@ fn parse_chat_request(
 }
 
 /// What an answer needs besides the decision: the request, its model's behaviour, its sequence
-/// number and its draw for classify noise.
+/// number, its draw for classify noise, and the `Authorization` header when errors echo it.
 struct Call<'a> {
     req: &'a ChatRequest,
     behavior: &'a ModelBehavior,
     n: u64,
     answer_draw: f64,
+    echo: Option<&'a str>,
 }
 
 /// The response the decision calls for, logged.
@@ -437,7 +444,7 @@ async fn respond(
         Decision::Error { status } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             pending.record(Outcome::Error, status, 0);
-            simulated_error(status)
+            simulated_error(status, call.echo)
         }
         Decision::Malformed => {
             let (body, completion_tokens) =
@@ -566,18 +573,25 @@ fn openai_error(
     (status, Json(body)).into_response()
 }
 
-fn simulated_error(status: StatusCode) -> Response {
-    let message = match status.as_u16() {
+/// A simulated error; with `echo`, its message repeats the request's `Authorization` header.
+fn simulated_error(status: StatusCode, echo: Option<&str>) -> Response {
+    let mut message = match status.as_u16() {
         500 => "The server had an error while processing your request. Sorry about that!",
         503 => "The engine is currently overloaded, please try again later.",
         _ => "Simulated error from baton mock-llm.",
-    };
+    }
+    .to_string();
+    if let Some(auth) = echo {
+        message.push_str(&format!(
+            " Request headers: {{\"authorization\": \"{auth}\"}}"
+        ));
+    }
     let code = match status.as_u16() {
         404 => Some("model_not_found"),
         429 => Some("rate_limit_exceeded"),
         _ => None,
     };
-    openai_error(status, message, None, code)
+    openai_error(status, &message, None, code)
 }
 
 fn shutting_down() -> Response {

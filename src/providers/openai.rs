@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use futures::future::BoxFuture;
 
-use super::{classify_status, Provider, ProviderError};
+use super::{classify_status, redact, Provider, ProviderError};
 use crate::config::{ModelConfig, Usage};
 use crate::context::ChatRequest;
 use crate::envelope::ChatMessage;
@@ -192,14 +192,15 @@ impl OpenAiClient {
                 ),
                 Err(_) => (None, String::from_utf8_lossy(&bytes).into_owned()),
             };
+            let secret = self.api_key.as_deref();
             return Err(classify_status(
                 status,
                 retry_after,
-                code.as_deref(),
-                &message,
+                code.as_deref().map(|c| redact(c, secret)).as_deref(),
+                &redact(&message, secret),
             ));
         }
-        decode_completion(&bytes)
+        decode_completion(&bytes, self.api_key.as_deref())
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ProviderError {
@@ -221,12 +222,14 @@ impl Provider for OpenAiClient {
     }
 }
 
-/// Decodes a 2xx body into a [`Completion`].
-fn decode_completion(bytes: &[u8]) -> Result<Completion, ProviderError> {
+/// Decodes a 2xx body into a [`Completion`]; a body that is not one is reported with an
+/// excerpt, `secret` redacted.
+fn decode_completion(bytes: &[u8], secret: Option<&str>) -> Result<Completion, ProviderError> {
     let wire: WireResponse = serde_json::from_slice(bytes).map_err(|e| {
+        let body = String::from_utf8_lossy(bytes);
         ProviderError::Malformed(format!(
             "body is not a chat completion ({e}): {}",
-            excerpt(&String::from_utf8_lossy(bytes), 120)
+            excerpt(&redact(&body, secret), 120)
         ))
     })?;
     let choice = wire
@@ -284,7 +287,7 @@ mod tests {
     #[test]
     fn decodes_a_completion_with_usage() {
         let body = br#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":3,"total_tokens":13}}"#;
-        let c = decode_completion(body).unwrap();
+        let c = decode_completion(body, None).unwrap();
         assert_eq!(c.text, "hi");
         assert_eq!(
             c.usage,
@@ -298,7 +301,10 @@ mod tests {
         assert_eq!(c.finish_reason.as_deref(), Some("stop"));
         let body = br#"{"choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":2000,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":1536}}}"#;
         assert_eq!(
-            decode_completion(body).unwrap().usage.cached_input_tokens,
+            decode_completion(body, None)
+                .unwrap()
+                .usage
+                .cached_input_tokens,
             1536
         );
     }
@@ -307,7 +313,7 @@ mod tests {
     fn malformed_bodies_are_malformed_responses() {
         for body in [&b"{\"choices\":[{\"mess"[..], b"{\"choices\":[]}"] {
             assert!(matches!(
-                decode_completion(body),
+                decode_completion(body, None),
                 Err(ProviderError::Malformed(_))
             ));
         }
@@ -316,14 +322,15 @@ mod tests {
     #[test]
     fn refusals_tool_calls_and_reasoning_tokens_are_normalized() {
         let body = br#"{"choices":[{"message":{"content":null,"refusal":"I can't help with that."},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":7,"completion_tokens_details":{"reasoning_tokens":4}}}"#;
-        let c = decode_completion(body).unwrap();
+        let c = decode_completion(body, None).unwrap();
         assert_eq!(c.refusal.as_deref(), Some("I can't help with that."));
         assert_eq!(c.usage.reasoning_tokens, 4);
         let body = br#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"answer","arguments":"{\"a\":1}"}}]},"finish_reason":"tool_calls"}]}"#;
-        let c = decode_completion(body).unwrap();
+        let c = decode_completion(body, None).unwrap();
         assert_eq!(c.tool_calls[0].name, "answer");
         assert_eq!(c.tool_calls[0].arguments, r#"{"a":1}"#);
-        let empty = decode_completion(br#"{"choices":[{"message":{"content":"  "}}]}"#).unwrap();
+        let empty =
+            decode_completion(br#"{"choices":[{"message":{"content":"  "}}]}"#, None).unwrap();
         assert_eq!(
             empty.text.trim(),
             "",
@@ -336,9 +343,19 @@ mod tests {
         let body =
             br#"{"choices":[{"message":{"content":null},"finish_reason":"content_filter"}]}"#;
         assert!(matches!(
-            decode_completion(body),
+            decode_completion(body, None),
             Err(ProviderError::ContentFilter(_))
         ));
+    }
+
+    #[test]
+    fn a_malformed_body_echoing_the_key_is_reported_without_it() {
+        let key = "sk-echoed-secret-value";
+        let body = format!(r#"{{"note":"auth was Bearer {key}","choices":"#);
+        let e = decode_completion(body.as_bytes(), Some(key)).unwrap_err();
+        assert!(matches!(e, ProviderError::Malformed(_)));
+        assert!(!e.to_string().contains(key), "{e}");
+        assert!(e.to_string().contains("[REDACTED]"), "{e}");
     }
 
     #[test]

@@ -86,7 +86,12 @@ fn served(reader: &mut Reader, prefix: &str, n: usize) -> (usize, usize) {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_outage_opens_the_circuit_and_a_probe_brings_the_model_back() {
     let mock = mock(MOCK).await;
-    let world = World::new("circuit", &mock.base_url(), &config()).await;
+    let port = free_port();
+    let config = config().replace(
+        "metrics_listen = \"off\"",
+        &format!("metrics_listen = \"127.0.0.1:{port}\""),
+    );
+    let world = World::new("circuit", &mock.base_url(), &config).await;
     let _worker = world.worker();
     let mut results = Reader::new(&[world.results()]);
     let primary_calls = |mock: &baton::mock_llm::MockLlm| {
@@ -117,6 +122,15 @@ async fn an_outage_opens_the_circuit_and_a_probe_brings_the_model_back() {
         during_b <= 1,
         "{during_b} calls reached the primary while its circuit was open"
     );
+    // Every answer from the backup is one move away from the primary, counted with its cause
+    // (seen: moves past an open circuit were not counted, 1 against 17 answers).
+    let moves = fallbacks(port).await;
+    let total: u64 = moves.values().sum();
+    assert_eq!(total, 205, "moves by cause: {moves:?}");
+    assert!(
+        moves.get("circuit_open").is_some_and(|&n| n >= 195),
+        "{moves:?}"
+    );
 
     // The primary recovers. After the cooldown one job probes it and closes the circuit...
     mock.set_model("primary", behavior("{}")).unwrap();
@@ -128,6 +142,36 @@ async fn an_outage_opens_the_circuit_and_a_probe_brings_the_model_back() {
     produce(&world.input(), wave("d", 100)).await;
     let (p, b) = served(&mut results, "d", 100);
     assert_eq!((p, b), (100, 0));
+}
+
+/// A port free to listen on.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// `baton_fallbacks_total` away from `primary`, by cause, from the worker's `/metrics`.
+async fn fallbacks(port: u16) -> std::collections::BTreeMap<String, u64> {
+    let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut by = std::collections::BTreeMap::new();
+    for line in body
+        .lines()
+        .filter(|l| l.starts_with("baton_fallbacks_total{"))
+    {
+        let (labels, value) = line.rsplit_once(' ').unwrap();
+        if !labels.contains("model=\"primary\"") {
+            continue;
+        }
+        let class = labels.split("error_class=\"").nth(1).unwrap();
+        let class = class.split('"').next().unwrap().to_string();
+        *by.entry(class).or_default() += value.parse::<f64>().unwrap() as u64;
+    }
+    by
 }
 
 fn limited() -> String {
@@ -759,6 +803,10 @@ async fn a_key_echoed_by_a_failing_provider_reaches_no_dead_letter_log_or_tool()
         + r#"
 [retry]
 tiers = []
+
+[circuit_breaker]
+consecutive_failures = 100000
+min_calls = 100000
 
 [models.only]
 base_url = "{MOCK}"

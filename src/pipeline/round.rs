@@ -47,8 +47,9 @@ struct Last {
 enum Tried {
     /// It answered.
     Answered(Answer),
-    /// Try the next candidate.
-    NextModel,
+    /// Try the next candidate; why this one was left (an error class, or why it was
+    /// skipped: `circuit_open`, `no_capacity`, `over_budget`).
+    NextModel(&'static str),
     /// End the round.
     Stop,
 }
@@ -138,7 +139,12 @@ impl<'a> Round<'a> {
                 let m = self.decision.candidates[i];
                 match self.try_model(m).await {
                     Tried::Answered(c) => return StepOutcome::Done(Box::new(self.result(m, c))),
-                    Tried::NextModel => {}
+                    Tried::NextModel(cause) => {
+                        // A move only when another candidate gets its turn in this round.
+                        if i + 1 < self.decision.candidates.len() {
+                            telemetry::fallback(&self.runner.config.models[m].name, cause);
+                        }
+                    }
                     Tried::Stop => break,
                 }
             }
@@ -160,9 +166,11 @@ impl<'a> Round<'a> {
         if self
             .window_exceeded
             .is_some_and(|w| model.context_window <= w)
-            || self.filtered_by.contains(&model.base_url.as_str())
         {
-            return Tried::NextModel;
+            return Tried::NextModel(ErrorClass::ContextLengthExceeded.as_str());
+        }
+        if self.filtered_by.contains(&model.base_url.as_str()) {
+            return Tried::NextModel(ErrorClass::ContentFilter.as_str());
         }
         let (fitted, fitted_tokens) = match self.fitted(m).await {
             Ok(f) => f,
@@ -178,18 +186,18 @@ impl<'a> Round<'a> {
             let Some((request, prompt_tokens)) = self.request_for(model, &fitted, fitted_tokens)
             else {
                 self.out_of_budget = Some(model.name.clone());
-                return Tried::NextModel;
+                return Tried::NextModel("over_budget");
             };
             let spec = self.spec(&request, prompt_tokens);
             let made = match runner.guarded_call(m, &request, spec).await {
                 Ok(made) => made,
                 Err(skipped) => {
-                    let list = match skipped {
-                        Skipped::CircuitOpen => &mut self.circuit_open,
-                        Skipped::NoCapacity => &mut self.saturated,
+                    let (list, cause) = match skipped {
+                        Skipped::CircuitOpen => (&mut self.circuit_open, "circuit_open"),
+                        Skipped::NoCapacity => (&mut self.saturated, "no_capacity"),
                     };
                     list.push(model.name.clone());
-                    return Tried::NextModel;
+                    return Tried::NextModel(cause);
                 }
             };
             self.attempts += 1;
@@ -205,6 +213,7 @@ impl<'a> Round<'a> {
             if matches!(e, ProviderError::Timeout(_)) {
                 runner.latency.record(m, made.elapsed);
             }
+            let class = e.class().as_str();
             match self.after_failure(m, e, fate, attempt == attempts, &mut backoff) {
                 Next::Retry(wait) if Instant::now() + wait >= self.deadline => {
                     self.deadline_passed = true;
@@ -214,11 +223,11 @@ impl<'a> Round<'a> {
                     telemetry::retry_in_process(&model.name);
                     tokio::time::sleep(wait).await
                 }
-                Next::NextCandidate => return Tried::NextModel,
+                Next::NextCandidate => return Tried::NextModel(class),
                 Next::GiveUp => return Tried::Stop,
             }
         }
-        Tried::NextModel
+        Tried::NextModel(self.last.as_ref().map_or("attempts", |l| l.class.as_str()))
     }
 
     /// What a call of `request` (with `prompt_tokens`) is about, for the guard.
@@ -305,10 +314,11 @@ impl<'a> Round<'a> {
             Err((e, fate)) => {
                 // Learnt from as any failed call (window, Retry-After, content filter); the
                 // repair itself is not retried.
+                let class = e.class().as_str();
                 let mut backoff = retry::attempt_backoff();
                 match self.after_failure(m, e, fate, true, &mut backoff) {
                     Next::GiveUp => Tried::Stop,
-                    _ => Tried::NextModel,
+                    _ => Tried::NextModel(class),
                 }
             }
         }
@@ -316,16 +326,14 @@ impl<'a> Round<'a> {
 
     /// Model `m`'s answer cannot be a result: the next candidate gets its turn.
     fn unfit(&mut self, m: usize, rejection: Rejection) -> Tried {
-        let model = &self.runner.config.models[m];
         let class = rejection.class();
-        telemetry::fallback(&model.name, class.as_str());
         self.last = Some(Last {
             model: m,
             class,
             message: rejection.to_string(),
             fate: Fate::Unfit,
         });
-        Tried::NextModel
+        Tried::NextModel(class.as_str())
     }
 
     /// The step's request on `model`, its output capped so the call stays within the job's
@@ -390,7 +398,7 @@ impl<'a> Round<'a> {
         });
         Err(match fate {
             Fate::Refused => Tried::Stop,
-            _ => Tried::NextModel,
+            _ => Tried::NextModel(ErrorClass::ContextLengthExceeded.as_str()),
         })
     }
 
@@ -413,9 +421,6 @@ impl<'a> Round<'a> {
         }
         let (next, defer) = retry::next_after(fate, e.retry_after(), last_attempt, backoff);
         self.retry_after = self.retry_after.max(defer);
-        if next == Next::NextCandidate {
-            telemetry::fallback(&model.name, e.class().as_str());
-        }
         self.last = Some(Last::of(m, &e, fate));
         next
     }

@@ -174,7 +174,7 @@ fn describe() {
     );
     describe_counter!(
         FALLBACKS,
-        "Moves to the next candidate after a model failed (model: the one that failed)."
+        "Moves to the next candidate within a job's round (model: the one left; error_class: why, its failure's class, or circuit_open, no_capacity, over_budget when it was skipped without a call)."
     );
     describe_counter!(
         RETRIES_SCHEDULED,
@@ -291,9 +291,10 @@ pub fn retry_in_process(model: &str) {
     counter!(RETRIES, MODEL => model.to_string()).increment(1);
 }
 
-/// A job moved on from `model`, which failed with `class`.
-pub fn fallback(model: &str, class: &'static str) {
-    counter!(FALLBACKS, MODEL => model.to_string(), ERROR_CLASS => class).increment(1);
+/// A job moved on from `model` to the next candidate, because of `cause` (an error class, or
+/// why the model was skipped).
+pub fn fallback(model: &str, cause: &'static str) {
+    counter!(FALLBACKS, MODEL => model.to_string(), ERROR_CLASS => cause).increment(1);
 }
 
 /// A job was sent to retry tier `tier`.

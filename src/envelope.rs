@@ -360,8 +360,19 @@ pub struct JobResult {
     pub usage: Usage,
     /// Cost of every billed attempt of this step, in USD.
     pub cost_usd: f64,
-    /// Wall time of the step, from pick-up to answer, in milliseconds.
+    /// Wall time of the step's answering round, from pick-up to answer, in milliseconds.
     pub latency_ms: u64,
+    /// How long the answering provider call took, in milliseconds.
+    #[serde(default)]
+    pub provider_latency_ms: u64,
+    /// The job's whole time, from its first consumption (at any step) to this answer, over
+    /// every step, round and retry-tier wait, in milliseconds.
+    #[serde(default)]
+    pub total_ms: u64,
+    /// How long the job waited in its input topic before it was first consumed (from the
+    /// record's timestamp), in milliseconds.
+    #[serde(default)]
+    pub queue_ms: u64,
     /// Provider calls made for this step, over every round.
     pub attempts: u32,
     /// Rounds the job spent waiting in retry tiers before this answer.

@@ -297,6 +297,27 @@ async fn jobs_wait_in_retry_tiers_and_complete_after_recovery() {
     for (k, (call, due)) in calls.iter().zip(&dues).enumerate() {
         assert!(call >= due, "call {k} at {call} before due {due}");
     }
+
+    // The result tells the whole story (seen: `latency_ms` was the last round's alone): the
+    // job's total time covers its wait in the 2 s tier; the round and the call are its parts.
+    for m in results
+        .records
+        .iter()
+        .filter(|m| m.topic() == world.results())
+    {
+        let v = value(m);
+        let (total, round, call) = (
+            v["total_ms"].as_u64().unwrap(),
+            v["latency_ms"].as_u64().unwrap(),
+            v["provider_latency_ms"].as_u64().unwrap(),
+        );
+        assert!(total >= 2000, "total {total} ms covers the tier's 2 s: {v}");
+        assert!(
+            total > round && round >= call,
+            "total {total}, round {round}, call {call}"
+        );
+        assert!(v["queue_ms"].is_u64(), "{v}");
+    }
 }
 
 /// Past the last tier the job is dead-lettered with its whole history.

@@ -10,6 +10,11 @@ use rdkafka::message::{BorrowedHeaders, Header, OwnedHeaders};
 
 /// Job id of the record.
 pub const JOB_ID: &str = "baton-job-id";
+/// When a worker first consumed the job, at any step (Unix ms): forwarded jobs, retry records
+/// and dead letters carry it, so a result can say how long the whole job took.
+pub const FIRST_CONSUMED: &str = "baton-first-consumed-ms";
+/// How long the job waited in its input topic before it was first consumed (ms).
+pub const QUEUE_MS: &str = "baton-queue-ms";
 /// Step that wrote the record (`<pipeline>.<step>`).
 pub const STEP: &str = "baton-step";
 /// Provider calls made so far for the job.

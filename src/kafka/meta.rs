@@ -26,6 +26,11 @@ pub struct RecordMeta {
     pub retry_due_ms: Option<u64>,
     /// The job's failed rounds so far (`baton-retry-history`).
     pub history: Vec<Round>,
+    /// When a worker first consumed the job (`baton-first-consumed-ms`, Unix ms), at any
+    /// step; `None` on its first consumption.
+    pub first_consumed_ms: Option<u64>,
+    /// How long it waited before that (`baton-queue-ms`).
+    pub queue_ms: Option<u64>,
 }
 
 impl RecordMeta {
@@ -33,7 +38,7 @@ impl RecordMeta {
     /// retry tiers when `retry_record`. Absent or unreadable values read as none.
     pub fn read<H: RawHeaders + ?Sized>(headers: Option<&H>, retry_record: bool) -> RecordMeta {
         // The first header of each name counts, as `headers::get` reads it.
-        let mut first: [Option<String>; 6] = Default::default();
+        let mut first: [Option<String>; 8] = Default::default();
         let wanted = [
             headers::TRACEPARENT,
             headers::JOB_COST,
@@ -41,6 +46,8 @@ impl RecordMeta {
             headers::STEP_COST,
             headers::ATTEMPT,
             headers::RETRY_DUE,
+            headers::FIRST_CONSUMED,
+            headers::QUEUE_MS,
         ];
         if let Some(h) = headers {
             headers::for_each_raw(h, |key, value| {
@@ -54,7 +61,7 @@ impl RecordMeta {
                 }
             });
         }
-        let [trace, job_cost, history, step_cost, attempts, due] =
+        let [trace, job_cost, history, step_cost, attempts, due, first_consumed, queue] =
             first.map(|v| v.filter(|v| !v.is_empty()));
         // A forwarded job's `baton-attempt` and costs are the previous step's: only a retry
         // record carries this step's earlier rounds.
@@ -68,8 +75,34 @@ impl RecordMeta {
             history: history
                 .and_then(|h| serde_json::from_str(&h).ok())
                 .unwrap_or_default(),
+            first_consumed_ms: first_consumed.and_then(|v| v.parse().ok()),
+            queue_ms: queue.and_then(|v| v.parse().ok()),
         }
     }
+
+    /// The job's times as of its pick-up at `now_ms`, for a record written at `written_ms`:
+    /// what the headers carry, or, on its first consumption, now and the wait since written.
+    pub fn times(&self, now_ms: u64, written_ms: Option<i64>) -> JobTimes {
+        match self.first_consumed_ms {
+            Some(first) => JobTimes {
+                first_consumed_ms: first.min(now_ms),
+                queue_ms: self.queue_ms.unwrap_or(0),
+            },
+            None => JobTimes {
+                first_consumed_ms: now_ms,
+                queue_ms: written_ms.map_or(0, |w| now_ms.saturating_sub(w.max(0) as u64)),
+            },
+        }
+    }
+}
+
+/// When a job was first consumed and how long it had waited for that.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobTimes {
+    /// Unix ms of the first consumption, at any step.
+    pub first_consumed_ms: u64,
+    /// Milliseconds between the input record's timestamp and that.
+    pub queue_ms: u64,
 }
 
 /// A USD amount from a header: finite and not negative, else nothing.
@@ -163,6 +196,9 @@ pub struct OutMeta<'a> {
     pub dead: Option<DeadLetterHeaders<'a>>,
     /// `baton-review-reason`: why a result was copied to the review topic.
     pub review_reason: Option<&'a str>,
+    /// `baton-first-consumed-ms` and `baton-queue-ms`: the job's times, on every record that
+    /// carries the job on (forwards, retry records, dead letters) and on its result.
+    pub times: Option<JobTimes>,
 }
 
 impl OutMeta<'_> {
@@ -204,6 +240,10 @@ impl OutMeta<'_> {
         }
         if let Some(why) = self.review_reason {
             text(headers::REVIEW_REASON, why);
+        }
+        if let Some(t) = self.times {
+            text(headers::FIRST_CONSUMED, &t.first_consumed_ms.to_string());
+            text(headers::QUEUE_MS, &t.queue_ms.to_string());
         }
         fields
             .iter()
@@ -329,9 +369,18 @@ mod tests {
                 failed_at: "now",
             }),
             review_reason: None,
+            times: Some(JobTimes {
+                first_consumed_ms: 1_000,
+                queue_ms: 5,
+            }),
         }
         .headers(Some(&original));
         let get = |k| headers::get(Some(&out), k);
+        // The job's times travel with it: a later round reads them, not its own pick-up.
+        let later = RecordMeta::read(Some(&out), true).times(9_000, Some(8_000));
+        assert_eq!((later.first_consumed_ms, later.queue_ms), (1_000, 5));
+        let first = RecordMeta::read(Some(&original), false).times(9_000, Some(8_000));
+        assert_eq!((first.first_consumed_ms, first.queue_ms), (9_000, 1_000));
         assert_eq!(get("app").as_deref(), Some("x"));
         assert_eq!(get(headers::ERROR_CLASS).as_deref(), Some("invalid_json"));
         assert_eq!(get(headers::ORIGINAL_PARTITION).as_deref(), Some("2"));

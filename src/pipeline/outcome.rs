@@ -14,7 +14,9 @@ use crate::config::{Config, ErrorClass, StepConfig, TopicNames};
 use crate::context::template;
 use crate::envelope::{Job, JobResult, TrailEntry};
 use crate::fallback::plan::{self, Plan};
-use crate::kafka::meta::{self, DeadLetterHeaders, OutMeta, RecordMeta, RetryHeaders, Round};
+use crate::kafka::meta::{
+    self, DeadLetterHeaders, JobTimes, OutMeta, RecordMeta, RetryHeaders, Round,
+};
 use crate::util::round_usd;
 
 use super::{StepFailure, StepOutcome};
@@ -136,12 +138,14 @@ pub struct Record<'a> {
     pub tier: Option<usize>,
     /// Its metadata.
     pub meta: &'a RecordMeta,
+    /// When the job was first consumed (at any step) and how long it had waited for that.
+    pub times: JobTimes,
 }
 
 /// The outcome of a decoded job whose step ended as `outcome`.
 pub fn decide(r: Record<'_>, job: &Job, outcome: StepOutcome, now: &Now) -> Outcome {
     let mut o = match outcome {
-        StepOutcome::Done(result) => answer(r, job, *result),
+        StepOutcome::Done(result) => answer(r, job, *result, now),
         StepOutcome::Failed(f) => failed(r, &job.id, f, now),
     };
     let mut done: Vec<String> = job.trail.iter().map(|t| t.step.clone()).collect();
@@ -153,9 +157,11 @@ pub fn decide(r: Record<'_>, job: &Job, outcome: StepOutcome, now: &Now) -> Outc
 }
 
 /// The outcome of an answer: the result reports the step's cost and calls over every round,
-/// the job's total cost, and (for a pipeline of several steps) the trail.
-fn answer(r: Record<'_>, job: &Job, mut result: JobResult) -> Outcome {
+/// the job's total cost and time, and (for a pipeline of several steps) the trail.
+fn answer(r: Record<'_>, job: &Job, mut result: JobResult, now: &Now) -> Outcome {
     let round_cost = result.cost_usd;
+    result.total_ms = now.unix_ms.saturating_sub(r.times.first_consumed_ms);
+    result.queue_ms = r.times.queue_ms;
     result.cost_usd = round_usd(r.meta.step_cost_usd + round_cost);
     result.attempts += r.meta.attempts;
     if let Some(t) = r.tier {
@@ -407,6 +413,7 @@ impl Outcome {
             history: None,
             dead: None,
             review_reason: None,
+            times: None,
         };
         match &self.action {
             Action::Answer { job_cost_usd, .. } => out.job_cost_usd = Some(*job_cost_usd),
@@ -532,6 +539,7 @@ model = "m"
             step: &c.steps[step],
             tier,
             meta,
+            times: JobTimes::default(),
         }
     }
 

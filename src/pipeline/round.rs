@@ -33,6 +33,8 @@ pub(super) struct Answer {
     completion: Completion,
     /// Its JSON, when it has some.
     json: Option<serde_json::Value>,
+    /// How long the answering call took.
+    latency: Duration,
 }
 
 /// The last failure of a round: which model, why, and what it meant.
@@ -205,7 +207,7 @@ impl<'a> Round<'a> {
                 Ok(c) => {
                     runner.latency.record(m, made.elapsed);
                     self.cost += model.usage_cost_usd(&c.usage);
-                    return self.accept(m, &request, c).await;
+                    return self.accept(m, &request, c, made.elapsed).await;
                 }
                 Err(failure) => failure,
             };
@@ -254,13 +256,20 @@ impl<'a> Round<'a> {
 
     /// Reads model `m`'s answer `c` to `request`: accepted; or, when the model may fix it (off
     /// its schema), sent back once with what is wrong; or, still unusable, the next candidate.
-    async fn accept(&mut self, m: usize, request: &ChatRequest, c: Completion) -> Tried {
+    async fn accept(
+        &mut self,
+        m: usize,
+        request: &ChatRequest,
+        c: Completion,
+        latency: Duration,
+    ) -> Tried {
         let expect = self.expect();
         let rejection = match output::read(&c, expect) {
             Ok(json) => {
                 return Tried::Answered(Answer {
                     completion: c,
                     json,
+                    latency,
                 })
             }
             Err(r) => r,
@@ -307,6 +316,7 @@ impl<'a> Round<'a> {
                     Ok(json) => Tried::Answered(Answer {
                         completion: c,
                         json,
+                        latency: made.elapsed,
                     }),
                     Err(again) => self.unfit(m, again),
                 }
@@ -468,6 +478,7 @@ impl<'a> Round<'a> {
         let Answer {
             completion: c,
             json,
+            latency,
         } = answer;
         JobResult {
             id: self.job.id.clone(),
@@ -487,6 +498,9 @@ impl<'a> Round<'a> {
             usage: c.usage,
             cost_usd: round_usd(self.cost),
             latency_ms: self.started.elapsed().as_millis() as u64,
+            provider_latency_ms: latency.as_millis() as u64,
+            total_ms: 0,
+            queue_ms: 0,
             attempts: self.attempts,
             retries: 0,
             route: self.decision.record,

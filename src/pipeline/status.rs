@@ -198,6 +198,7 @@ model = "m"
             step: &c.steps[step],
             tier,
             meta: &meta,
+            times: Default::default(),
         };
         let job: Job = serde_json::from_str(r#"{"id":"j1","input":"x"}"#).unwrap();
         let result: crate::envelope::JobResult = serde_json::from_value(serde_json::json!({
@@ -242,6 +243,7 @@ model = "m"
             step: &c.steps[1],
             tier: None,
             meta: &meta,
+            times: Default::default(),
         };
         let mut board = Board::default();
         for (id, at_ms, state) in [

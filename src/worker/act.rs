@@ -37,12 +37,12 @@ pub(super) async fn act(
     let mut drop_value = false;
     loop {
         let origin = (msg.topic(), msg.partition(), msg.offset());
-        let hdrs = outcome
-            .out_meta(&label, &item.meta, origin)
-            .headers(match outcome.action {
-                Action::Answer { .. } => None,
-                _ => msg.headers(),
-            });
+        let mut meta = outcome.out_meta(&label, &item.meta, origin);
+        meta.times = Some(record.times);
+        let hdrs = meta.headers(match outcome.action {
+            Action::Answer { .. } => None,
+            _ => msg.headers(),
+        });
         let (topic, key, payload) = match &outcome.action {
             Action::Answer { topic, payload, .. } => (
                 topic,
@@ -165,6 +165,7 @@ async fn review_copy(
     let origin = (msg.topic(), msg.partition(), msg.offset());
     let mut meta = outcome.out_meta(&label, &item.meta, origin);
     meta.review_reason = Some(&review.reason);
+    meta.times = Some(record.times);
     let hdrs = meta.headers::<OwnedHeaders>(None);
     let key = Some(msg.key().unwrap_or(outcome.job_id.as_bytes()));
     let payload = Some(review.payload.as_slice());

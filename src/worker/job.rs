@@ -124,6 +124,9 @@ async fn process(shared: &Shared, item: &Item) -> Ended {
         step,
         tier,
         meta: &item.meta,
+        times: item
+            .meta
+            .times(crate::util::unix_ms(), msg.timestamp().to_millis()),
     };
     let decoded = decode_job(
         msg.payload(),
@@ -228,6 +231,9 @@ async fn internal_error(shared: &Shared, item: &Item, what: &str) -> Ended {
         step,
         tier,
         meta: &item.meta,
+        times: item
+            .meta
+            .times(crate::util::unix_ms(), item.msg.timestamp().to_millis()),
     };
     let outcome: Outcome = outcome::terminal(
         record,

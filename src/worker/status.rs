@@ -31,6 +31,7 @@ fn headers(item: &Item, s: &StatusRecord, label: &str) -> OwnedHeaders {
         history: None,
         dead: None,
         review_reason: None,
+        times: None,
     }
     .headers::<OwnedHeaders>(None)
 }

@@ -48,7 +48,54 @@ pub(super) fn check(args: CheckArgs) -> Result<(), CliError> {
     for r in &config.routes {
         print_route(&config, r);
     }
+    for warning in silent_candidates_past_the_deadline(&config) {
+        eprintln!("warning: {warning}");
+    }
     Ok(())
+}
+
+/// Each class whose candidates could not all get their turn within a round if the earlier
+/// ones went silent: their timeouts (times `provider_attempts` with `worker.retry_timeouts`)
+/// add up to more than `worker.round_deadline_ms`.
+fn silent_candidates_past_the_deadline(config: &Config) -> Vec<String> {
+    let w = &config.worker;
+    let calls = if w.retry_timeouts {
+        w.provider_attempts
+    } else {
+        1
+    };
+    let mut out = Vec::new();
+    for r in &config.routes {
+        for v in &r.variants {
+            for (c, cc) in r.classes.iter().zip(&v.classes) {
+                let mut spent = std::time::Duration::ZERO;
+                let mut left_out = Vec::new();
+                for &m in &cc.models {
+                    if spent >= w.round_deadline {
+                        left_out.push(config.models[m].name.as_str());
+                    }
+                    spent += config.models[m].timeout * calls;
+                }
+                if spent > w.round_deadline {
+                    let variant = v
+                        .name
+                        .as_deref()
+                        .map(|n| format!(" variant {n}"))
+                        .unwrap_or_default();
+                    let starved = if left_out.is_empty() {
+                        "the last candidate gets less than its timeout".to_string()
+                    } else {
+                        format!("{} would get no turn", left_out.join(", "))
+                    };
+                    out.push(format!(
+                        "route {}{variant} class {c}: if its candidates go silent, their timeouts add up to {:?}, more than worker.round_deadline_ms ({:?}): {starved}; lower models.*.timeout_ms or raise the deadline",
+                        r.name, spent, w.round_deadline
+                    ));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The job templates are rendered against: the file's, or a minimal sample.
@@ -97,5 +144,51 @@ fn print_route(config: &Config, r: &RouteConfig) {
     if !r.sensitivities.is_empty() {
         let s: Vec<&str> = r.sensitivities.iter().map(|s| s.as_str()).collect();
         println!("    every class can serve: {}", s.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[worker]
+round_deadline_ms = 100000
+
+[models.a]
+base_url = "http://a.invalid/v1"
+timeout_ms = 60000
+
+[models.b]
+base_url = "http://b.invalid/v1"
+timeout_ms = 30000
+
+[models.c]
+base_url = "http://c.invalid/v1"
+timeout_ms = 30000
+
+[[pipelines.p.steps]]
+name = "s"
+model = "a"
+fallbacks = ["b", "c"]
+"#;
+
+    #[test]
+    fn candidates_that_could_not_all_get_a_turn_are_warned_of() {
+        let c = Config::from_toml(CONFIG, None).unwrap();
+        let w = silent_candidates_past_the_deadline(&c);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("120s") && w[0].contains("the last candidate"),
+            "{w:?}"
+        );
+        let roomy = CONFIG.replace("round_deadline_ms = 100000", "round_deadline_ms = 120000");
+        assert!(
+            silent_candidates_past_the_deadline(&Config::from_toml(&roomy, None).unwrap())
+                .is_empty()
+        );
+        let retried = CONFIG.replace("[worker]", "[worker]\nretry_timeouts = true");
+        let w = silent_candidates_past_the_deadline(&Config::from_toml(&retried, None).unwrap());
+        assert!(w[0].contains("b, c would get no turn"), "{w:?}");
     }
 }

@@ -28,6 +28,10 @@ pub struct RawWorker {
     /// In-process attempts per provider call for retryable errors.
     #[serde(default = "d_attempts")]
     pub provider_attempts: u32,
+    /// Call a model that timed out again (up to `provider_attempts`) before the next
+    /// candidate; by default a silent model's turn ends with its timeout.
+    #[serde(default)]
+    pub retry_timeouts: bool,
     /// `/metrics` and `/healthz` address, or "off".
     #[serde(default = "d_metrics")]
     pub metrics_listen: Option<String>,
@@ -52,6 +56,7 @@ impl Default for RawWorker {
             shutdown_timeout_ms: d_shutdown(),
             rebalance_timeout_ms: d_rebalance(),
             provider_attempts: d_attempts(),
+            retry_timeouts: false,
             metrics_listen: d_metrics(),
             rate_limit_wait_ms: d_rl_wait(),
             round_deadline_ms: d_round_deadline(),
@@ -106,6 +111,8 @@ pub struct WorkerSettings {
     pub rebalance_timeout: Duration,
     /// Attempts per provider call for retryable errors (in-process).
     pub provider_attempts: u32,
+    /// Whether a model that timed out is called again before the next candidate.
+    pub retry_timeouts: bool,
     /// Address of `/metrics` and `/healthz`; `None` disables the listener.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// How long a call may wait for rate-limit capacity before trying the next candidate.
@@ -144,6 +151,7 @@ impl RawWorker {
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
             rebalance_timeout: Duration::from_millis(self.rebalance_timeout_ms),
             provider_attempts: self.provider_attempts,
+            retry_timeouts: self.retry_timeouts,
             metrics_listen: self.metrics_listen(r),
             rate_limit_wait: Duration::from_millis(self.rate_limit_wait_ms),
             round_deadline: Duration::from_millis(self.round_deadline_ms),

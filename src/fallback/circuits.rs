@@ -42,7 +42,7 @@ impl Circuits {
         let b = self.breakers.get(m)?;
         match failure {
             // The model's own failure counts toward opening its circuit.
-            Some(Fate::Transient) => b.record(now, admission, CallOutcome::Failed),
+            Some(Fate::Transient | Fate::Stalled) => b.record(now, admission, CallOutcome::Failed),
             // It can serve no one until its config is fixed: out of rotation at once.
             Some(Fate::Misconfigured) => Some(b.trip(now, self.out_of_rotation)),
             // It answered, or refused the request on its merits (or throttled it, which is

@@ -27,9 +27,13 @@ use crate::providers::ProviderError;
 /// What a failed provider call means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {
-    /// The model failed, maybe for a moment (timeout, connection, 5xx, a garbled answer):
-    /// call it again after a backoff; it counts against its circuit.
+    /// The model failed, maybe for a moment (connection, 5xx, a garbled answer): call it
+    /// again after a backoff; it counts against its circuit.
     Transient,
+    /// The model took the call and went silent until the timeout: the next candidate gets the
+    /// next attempt (another wait as long would leave it no time; calling the same model again
+    /// is `worker.retry_timeouts`); it counts against its circuit.
+    Stalled,
     /// The provider asks to slow down (429): call again after its Retry-After or a backoff;
     /// the model is up (quotas are the rate limiter's business, not the circuit's).
     Throttled,
@@ -55,8 +59,8 @@ impl Fate {
     /// What `e` means, under a route whose content-filter policy is `policy`.
     pub fn of(e: &ProviderError, policy: ContentFilterPolicy) -> Fate {
         match e {
-            ProviderError::Timeout(_)
-            | ProviderError::Connect(_)
+            ProviderError::Timeout(_) => Fate::Stalled,
+            ProviderError::Connect(_)
             | ProviderError::Server { .. }
             | ProviderError::Malformed(_) => Fate::Transient,
             ProviderError::RateLimited { .. } => Fate::Throttled,

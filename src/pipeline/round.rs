@@ -429,7 +429,12 @@ impl<'a> Round<'a> {
             Fate::NotThisProvider => self.filtered_by.push(model.base_url.as_str()),
             _ => {}
         }
-        let (next, defer) = retry::next_after(fate, e.retry_after(), last_attempt, backoff);
+        // A silent model is called again only when the config asks for it.
+        let retried = match fate {
+            Fate::Stalled if self.runner.config.worker.retry_timeouts => Fate::Transient,
+            other => other,
+        };
+        let (next, defer) = retry::next_after(retried, e.retry_after(), last_attempt, backoff);
         self.retry_after = self.retry_after.max(defer);
         self.last = Some(Last::of(m, &e, fate));
         next

@@ -118,28 +118,40 @@ async fn a_5xx_is_retried_on_the_same_model_then_answered() {
     assert_eq!(fakes["b"].calls(), 0);
 }
 
+/// Seen: a silent provider was called again at the full timeout, three times, before the
+/// fallback got a turn (with the defaults, never within the round).
 #[tokio::test(start_paused = true)]
-async fn a_silent_provider_times_out_and_the_next_call_answers() {
-    let (r, _) = runner(
+async fn after_a_timeout_the_next_candidate_gets_the_next_attempt() {
+    let (r, fakes) = runner(
         CONFIG,
         vec![("a", vec![Script::Hang, Script::answer("hi")])],
     );
     let t0 = Instant::now();
     let result = answered(run(&r).await);
-    assert_eq!((result.model.as_str(), result.attempts), ("a", 2));
-    // The model's 1 s timeout ended the silent call.
+    assert_eq!((result.model.as_str(), result.attempts), ("b", 2));
+    assert_eq!(
+        fakes["a"].calls(),
+        1,
+        "the silent model is not called again"
+    );
+    // The model's 1 s timeout ended the silent call, and no second wait followed.
     assert!(t0.elapsed() >= Duration::from_secs(1), "{:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    // A model that times out is at least that slow, for the router's latency preference.
+    assert_eq!(r.latency().p50(0), Some(Duration::from_secs(1)));
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_model_that_keeps_timing_out_falls_back_to_the_next_candidate() {
-    let (r, fakes) = runner(CONFIG, vec![("a", vec![Script::Hang])]);
+async fn with_retry_timeouts_a_silent_model_is_called_again_first() {
+    let config = CONFIG.replace(
+        "provider_attempts = 3",
+        "provider_attempts = 3\nretry_timeouts = true",
+    );
+    let (r, fakes) = runner(&config, vec![("a", vec![Script::Hang])]);
     let result = answered(run(&r).await);
     assert_eq!(result.model, "b");
     assert_eq!(fakes["a"].calls(), 3, "every attempt on a");
     assert_eq!(result.attempts, 4);
-    // A model that times out is at least that slow, for the router's latency preference.
-    assert_eq!(r.latency().p50(0), Some(Duration::from_secs(1)));
 }
 
 #[tokio::test(start_paused = true)]

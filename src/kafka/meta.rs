@@ -81,16 +81,20 @@ impl RecordMeta {
     }
 
     /// The job's times as of its pick-up at `now_ms`, for a record written at `written_ms`:
-    /// what the headers carry, or, on its first consumption, now and the wait since written.
-    pub fn times(&self, now_ms: u64, written_ms: Option<i64>) -> JobTimes {
-        match self.first_consumed_ms {
+    /// what the headers carry when `carried` (a retry record, or a job forwarded by an earlier
+    /// step: baton wrote them; a producer's own are not taken on a first step's input), or, on
+    /// the job's first consumption, now and the wait since it was written.
+    pub fn times(&self, now_ms: u64, written_ms: Option<i64>, carried: bool) -> JobTimes {
+        match self.first_consumed_ms.filter(|_| carried) {
             Some(first) => JobTimes {
                 first_consumed_ms: first.min(now_ms),
                 queue_ms: self.queue_ms.unwrap_or(0),
             },
             None => JobTimes {
                 first_consumed_ms: now_ms,
-                queue_ms: written_ms.map_or(0, |w| now_ms.saturating_sub(w.max(0) as u64)),
+                queue_ms: written_ms
+                    .filter(|&w| w >= 0)
+                    .map_or(0, |w| now_ms.saturating_sub(w as u64)),
             },
         }
     }
@@ -377,10 +381,16 @@ mod tests {
         .headers(Some(&original));
         let get = |k| headers::get(Some(&out), k);
         // The job's times travel with it: a later round reads them, not its own pick-up.
-        let later = RecordMeta::read(Some(&out), true).times(9_000, Some(8_000));
+        let later = RecordMeta::read(Some(&out), true).times(9_000, Some(8_000), true);
         assert_eq!((later.first_consumed_ms, later.queue_ms), (1_000, 5));
-        let first = RecordMeta::read(Some(&original), false).times(9_000, Some(8_000));
+        let first = RecordMeta::read(Some(&original), false).times(9_000, Some(8_000), false);
         assert_eq!((first.first_consumed_ms, first.queue_ms), (9_000, 1_000));
+        // On a first step's input, a producer's own headers are not taken.
+        let produced = RecordMeta::read(Some(&out), false).times(9_000, Some(8_000), false);
+        assert_eq!(
+            (produced.first_consumed_ms, produced.queue_ms),
+            (9_000, 1_000)
+        );
         assert_eq!(get("app").as_deref(), Some("x"));
         assert_eq!(get(headers::ERROR_CLASS).as_deref(), Some("invalid_json"));
         assert_eq!(get(headers::ORIGINAL_PARTITION).as_deref(), Some("2"));

@@ -97,6 +97,10 @@ pub(super) struct Round<'a> {
     retry_after: Option<Duration>,
     /// Provider endpoints whose content filter refused the job (when the route moves on).
     filtered_by: Vec<&'a str>,
+    /// The candidate just left and why: counted as a move once the next one gets its turn.
+    pending_move: Option<(usize, &'static str)>,
+    /// Whether the candidate being tried is the round's last.
+    last_candidate: bool,
 }
 
 impl<'a> Round<'a> {
@@ -130,6 +134,8 @@ impl<'a> Round<'a> {
             window_exceeded: None,
             retry_after: None,
             filtered_by: Vec::new(),
+            pending_move: None,
+            last_candidate: false,
         }
     }
 
@@ -137,19 +143,18 @@ impl<'a> Round<'a> {
     pub(super) async fn run(mut self) -> StepOutcome {
         let mut waited_for_probe = false;
         loop {
-            for i in 0..self.decision.candidates.len() {
+            let n = self.decision.candidates.len();
+            for i in 0..n {
                 let m = self.decision.candidates[i];
+                self.last_candidate = i + 1 == n;
                 match self.try_model(m).await {
                     Tried::Answered(c) => return StepOutcome::Done(Box::new(self.result(m, c))),
-                    Tried::NextModel(cause) => {
-                        // A move only when another candidate gets its turn in this round.
-                        if i + 1 < self.decision.candidates.len() {
-                            telemetry::fallback(&self.runner.config.models[m].name, cause);
-                        }
-                    }
+                    Tried::NextModel(cause) if i + 1 < n => self.pending_move = Some((m, cause)),
+                    Tried::NextModel(_) => {}
                     Tried::Stop => break,
                 }
             }
+            self.pending_move = None;
             if !waited_for_probe && self.stuck_on_open_circuits() && !self.deadline_passed {
                 waited_for_probe = self.wait_for_probe().await;
                 if waited_for_probe {
@@ -164,6 +169,13 @@ impl<'a> Round<'a> {
     /// Up to `provider_attempts` calls to candidate `m`.
     async fn try_model(&mut self, m: usize) -> Tried {
         let runner = self.runner;
+        // The previous candidate was left for this one: a move, if this one gets its turn
+        // (the round's deadline may have passed meanwhile).
+        if let Some((from, cause)) = self.pending_move.take() {
+            if Instant::now() < self.deadline {
+                telemetry::fallback(&runner.config.models[from].name, cause);
+            }
+        }
         let model = &runner.config.models[m];
         if self
             .window_exceeded
@@ -429,9 +441,12 @@ impl<'a> Round<'a> {
             Fate::NotThisProvider => self.filtered_by.push(model.base_url.as_str()),
             _ => {}
         }
-        // A silent model is called again only when the config asks for it.
+        // A silent model is called again when the config asks for it, or when no candidate
+        // follows (leaving it would gain nothing).
         let retried = match fate {
-            Fate::Stalled if self.runner.config.worker.retry_timeouts => Fate::Transient,
+            Fate::Stalled if self.runner.config.worker.retry_timeouts || self.last_candidate => {
+                Fate::Transient
+            }
             other => other,
         };
         let (next, defer) = retry::next_after(retried, e.retry_after(), last_attempt, backoff);

@@ -141,6 +141,19 @@ async fn after_a_timeout_the_next_candidate_gets_the_next_attempt() {
     assert_eq!(r.latency().p50(0), Some(Duration::from_secs(1)));
 }
 
+/// With no candidate after it, leaving a silent model gains nothing: it gets its attempts.
+#[tokio::test(start_paused = true)]
+async fn the_last_candidate_is_called_again_after_a_timeout() {
+    let config = CONFIG.replace("fallbacks = [\"b\", \"big\"]\n", "");
+    let (r, fakes) = runner(
+        &config,
+        vec![("a", vec![Script::Hang, Script::answer("hi")])],
+    );
+    let result = answered(run(&r).await);
+    assert_eq!((result.model.as_str(), result.attempts), ("a", 2));
+    assert_eq!(fakes["a"].calls(), 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn with_retry_timeouts_a_silent_model_is_called_again_first() {
     let config = CONFIG.replace(

@@ -129,7 +129,8 @@ pub fn classify_status(
         }
         400 | 422 if is_policy_refusal(code, &lower) => ProviderError::ContentFilter(message),
         404 => ProviderError::NotFound(message),
-        408 => ProviderError::Timeout(Duration::ZERO),
+        // The server gave up waiting for the request and said so at once: not a silent model.
+        408 => ProviderError::Server { status, message },
         s if s >= 500 => ProviderError::Server { status, message },
         _ => ProviderError::BadRequest { status, message },
     }

@@ -226,9 +226,13 @@ impl Provider for OpenAiClient {
 /// excerpt, `secret` redacted.
 fn decode_completion(bytes: &[u8], secret: Option<&str>) -> Result<Completion, ProviderError> {
     let wire: WireResponse = serde_json::from_slice(bytes).map_err(|e| {
+        // serde's message may quote the body too ("invalid type: string \"...\""): the whole
+        // text is redacted before it is cut.
         let body = String::from_utf8_lossy(bytes);
+        let error = redact(&e.to_string(), secret).into_owned();
         ProviderError::Malformed(format!(
-            "body is not a chat completion ({e}): {}",
+            "body is not a chat completion ({}): {}",
+            excerpt(&error, 200),
             excerpt(&redact(&body, secret), 120)
         ))
     })?;
@@ -356,6 +360,10 @@ mod tests {
         assert!(matches!(e, ProviderError::Malformed(_)));
         assert!(!e.to_string().contains(key), "{e}");
         assert!(e.to_string().contains("[REDACTED]"), "{e}");
+        // serde quotes a value of the wrong type in its own message.
+        let body = format!(r#"{{"choices":[],"usage":{{"prompt_tokens":"Bearer {key}"}}}}"#);
+        let e = decode_completion(body.as_bytes(), Some(key)).unwrap_err();
+        assert!(!e.to_string().contains(key), "{e}");
     }
 
     #[test]

@@ -124,9 +124,11 @@ async fn process(shared: &Shared, item: &Item) -> Ended {
         step,
         tier,
         meta: &item.meta,
-        times: item
-            .meta
-            .times(crate::util::unix_ms(), msg.timestamp().to_millis()),
+        times: item.meta.times(
+            crate::util::unix_ms(),
+            msg.timestamp().to_millis(),
+            tier.is_some() || step.previous.is_some(),
+        ),
     };
     let decoded = decode_job(
         msg.payload(),
@@ -231,9 +233,11 @@ async fn internal_error(shared: &Shared, item: &Item, what: &str) -> Ended {
         step,
         tier,
         meta: &item.meta,
-        times: item
-            .meta
-            .times(crate::util::unix_ms(), item.msg.timestamp().to_millis()),
+        times: item.meta.times(
+            crate::util::unix_ms(),
+            item.msg.timestamp().to_millis(),
+            tier.is_some() || step.previous.is_some(),
+        ),
     };
     let outcome: Outcome = outcome::terminal(
         record,

@@ -457,6 +457,19 @@ mod tests {
         receive_max: None,
     };
 
+    /// Asserts librdkafka accepts a consumer with `client` settings (the config's own) and
+    /// the derived prefetch `settings`.
+    fn assert_accepted(client: &[(&str, String)], settings: [(&'static str, String); 3]) {
+        let mut cc = rdkafka::ClientConfig::new();
+        cc.set("group.id", "g")
+            .set("bootstrap.servers", "127.0.0.1:9");
+        for (key, value) in client.iter().cloned().chain(settings) {
+            cc.set(key, value);
+        }
+        let created = cc.create::<BaseConsumer>();
+        assert!(created.is_ok(), "{:?}", created.err());
+    }
+
     /// 10 MB records with `receive.message.max.bytes` just above them, as a cluster allowing
     /// large records may be configured: the default budget's 50 MiB fetch would exceed it,
     /// and librdkafka would refuse the consumer.
@@ -469,28 +482,16 @@ mod tests {
         };
         let s = prefetch_settings(256 * 1024 * 1024, 8, limits);
         assert_eq!(s[2].1, message.to_string());
-        let mut cc = rdkafka::ClientConfig::new();
-        cc.set("group.id", "g")
-            .set("bootstrap.servers", "127.0.0.1:9")
-            .set("message.max.bytes", message.to_string())
-            .set("receive.message.max.bytes", receive.to_string());
-        for (key, value) in s {
-            cc.set(key, value);
-        }
-        let created = cc.create::<BaseConsumer>();
-        assert!(created.is_ok(), "{:?}", created.err());
+        let client = [
+            ("message.max.bytes", message.to_string()),
+            ("receive.message.max.bytes", receive.to_string()),
+        ];
+        assert_accepted(&client, s);
     }
 
     #[test]
     fn the_smallest_budget_still_makes_a_consumer_librdkafka_accepts() {
-        let mut cc = rdkafka::ClientConfig::new();
-        cc.set("group.id", "g")
-            .set("bootstrap.servers", "127.0.0.1:9");
-        for (key, value) in prefetch_settings(1024 * 1024, 24, DEFAULTS) {
-            cc.set(key, value);
-        }
-        let created = cc.create::<BaseConsumer>();
-        assert!(created.is_ok(), "{:?}", created.err());
+        assert_accepted(&[], prefetch_settings(1024 * 1024, 24, DEFAULTS));
     }
 
     /// A cluster that allows 64 MiB records: the config raises `message.max.bytes`, and the
@@ -504,16 +505,11 @@ mod tests {
         };
         let s = prefetch_settings(256 * 1024 * 1024, 8, limits);
         assert_eq!(s[2].1, large.to_string());
-        let mut cc = rdkafka::ClientConfig::new();
-        cc.set("group.id", "g")
-            .set("bootstrap.servers", "127.0.0.1:9")
-            .set("message.max.bytes", large.to_string())
-            .set("receive.message.max.bytes", (2 * large).to_string());
-        for (key, value) in s {
-            cc.set(key, value);
-        }
-        let created = cc.create::<BaseConsumer>();
-        assert!(created.is_ok(), "{:?}", created.err());
+        let client = [
+            ("message.max.bytes", large.to_string()),
+            ("receive.message.max.bytes", (2 * large).to_string()),
+        ];
+        assert_accepted(&client, s);
     }
 
     #[test]

@@ -176,10 +176,12 @@ pub fn print(report: &ContractsReport, config: &Config) {
     }
     if let Some(r) = report.results.first() {
         println!(
-            "trail of {} (total {:.6} USD, {} steps):",
+            "trail of {} (total {:.6} USD, {} steps, {} ms from first pick-up to result after {} ms queued):",
             r.id,
             r.total_cost_usd,
-            r.trail.len()
+            r.trail.len(),
+            r.total_ms,
+            r.queue_ms
         );
         for t in &r.trail {
             let json = t

@@ -7,6 +7,7 @@
 //! - [`retry`]: the in-process wait before calling a model again (full-jitter backoff, the
 //!   provider's Retry-After up to a cap; a longer one defers to a retry tier).
 //! - [`breaker`] and [`Circuits`]: one circuit breaker per model.
+//! - [`cooldown`]: a 429 cools its model for every job of the worker, one probe at a time.
 //! - [`limits`]: each model kept under its provider's quota (requests and tokens per minute,
 //!   concurrency).
 //! - [`plan`]: where a job goes after a failed round: a delayed retry tier with its due time,
@@ -14,6 +15,7 @@
 
 pub mod breaker;
 pub mod circuits;
+pub mod cooldown;
 pub mod limits;
 pub mod plan;
 pub mod retry;

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::{now, StepRunner};
 use crate::config::{ContentFilterPolicy, StepConfig};
 use crate::context::ChatRequest;
+use crate::fallback::cooldown::CoolAdmission;
 use crate::fallback::limits::Grant;
 use crate::fallback::{Admission, CircuitState, Fate};
 use crate::output::Completion;
@@ -22,6 +23,8 @@ pub(super) enum Skipped {
     CircuitOpen,
     /// No rate-limit capacity came within the wait.
     NoCapacity,
+    /// The model cools down after a 429 (for about this long).
+    Cooling(Duration),
 }
 
 /// A call that was made.
@@ -62,6 +65,10 @@ impl StepRunner {
             telemetry::circuit_skip(&model.name, &spec.step.pipeline, &spec.step.name);
             return Err(Skipped::CircuitOpen);
         }
+        let cool = self.cooldowns.admit(m, now(), model.timeout);
+        if let CoolAdmission::Skip(left) = cool {
+            return Err(Skipped::Cooling(left));
+        }
         let grant = self.capacity(m, spec).await?;
         let limit = match spec.deadline {
             Some(d) => model
@@ -79,6 +86,11 @@ impl StepRunner {
             });
         let elapsed = started.elapsed();
         self.record_circuit(m, admission, result.as_ref().err().map(|(_, f)| *f));
+        let throttled = match &result {
+            Err((ProviderError::RateLimited { retry_after }, _)) => Some(*retry_after),
+            _ => None,
+        };
+        self.cooldowns.record(m, now(), cool, throttled);
         if let Some(g) = grant {
             let used = result.as_ref().map_or(0, |c| c.usage.total_tokens);
             self.limits[m].settle(g, used);

@@ -49,6 +49,7 @@ impl StepRunner {
                 let why = match skipped {
                     Skipped::CircuitOpen => format!("{}'s circuit is open", model.name),
                     Skipped::NoCapacity => format!("no rate-limit capacity on {}", model.name),
+                    Skipped::Cooling(_) => format!("{} is cooling down after a 429", model.name),
                 };
                 let (choice, call) = router::classifier_skipped(&model.name, why);
                 return (choice, Some(call), 0.0);

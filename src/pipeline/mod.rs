@@ -92,6 +92,7 @@ pub struct StepRunner {
     providers: Arc<[Arc<dyn Provider>]>,
     latency: Arc<LatencyBook>,
     circuits: Arc<Circuits>,
+    cooldowns: Arc<crate::fallback::cooldown::Cooldowns>,
     limits: Arc<[ModelLimits]>,
 }
 
@@ -119,6 +120,7 @@ impl StepRunner {
                 config.circuit_breaker,
                 config.out_of_rotation,
             )),
+            cooldowns: Arc::new(crate::fallback::cooldown::Cooldowns::new(n)),
             limits: config
                 .models
                 .iter()

@@ -209,6 +209,11 @@ impl<'a> Round<'a> {
                     let (list, cause) = match skipped {
                         Skipped::CircuitOpen => (&mut self.circuit_open, "circuit_open"),
                         Skipped::NoCapacity => (&mut self.saturated, "no_capacity"),
+                        Skipped::Cooling(left) => {
+                            // The retry tier is due no sooner than the model is back.
+                            self.retry_after = self.retry_after.max(Some(left));
+                            (&mut self.saturated, "cooling_down")
+                        }
                     };
                     list.push(model.name.clone());
                     return Tried::NextModel(cause);
@@ -449,7 +454,13 @@ impl<'a> Round<'a> {
             }
             other => other,
         };
-        let (next, defer) = retry::next_after(retried, e.retry_after(), last_attempt, backoff);
+        // A 429 without Retry-After: the job waits (at least) the cooldown it started.
+        let retry_after = e.retry_after().or_else(|| {
+            (fate == Fate::Throttled)
+                .then(|| self.runner.cooldowns.remaining(m, super::now()))
+                .flatten()
+        });
+        let (next, defer) = retry::next_after(retried, retry_after, last_attempt, backoff);
         self.retry_after = self.retry_after.max(defer);
         self.last = Some(Last::of(m, &e, fate));
         next
@@ -547,12 +558,12 @@ impl<'a> Round<'a> {
             None if !self.saturated.is_empty() => (
                 ErrorClass::RateLimited,
                 format!(
-                    "no rate-limit capacity within {:?} on any allowed model ({})",
+                    "no rate-limit capacity within {:?}, or cooling down after a 429, on every allowed model ({})",
                     self.runner.config.worker.rate_limit_wait,
                     self.saturated.join(", ")
                 ),
                 self.saturated.last().cloned(),
-                None,
+                self.retry_after,
             ),
             _ if self.stuck_on_open_circuits() => (
                 ErrorClass::ProviderUnavailable,

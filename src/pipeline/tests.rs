@@ -202,6 +202,28 @@ async fn a_429_without_retry_after_backs_off_briefly() {
     );
 }
 
+/// Seen: 20 concurrent jobs against a model that keeps answering 429 made 60 calls in 0.41 s.
+/// Its first 429 cools it for every job: the others move on to the next candidate, and at
+/// most a probe reaches it while it cools.
+#[tokio::test(start_paused = true)]
+async fn a_429_cools_the_model_for_every_job_of_the_worker() {
+    let (r, fakes) = runner(CONFIG, vec![("a", vec![Script::fail(throttled(None))])]);
+    let step = r.config().steps[0].clone();
+    let jobs: Vec<Job> = (0..20)
+        .map(|i| serde_json::from_str(&format!(r#"{{"id":"j{i}","input":"hello"}}"#)).unwrap())
+        .collect();
+    let runs = jobs.iter().map(|j| r.run(&step, j, &j.id, 0.0));
+    let outcomes = futures::future::join_all(runs).await;
+    for o in outcomes {
+        assert_eq!(answered(o).model, "b");
+    }
+    assert!(
+        fakes["a"].calls() <= 3,
+        "{} calls to the throttled model",
+        fakes["a"].calls()
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_429_asking_for_too_long_moves_on_and_holds_the_retry_tier_back() {
     let everyone_throttles = vec![

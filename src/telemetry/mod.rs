@@ -174,7 +174,7 @@ fn describe() {
     );
     describe_counter!(
         FALLBACKS,
-        "Moves to the next candidate within a job's round (model: the one left; error_class: why, its failure's class, or circuit_open, no_capacity, over_budget when it was skipped without a call)."
+        "Moves to the next candidate within a job's round (model: the one left; error_class: why, its failure's class, or circuit_open, no_capacity, cooling_down, over_budget when it was skipped without a call)."
     );
     describe_counter!(
         RETRIES_SCHEDULED,
